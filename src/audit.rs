@@ -1,0 +1,372 @@
+//! The audit log: what happened, who did it, about whom, and whether it worked — after
+//! NEN 7513. Records are appended only by the store's committer, in the same sled
+//! transaction as the state change they describe, and are hash-chained: each record's
+//! hash is SHA-256 over the previous record's hash and this record's canonical bytes.
+//! Every [`CHECKPOINT_EVERY`] records, and when the gateway stops, the committer signs a
+//! checkpoint (sequence, hash, time) with the gateway's key, so that a verifier can prove
+//! that nothing was altered and the log was not cut back.
+//!
+//! The log never holds a BSN, a name or free text: the child appears as a *pseudonym*,
+//! a keyed HMAC-SHA256 of the BSN, so an auditor can still find a child's records by BSN.
+
+use chrono::{DateTime, Utc};
+use ring::{digest, hmac};
+use serde::{Deserialize, Serialize};
+
+use crate::message::{Bsn, MessageType};
+use crate::signing::Signer;
+use crate::store::{be, key, StoreError, T};
+
+/// A checkpoint is signed after this many records.
+pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    MessageAccepted,
+    MessageFiltered,
+    MessageQueued,
+    MessageSent,
+    MessageDelivered,
+    MessageRefused,
+    MessageWithheld,
+    MessageExpired,
+    MessageReceived,
+    MessageAcknowledged,
+    ConsentRecorded,
+    ConsentWithdrawn,
+    ConsentMirrored,
+    ConsentUpdated,
+    AuditRead,
+    GatewayStarted,
+    GatewayStopped,
+    CertificateRefused,
+    RequestRefused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Refused,
+    Failure,
+}
+
+/// Who acted: a local user (named in the local API's header), a peer organisation
+/// (from its certificate), an auditor, or the gateway itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    User {
+        id: String,
+    },
+    Peer {
+        organisation: String,
+        certificate_serial: String,
+    },
+    Auditor {
+        organisation: String,
+        certificate_serial: String,
+    },
+    Gateway,
+    Unknown {
+        remote: String,
+    },
+}
+
+/// What a caller records; the committer adds sequence, time and hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub event: Event,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub actor: Actor,
+    /// The organisation on whose behalf the actor acted (this gateway's for local users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<MessageType>,
+    /// The child as a pseudonym, never as a BSN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_id: Option<String>,
+    /// Field paths the minimisation removed or changed (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_fields: Vec<String>,
+}
+
+impl AuditEvent {
+    pub fn new(event: Event, outcome: Outcome, actor: Actor) -> AuditEvent {
+        AuditEvent {
+            event,
+            outcome,
+            reason: None,
+            actor,
+            on_behalf_of: None,
+            message_id: None,
+            message_type: None,
+            subject: None,
+            peer: None,
+            consent_id: None,
+            changed_fields: Vec::new(),
+        }
+    }
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+    pub fn message(mut self, id: &str, t: MessageType) -> Self {
+        self.message_id = Some(id.to_string());
+        self.message_type = Some(t);
+        self
+    }
+    pub fn subject(mut self, pseudonym: Option<String>) -> Self {
+        self.subject = pseudonym;
+        self
+    }
+    pub fn peer(mut self, peer: &str) -> Self {
+        self.peer = Some(peer.to_string());
+        self
+    }
+    pub fn consent(mut self, consent_id: Option<&str>) -> Self {
+        self.consent_id = consent_id.map(str::to_string);
+        self
+    }
+    pub fn on_behalf_of(mut self, org: &str) -> Self {
+        self.on_behalf_of = Some(org.to_string());
+        self
+    }
+    pub fn changed(mut self, paths: Vec<String>) -> Self {
+        self.changed_fields = paths;
+        self
+    }
+}
+
+/// A sealed audit record as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The part of a record its hash covers: everything but the hash itself.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    time: &'a DateTime<Utc>,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    prev_hash: &'a str,
+}
+
+impl AuditRecord {
+    /// Recomputes this record's hash from its content and `prev_hash`.
+    pub fn compute_hash(&self) -> String {
+        record_hash(self.seq, &self.time, &self.event, &self.prev_hash)
+    }
+}
+
+fn record_hash(seq: u64, time: &DateTime<Utc>, event: &AuditEvent, prev_hash: &str) -> String {
+    let canonical = serde_json::to_vec(&Hashed {
+        seq,
+        time,
+        event,
+        prev_hash,
+    })
+    .unwrap_or_default();
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev_hash.as_bytes());
+    ctx.update(&canonical);
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// The hash before the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A signed statement that the log had `hash` at `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+    pub time: DateTime<Utc>,
+    /// ECDSA P-256 signature (hex) over `checkpoint_bytes(seq, hash, time)`.
+    pub signature: String,
+}
+
+/// The bytes a checkpoint signature covers.
+pub fn checkpoint_bytes(seq: u64, hash: &str, time: &DateTime<Utc>) -> Vec<u8> {
+    format!(
+        "wijkpoort-audit-checkpoint\n{seq}\n{hash}\n{}",
+        time.to_rfc3339()
+    )
+    .into_bytes()
+}
+
+type Writes = Vec<(T, Vec<u8>, Option<Vec<u8>>)>;
+
+/// The committer's view of the chain's head.
+pub struct AuditChain {
+    next_seq: u64,
+    last_hash: String,
+    last_checkpoint: u64,
+}
+
+impl AuditChain {
+    /// Reads the head of the chain from the last stored record.
+    pub fn resume(audit: &sled::Tree, checkpoints: &sled::Tree) -> Result<AuditChain, StoreError> {
+        let last_checkpoint = match checkpoints.last()? {
+            Some((k, _)) => u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("checkpoint key".into()))?,
+            ),
+            None => 0,
+        };
+        match audit.last()? {
+            None => Ok(AuditChain {
+                next_seq: 1,
+                last_hash: GENESIS_HASH.to_string(),
+                last_checkpoint: 0,
+            }),
+            Some((_, v)) => {
+                let rec: AuditRecord = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("last audit record: {e}")))?;
+                Ok(AuditChain {
+                    next_seq: rec.seq + 1,
+                    last_hash: rec.hash,
+                    last_checkpoint,
+                })
+            }
+        }
+    }
+
+    /// Seals `event` as the next record and adds its writes (record and indexes).
+    pub fn append(
+        &mut self,
+        event: AuditEvent,
+        signer: &Signer,
+        writes: &mut Writes,
+    ) -> Result<(), StoreError> {
+        let seq = self.next_seq;
+        let time = Utc::now();
+        let hash = record_hash(seq, &time, &event, &self.last_hash);
+        let rec = AuditRecord {
+            seq,
+            time,
+            event,
+            prev_hash: std::mem::take(&mut self.last_hash),
+            hash: hash.clone(),
+        };
+        let bytes = serde_json::to_vec(&rec)
+            .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?;
+        writes.push((T::Audit, be(seq).to_vec(), Some(bytes)));
+        if let Some(p) = &rec.event.subject {
+            writes.push((
+                T::AuditBySubject,
+                [p.as_bytes(), &be(seq)].concat(),
+                Some(Vec::new()),
+            ));
+        }
+        if let Some(id) = &rec.event.message_id {
+            writes.push((
+                T::AuditByMessage,
+                key(&[id.as_bytes(), &be(seq)]),
+                Some(Vec::new()),
+            ));
+        }
+        let millis = u64::try_from(time.timestamp_millis()).unwrap_or(0);
+        writes.push((
+            T::AuditByTime,
+            [be(millis), be(seq)].concat(),
+            Some(Vec::new()),
+        ));
+        self.last_hash = hash;
+        self.next_seq = seq + 1;
+        if seq - self.last_checkpoint >= CHECKPOINT_EVERY {
+            self.checkpoint(signer, writes)?;
+        }
+        Ok(())
+    }
+
+    /// Signs the current head, unless it was signed already.
+    pub fn checkpoint(&mut self, signer: &Signer, writes: &mut Writes) -> Result<(), StoreError> {
+        let seq = self.next_seq - 1;
+        if seq == 0 || seq == self.last_checkpoint {
+            return Ok(());
+        }
+        let time = Utc::now();
+        let signature = signer
+            .sign(&checkpoint_bytes(seq, &self.last_hash, &time))
+            .map_err(|e| StoreError::Corrupt(format!("signing a checkpoint: {e}")))?;
+        let cp = Checkpoint {
+            seq,
+            hash: self.last_hash.clone(),
+            time,
+            signature: hex::encode(signature),
+        };
+        let bytes =
+            serde_json::to_vec(&cp).map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
+        writes.push((T::Checkpoints, be(seq).to_vec(), Some(bytes)));
+        self.last_checkpoint = seq;
+        Ok(())
+    }
+}
+
+/// Turns a BSN into the pseudonym the audit log and indexes use.
+#[derive(Clone)]
+pub struct Pseudonymiser {
+    key: hmac::Key,
+}
+
+impl Pseudonymiser {
+    pub fn new(secret: &[u8]) -> Pseudonymiser {
+        // Derive a key for this one purpose, so that the same secret can key other things.
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let derived = hmac::sign(&root, b"wijkpoort audit subject pseudonym v1");
+        Pseudonymiser {
+            key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+        }
+    }
+
+    pub fn pseudonym(&self, bsn: &Bsn) -> String {
+        hex::encode(hmac::sign(&self.key, bsn.as_str().as_bytes()).as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonym_is_stable_keyed_and_hides_the_bsn() {
+        let bsn = Bsn::try_from("111222333".to_string()).unwrap();
+        let a = Pseudonymiser::new(b"key one").pseudonym(&bsn);
+        assert_eq!(a, Pseudonymiser::new(b"key one").pseudonym(&bsn));
+        assert_ne!(a, Pseudonymiser::new(b"key two").pseudonym(&bsn));
+        assert!(!a.contains("111222333"));
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn record_hash_covers_content_and_previous_hash() {
+        let event = AuditEvent::new(Event::MessageAccepted, Outcome::Success, Actor::Gateway);
+        let time = Utc::now();
+        let h = record_hash(1, &time, &event, GENESIS_HASH);
+        assert_ne!(h, record_hash(2, &time, &event, GENESIS_HASH));
+        assert_ne!(h, record_hash(1, &time, &event, &h));
+        let mut other = event.clone();
+        other.outcome = Outcome::Refused;
+        assert_ne!(h, record_hash(1, &time, &other, GENESIS_HASH));
+    }
+}

@@ -1,0 +1,439 @@
+//! Configuration in two steps: the TOML file as written ([`RawConfig`]), and the
+//! validated [`Config`] that the rest of the gateway uses. Validation reads and checks
+//! every file the config names (certificates, key, trust anchors, token, secret) once,
+//! at start, so that nothing downstream re-checks and a mistake stops the start with one
+//! line naming the file and the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use x509_parser::prelude::*;
+
+use crate::identity;
+use crate::message::MessageType;
+use crate::signing::Signer;
+
+/// A configuration mistake: which file, which field, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {problem}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub field: String,
+    pub problem: String,
+}
+
+/// Which side of the exchange this gateway is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Practice,
+    Wijkteam,
+}
+
+impl Role {
+    /// The message types this role may originate (DESIGN.md, Deployment).
+    pub fn sends(self) -> &'static [MessageType] {
+        match self {
+            Role::Practice => &[
+                MessageType::Referral,
+                MessageType::Consultation,
+                MessageType::ConsentUpdate,
+            ],
+            Role::Wijkteam => &[MessageType::Feedback],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub role: Role,
+    /// This gateway's organisation identifier; must match its certificate.
+    pub identity: String,
+    pub store_dir: PathBuf,
+    /// 32 or more random bytes (hex) that key the audit pseudonyms and minimisation HMACs.
+    pub secret_key_file: PathBuf,
+    #[serde(default)]
+    pub minimisation_policy: Option<PathBuf>,
+    pub tls: RawTls,
+    pub local_api: RawLocalApi,
+    pub listener: RawListener,
+    #[serde(default)]
+    pub relay: RawRelay,
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    #[serde(default)]
+    pub auditors: Vec<RawAuditor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM: this gateway's certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: its PKCS#8 private key (ECDSA P-256).
+    pub key: PathBuf,
+    /// PEM: the CA certificates that peers' and auditors' certificates must chain to.
+    pub trust_anchors: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalApi {
+    pub listen: String,
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRelay {
+    pub max_age_secs: u64,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        RawRelay {
+            max_age_secs: 7 * 24 * 3600,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 60_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// A short local name for the peer, used in the local API (`"to": "wijkteam"`).
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The organisation identifier its certificate must carry.
+    pub identity: String,
+    /// The message types this peer may send to us.
+    #[serde(default)]
+    pub may_send: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditor {
+    pub identity: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A peer gateway, validated.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    pub identity: String,
+    /// Where its mTLS listener is.
+    pub host: String,
+    pub port: u16,
+    pub may_send: Vec<MessageType>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub max_age: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The validated configuration.
+pub struct Config {
+    pub path: PathBuf,
+    pub role: Role,
+    pub identity: String,
+    pub store_dir: PathBuf,
+    pub secret: Vec<u8>,
+    pub minimisation_policy: Option<PathBuf>,
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub signer: Arc<Signer>,
+    pub trust_anchors: Vec<CertificateDer<'static>>,
+    pub local_api: SocketAddr,
+    pub api_token: String,
+    pub listener: SocketAddr,
+    pub relay: RelaySettings,
+    pub peers: Vec<Peer>,
+    pub auditors: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths in it are relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            field: "-".into(),
+            problem: format!("cannot read the config file: {e}"),
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            field: "-".into(),
+            problem: format!("not valid wijkpoort TOML: {}", e.to_string().trim()),
+        })?;
+        raw.validate(path)
+    }
+
+    pub fn peer_by_name(&self, name: &str) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.name == name)
+    }
+
+    pub fn peer_by_identity(&self, identity: &str) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.identity == identity)
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let err = |field: &str, problem: String| ConfigError {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            problem,
+        };
+        let resolve = |p: &Path| base.join(p);
+
+        if self.identity.trim().is_empty() {
+            return Err(err("identity", "must not be empty".into()));
+        }
+
+        // Own certificate chain and key: readable, matching, currently valid, ours.
+        let cert_path = resolve(&self.tls.cert);
+        let cert_chain = read_certs(&cert_path).map_err(|p| err("tls.cert", p))?;
+        let leaf = &cert_chain[0];
+        let key_path = resolve(&self.tls.key);
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+            err(
+                "tls.key",
+                format!("{}: cannot read a PEM private key: {e}", key_path.display()),
+            )
+        })?;
+        let signer = match &key {
+            PrivateKeyDer::Pkcs8(k) => Signer::from_pkcs8(k.secret_pkcs8_der()),
+            _ => Err(crate::signing::SigningError::BadKey(
+                "not PKCS#8 (convert with `openssl pkcs8 -topk8 -nocrypt`)".into(),
+            )),
+        }
+        .map_err(|e| err("tls.key", format!("{}: {e}", key_path.display())))?;
+        let cert_key = crate::signing::certificate_public_key(leaf)
+            .map_err(|e| err("tls.cert", e.to_string()))?;
+        if cert_key != signer.public_key() {
+            return Err(err(
+                "tls.key",
+                format!(
+                    "{} does not belong to the certificate {}",
+                    key_path.display(),
+                    cert_path.display()
+                ),
+            ));
+        }
+        check_validity(leaf)
+            .map_err(|p| err("tls.cert", format!("{}: {p}", cert_path.display())))?;
+        let own = identity::identify(leaf).map_err(|e| err("tls.cert", e.to_string()))?;
+        if own.organisation_id != self.identity {
+            return Err(err(
+                "identity",
+                format!(
+                    "is {:?} but the certificate {} names {:?}",
+                    self.identity,
+                    cert_path.display(),
+                    own.organisation_id
+                ),
+            ));
+        }
+        let anchors_path = resolve(&self.tls.trust_anchors);
+        let trust_anchors = read_certs(&anchors_path).map_err(|p| err("tls.trust_anchors", p))?;
+
+        let secret_path = resolve(&self.secret_key_file);
+        let secret = std::fs::read_to_string(&secret_path)
+            .map_err(|e| err("secret_key_file", format!("{}: {e}", secret_path.display())))
+            .and_then(|s| {
+                hex::decode(s.trim()).map_err(|e| {
+                    err(
+                        "secret_key_file",
+                        format!("{}: not hex: {e}", secret_path.display()),
+                    )
+                })
+            })?;
+        if secret.len() < 32 {
+            return Err(err(
+                "secret_key_file",
+                format!(
+                    "{}: needs at least 32 bytes (64 hex digits)",
+                    secret_path.display()
+                ),
+            ));
+        }
+
+        let local_api: SocketAddr = self.local_api.listen.parse().map_err(|e| {
+            err(
+                "local_api.listen",
+                format!("{:?}: {e}", self.local_api.listen),
+            )
+        })?;
+        if !local_api.ip().is_loopback() {
+            return Err(err(
+                "local_api.listen",
+                format!(
+                    "{local_api} is not a loopback address; the local API has no TLS and must \
+                     stay on this machine (127.0.0.1 or ::1)"
+                ),
+            ));
+        }
+        let token_path = resolve(&self.local_api.token_file);
+        let api_token = std::fs::read_to_string(&token_path)
+            .map_err(|e| {
+                err(
+                    "local_api.token_file",
+                    format!("{}: {e}", token_path.display()),
+                )
+            })?
+            .trim()
+            .to_string();
+        if api_token.len() < 16 {
+            return Err(err(
+                "local_api.token_file",
+                format!(
+                    "{}: the token must be at least 16 characters",
+                    token_path.display()
+                ),
+            ));
+        }
+        let listener: SocketAddr = self.listener.listen.parse().map_err(|e| {
+            err(
+                "listener.listen",
+                format!("{:?}: {e}", self.listener.listen),
+            )
+        })?;
+
+        let mut peers = Vec::new();
+        for (i, p) in self.peers.into_iter().enumerate() {
+            let field = |f: &str| format!("peers[{i}].{f}");
+            if p.name.trim().is_empty() {
+                return Err(err(&field("name"), "must not be empty".into()));
+            }
+            if p.identity.trim().is_empty() {
+                return Err(err(&field("identity"), "must not be empty".into()));
+            }
+            let url = p
+                .url
+                .ok_or_else(|| err(&field("url"), format!("peer {:?} has no url", p.name)))?;
+            let (host, port) = parse_peer_url(&url).map_err(|e| err(&field("url"), e))?;
+            let may_send = p
+                .may_send
+                .iter()
+                .map(|t| t.parse::<MessageType>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(&field("may_send"), e))?;
+            if peers
+                .iter()
+                .any(|q: &Peer| q.name == p.name || q.identity == p.identity)
+            {
+                return Err(err(
+                    &field("name"),
+                    "a peer with this name or identity is listed twice".into(),
+                ));
+            }
+            peers.push(Peer {
+                name: p.name,
+                identity: p.identity,
+                host,
+                port,
+                may_send,
+            });
+        }
+        let auditors = self.auditors.into_iter().map(|a| a.identity).collect();
+        let r = &self.relay;
+        if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(err(
+                "relay.initial_backoff_ms",
+                "must be positive and not above relay.max_backoff_ms".into(),
+            ));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            role: self.role,
+            identity: self.identity,
+            store_dir: resolve(&self.store_dir),
+            secret,
+            minimisation_policy: self.minimisation_policy.map(|p| resolve(&p)),
+            cert_chain,
+            key,
+            signer: Arc::new(signer),
+            trust_anchors,
+            local_api,
+            api_token,
+            listener,
+            relay: RelaySettings {
+                max_age: Duration::from_secs(r.max_age_secs),
+                initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+                max_backoff: Duration::from_millis(r.max_backoff_ms),
+                request_timeout: Duration::from_millis(r.request_timeout_ms.max(100)),
+            },
+            peers,
+            auditors,
+        })
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: cannot read PEM certificates: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: bad PEM certificate: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn check_validity(cert_der: &[u8]) -> Result<(), String> {
+    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| e.to_string())?;
+    let v = cert.validity();
+    let now = ASN1Time::now();
+    if now > v.not_after {
+        return Err(format!("the certificate expired on {}", v.not_after));
+    }
+    if now < v.not_before {
+        return Err(format!(
+            "the certificate is not valid before {}",
+            v.not_before
+        ));
+    }
+    Ok(())
+}
+
+/// `https://host:port` → (host, port). Only https: peers speak mTLS.
+fn parse_peer_url(url: &str) -> Result<(String, u16), String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("{url:?} must start with https://"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url:?} has no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}

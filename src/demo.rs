@@ -1,0 +1,262 @@
+//! `wijkpoort demo`: the whole flow on one machine with no set-up. It writes a
+//! throw-away dev kit into a temporary directory, starts a practice and a wijkteam
+//! gateway on loopback, and walks through the exchange, narrating each step. The child
+//! in the demo is fictitious; the narration shows ids and statuses, and the one place it
+//! shows message content is the inbox, to show what actually arrived.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::client::LocalApiClient;
+use crate::devkit::{self, Addresses};
+use crate::gateway::{bind, Listeners, RunningGateway};
+use crate::store::Durability;
+use crate::{Config, StartError};
+
+/// A fictitious child: a BSN that passes the elfproef and belongs to no one we know of.
+pub const DEMO_BSN: &str = "111222333";
+
+fn step(n: &mut u32, text: &str) {
+    *n += 1;
+    println!("\n[{n}] {text}");
+}
+
+fn err(e: impl std::fmt::Display) -> StartError {
+    StartError::Other(e.to_string())
+}
+
+/// Runs the demo to the end.
+pub async fn run() -> Result<(), StartError> {
+    let mut n = 0;
+    let dir = tempfile::tempdir().map_err(err)?;
+    step(
+        &mut n,
+        "Generating a throw-away dev PKI, secrets and configs",
+    );
+    let any = "127.0.0.1:0".parse().map_err(err)?;
+    let (p_api, p_tls, w_api, w_tls) = (
+        bind(any).await?,
+        bind(any).await?,
+        bind(any).await?,
+        bind(any).await?,
+    );
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().map_err(err);
+    let addrs = Addresses {
+        practice_api: addr(&p_api)?,
+        practice_listener: addr(&p_tls)?,
+        wijkteam_api: addr(&w_api)?,
+        wijkteam_listener: addr(&w_tls)?,
+    };
+    let kit = devkit::write(dir.path(), addrs, None).map_err(err)?;
+    println!("    dev kit in {}", kit.dir.display());
+    println!(
+        "    practice  {} (URA-like, certificate serialNumber)",
+        crate::pki::DEV_PRACTICE_ID
+    );
+    println!(
+        "    wijkteam  {} (OIN-like, certificate serialNumber)",
+        crate::pki::DEV_WIJKTEAM_ID
+    );
+
+    step(
+        &mut n,
+        "Starting the practice gateway and the wijkteam gateway on loopback",
+    );
+    let practice_cfg = Config::load(&kit.practice_config)?;
+    let wijkteam_cfg = Config::load(&kit.wijkteam_config)?;
+    let practice = RunningGateway::start(
+        practice_cfg,
+        Listeners {
+            local_api: p_api,
+            listener: p_tls,
+        },
+        Durability::Synced,
+    )
+    .await?;
+    let wijkteam = RunningGateway::start(
+        wijkteam_cfg,
+        Listeners {
+            local_api: w_api,
+            listener: w_tls,
+        },
+        Durability::Synced,
+    )
+    .await?;
+    println!(
+        "    practice: local API http://{}, mTLS https://{}",
+        practice.local_api, practice.listener
+    );
+    println!(
+        "    wijkteam: local API http://{}, mTLS https://{}",
+        wijkteam.local_api, wijkteam.listener
+    );
+
+    let mut his = LocalApiClient::new(practice.local_api, &kit.practice_token, "dr.jansen");
+    let mut case_system = LocalApiClient::new(wijkteam.local_api, &kit.wijkteam_token, "k.bakker");
+
+    step(
+        &mut n,
+        "The GP (user dr.jansen) submits a referral through the practice's local API",
+    );
+    let referral = json!({
+        "type": "referral",
+        "to": "wijkteam",
+        "subject": {"bsn": DEMO_BSN, "name": "Sanne de Vries (fictitious)", "birth_date": "2014-03-02"},
+        "body": {
+            "request_for_help": "Ouders vragen hulp bij slaapproblemen en angst.",
+            "urgency": "soon",
+            "postcode": "3511 AB",
+            "parent_contact": {"name": "M. de Vries", "relationship": "mother", "phone": "06-12345678"}
+        }
+    });
+    let referral_id = submit(&mut his, &referral).await?;
+
+    step(
+        &mut n,
+        "The practice relays it over mutual TLS; waiting for the wijkteam's receipt",
+    );
+    let status = wait_delivered(&mut his, &referral_id).await?;
+    print_receipt(&status);
+
+    step(
+        &mut n,
+        "The wijkteam's case system (user k.bakker) reads its inbox",
+    );
+    let inbox = show_inbox(&mut case_system).await?;
+    if !inbox.iter().any(|m| m["id"] == json!(referral_id)) {
+        return Err(err("the referral did not arrive in the wijkteam inbox"));
+    }
+    acknowledge(&mut case_system, &referral_id).await?;
+
+    step(
+        &mut n,
+        "The wijkteam sends feedback (intake planned) back to the practice",
+    );
+    let feedback = json!({
+        "type": "feedback",
+        "to": "practice",
+        "subject": {"bsn": DEMO_BSN},
+        "body": {
+            "referral_id": referral_id,
+            "status": "intake_planned",
+            "date": "2026-12-01",
+            "contact": {"name": "K. Bakker", "phone": "030-1234567"},
+            "note": "Intake gepland met ouders."
+        }
+    });
+    let feedback_id = submit(&mut case_system, &feedback).await?;
+    let status = wait_delivered(&mut case_system, &feedback_id).await?;
+    print_receipt(&status);
+
+    step(&mut n, "The practice's HIS reads its inbox");
+    let inbox = show_inbox(&mut his).await?;
+    if !inbox.iter().any(|m| m["id"] == json!(feedback_id)) {
+        return Err(err("the feedback did not arrive in the practice inbox"));
+    }
+    acknowledge(&mut his, &feedback_id).await?;
+
+    step(&mut n, "Shutting both gateways down cleanly");
+    practice.stop().await?;
+    wijkteam.stop().await?;
+    println!("    both stores closed with a signed audit checkpoint");
+    println!("\nDemo complete.");
+    Ok(())
+}
+
+async fn submit(client: &mut LocalApiClient, message: &Value) -> Result<String, StartError> {
+    let (code, answer) = client.post("/v1/messages", message).await.map_err(err)?;
+    if code != 202 {
+        return Err(err(format!("submission refused ({code}): {answer}")));
+    }
+    let id = answer["id"].as_str().unwrap_or_default().to_string();
+    println!(
+        "    accepted: {} {} → status {}",
+        message["type"].as_str().unwrap_or(""),
+        id,
+        answer["status"]
+    );
+    Ok(id)
+}
+
+async fn wait_delivered(client: &mut LocalApiClient, id: &str) -> Result<Value, StartError> {
+    for _ in 0..200 {
+        let (code, status) = client
+            .get(&format!("/v1/messages/{id}"))
+            .await
+            .map_err(err)?;
+        if code == 200 && status["status"] == "delivered" {
+            println!(
+                "    {id}: delivered after {} attempt(s)",
+                status["attempts"]
+            );
+            return Ok(status);
+        }
+        if code == 200 && status["status"] != "queued" {
+            return Err(err(format!(
+                "message {id} ended as {}: {}",
+                status["status"], status["last_error"]
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(err(format!("message {id} was not delivered within 10 s")))
+}
+
+fn print_receipt(status: &Value) {
+    let r = &status["receipt"];
+    println!(
+        "    receipt: signed by {} at {}, stored hash {}…",
+        r["receiver"].as_str().unwrap_or("?"),
+        r["received_at"].as_str().unwrap_or("?"),
+        r["stored_hash"]
+            .as_str()
+            .unwrap_or("?")
+            .get(..16)
+            .unwrap_or("?")
+    );
+}
+
+async fn show_inbox(client: &mut LocalApiClient) -> Result<Vec<Value>, StartError> {
+    let (_, inbox) = client.get("/v1/inbox").await.map_err(err)?;
+    let messages = inbox["messages"].as_array().cloned().unwrap_or_default();
+    for m in &messages {
+        println!(
+            "    inbox: {} {} from {}",
+            m["type"].as_str().unwrap_or(""),
+            m["id"].as_str().unwrap_or(""),
+            m["from"].as_str().unwrap_or("")
+        );
+        let env = &m["envelope"];
+        println!("      fields that arrived: {}", field_paths(env).join(", "));
+    }
+    Ok(messages)
+}
+
+async fn acknowledge(client: &mut LocalApiClient, id: &str) -> Result<(), StartError> {
+    let (code, _) = client
+        .post(&format!("/v1/inbox/{id}/ack"), &json!({}))
+        .await
+        .map_err(err)?;
+    println!("    acknowledged {id} ({code})");
+    Ok(())
+}
+
+/// The field paths under `subject` and `body` (names only, no values).
+fn field_paths(env: &Value) -> Vec<String> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => map
+                .iter()
+                .for_each(|(k, v)| walk(&format!("{prefix}.{k}"), v, out)),
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    for part in ["subject", "body"] {
+        if let Some(v) = env.get(part) {
+            walk(part, v, &mut out);
+        }
+    }
+    out
+}

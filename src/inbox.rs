@@ -1,0 +1,91 @@
+//! The inbox: messages received from peers, kept until the local system acknowledges
+//! them. Stored once per message id; a second delivery of the same message is answered
+//! with the first receipt, which is what makes the relay idempotent.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::message::MessageType;
+use crate::receipt::Receipt;
+use crate::store::{be, Store, StoreError, Tx, T};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceivedMessage {
+    pub id: String,
+    pub message_type: MessageType,
+    /// The sending peer's organisation identifier (from its certificate).
+    pub from: String,
+    /// The exact envelope bytes as received and verified.
+    pub envelope: String,
+    pub signature: String,
+    pub receipt: Receipt,
+    pub received_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_id: Option<String>,
+    /// The key of its inbox entry while unacknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox_key: Option<Vec<u8>>,
+}
+
+fn encode(m: &ReceivedMessage) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("received message: {e}")))
+}
+
+pub fn decode(bytes: &[u8]) -> Result<ReceivedMessage, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("received message: {e}")))
+}
+
+pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
+    tx.get(T::Received, id.as_bytes())?
+        .map(|b| decode(&b))
+        .transpose()
+}
+
+/// Stores a new received message and puts it in the inbox (inside a job).
+pub fn store(tx: &mut Tx<'_>, mut msg: ReceivedMessage) -> Result<(), StoreError> {
+    let inbox_key = be(tx.next_number()?).to_vec();
+    tx.insert(T::Inbox, inbox_key.clone(), msg.id.as_bytes());
+    msg.inbox_key = Some(inbox_key);
+    tx.insert(T::Received, msg.id.as_bytes(), encode(&msg)?);
+    Ok(())
+}
+
+/// Marks a message acknowledged and takes it out of the inbox (inside a job).
+pub fn acknowledge(
+    tx: &mut Tx<'_>,
+    mut msg: ReceivedMessage,
+    user: &str,
+) -> Result<(), StoreError> {
+    if let Some(k) = msg.inbox_key.take() {
+        tx.remove(T::Inbox, k);
+    }
+    msg.acknowledged_at = Some(Utc::now());
+    msg.acknowledged_by = Some(user.to_string());
+    tx.insert(T::Received, msg.id.as_bytes(), encode(&msg)?);
+    Ok(())
+}
+
+/// Unacknowledged messages, oldest first.
+pub fn unacknowledged(store: &Store, limit: usize) -> Result<Vec<ReceivedMessage>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store.tree(T::Inbox).iter().take(limit) {
+        let (_, id) = entry?;
+        if let Some(bytes) = store.get(T::Received, &id)? {
+            out.push(decode(&bytes)?);
+        }
+    }
+    Ok(out)
+}
+
+pub fn get(store: &Store, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
+    store
+        .get(T::Received, id.as_bytes())?
+        .map(|b| decode(&b))
+        .transpose()
+}

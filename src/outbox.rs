@@ -1,0 +1,152 @@
+//! The outbox: messages this gateway sends, and the durable per-peer queue the relay
+//! works through. A message enters it only as a whole (record, queue entry and audit
+//! records in one commit) and leaves the queue only in the commit that records its
+//! final status, so a crash at any moment leaves it either queued or finished.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Actor, AuditEvent, Event, Outcome};
+use crate::message::MessageType;
+use crate::receipt::Receipt;
+use crate::store::{be, key, StoreError, Tx, T};
+
+/// Where a sent message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// In the outbox, waiting for (another) delivery attempt.
+    Queued,
+    /// The peer stored it and returned a valid receipt.
+    Delivered,
+    /// The peer refused it; it will not be retried.
+    Refused,
+    /// Not delivered within the configured maximum age.
+    Expired,
+    /// Not sent because its consent was withdrawn or expired while it waited.
+    Withheld,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Delivered => "delivered",
+            Status::Refused => "refused",
+            Status::Expired => "expired",
+            Status::Withheld => "withheld",
+        }
+    }
+}
+
+/// A message this gateway sends, as stored in the `sent` tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SentMessage {
+    pub id: String,
+    pub message_type: MessageType,
+    /// The peer's local name and organisation identifier.
+    pub peer: String,
+    pub peer_identity: String,
+    /// The exact envelope bytes (JSON text) that were signed and are relayed.
+    pub envelope: String,
+    /// Signature (hex) over `envelope`.
+    pub signature: String,
+    pub status: Status,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+    pub submitted_by: String,
+    /// Hash of what the local system submitted, to recognise a retried submission.
+    pub submitted_hash: String,
+    /// The child's pseudonym, for audit records of later steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The key of its queue entry while it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_key: Option<Vec<u8>>,
+}
+
+impl SentMessage {
+    pub fn audit(&self, event: Event, outcome: Outcome, actor: Actor) -> AuditEvent {
+        AuditEvent::new(event, outcome, actor)
+            .message(&self.id, self.message_type)
+            .subject(self.subject.clone())
+            .peer(&self.peer_identity)
+            .consent(self.consent_id.as_deref())
+    }
+}
+
+fn encode(m: &SentMessage) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
+}
+
+pub fn decode(bytes: &[u8]) -> Result<SentMessage, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
+}
+
+/// Reads a sent message inside a job.
+pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<SentMessage>, StoreError> {
+    tx.get(T::Sent, id.as_bytes())?
+        .map(|b| decode(&b))
+        .transpose()
+}
+
+/// Puts a new message in the outbox (inside a job; the caller adds the audit records).
+pub fn enqueue(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreError> {
+    let queue_key = key(&[msg.peer.as_bytes(), &be(tx.next_number()?)]);
+    tx.insert(T::Outbox, queue_key.clone(), msg.id.as_bytes());
+    msg.queue_key = Some(queue_key);
+    msg.status = Status::Queued;
+    tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
+    Ok(msg)
+}
+
+/// Saves a changed message; a message that is no longer queued leaves the queue.
+pub fn save(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreError> {
+    msg.updated_at = Utc::now();
+    if msg.status != Status::Queued {
+        if let Some(k) = msg.queue_key.take() {
+            tx.remove(T::Outbox, k);
+        }
+    }
+    tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
+    Ok(msg)
+}
+
+/// The first queued message for `peer`, in the order they were accepted.
+pub fn next_for_peer(
+    store: &crate::store::Store,
+    peer: &str,
+) -> Result<Option<SentMessage>, StoreError> {
+    let prefix = key(&[peer.as_bytes(), b""]);
+    for entry in store.tree(T::Outbox).scan_prefix(&prefix) {
+        let (_, id) = entry?;
+        if let Some(bytes) = store.get(T::Sent, &id)? {
+            let msg = decode(&bytes)?;
+            if msg.status == Status::Queued {
+                return Ok(Some(msg));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// How many messages are queued for `peer`.
+pub fn queued_for_peer(store: &crate::store::Store, peer: &str) -> usize {
+    let prefix = key(&[peer.as_bytes(), b""]);
+    store.tree(T::Outbox).scan_prefix(&prefix).count()
+}
+
+/// Reads a sent message outside a job (status queries).
+pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>, StoreError> {
+    store
+        .get(T::Sent, id.as_bytes())?
+        .map(|b| decode(&b))
+        .transpose()
+}

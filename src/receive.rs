@@ -1,0 +1,217 @@
+//! The receive path, in its documented order: the peer is known by its certificate, the
+//! signature over the exact bytes verifies against that certificate, the envelope parses
+//! and validates, `from` is the certificate's organisation, the message is addressed to
+//! us and of a type this peer may send. Then it is stored once in the inbox and answered
+//! with a signed receipt. Every refusal is answered with its reason and audited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::audit::{Actor, AuditEvent, Event, Outcome};
+use crate::error::Refusal;
+use crate::gateway::Gateway;
+use crate::identity::{CertIdentity, IdentityError};
+use crate::inbox::{self, ReceivedMessage};
+use crate::message::{self, Envelope, MessageType};
+use crate::receipt::{sha256_hex, Receipt};
+
+/// Who is on the other end of an mTLS connection, as established after the handshake.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub remote: SocketAddr,
+    /// The verified leaf certificate (DER).
+    pub cert: Vec<u8>,
+    pub identity: Result<CertIdentity, IdentityError>,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        match &self.identity {
+            Ok(id) => Actor::Peer {
+                organisation: id.organisation_id.clone(),
+                certificate_serial: id.serial.clone(),
+            },
+            Err(_) => Actor::Unknown {
+                remote: self.remote.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs the receive path for one relayed envelope.
+pub async fn relay(
+    gw: &Arc<Gateway>,
+    caller: &Caller,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<Receipt, Refusal> {
+    let mut about: Option<(String, MessageType)> = None;
+    match check(gw, caller, signature, body, &mut about) {
+        Ok(envelope) => store(gw, caller, envelope, signature.unwrap_or_default(), body).await,
+        Err(refusal) => {
+            let event = if refusal.code == "unknown_peer" {
+                Event::CertificateRefused
+            } else {
+                Event::MessageRefused
+            };
+            let mut audit = AuditEvent::new(event, Outcome::Refused, caller.actor())
+                .reason(format!("{}: {}", refusal.code, refusal.message));
+            if let Some((id, t)) = &about {
+                audit = audit.message(id, *t);
+            }
+            if let Ok(id) = &caller.identity {
+                audit = audit.peer(&id.organisation_id);
+            }
+            gw.store.commit_audit(vec![audit]).await?;
+            tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
+            Err(refusal)
+        }
+    }
+}
+
+fn check(
+    gw: &Gateway,
+    caller: &Caller,
+    signature: Option<&str>,
+    body: &[u8],
+    about: &mut Option<(String, MessageType)>,
+) -> Result<Envelope, Refusal> {
+    let identity = caller.identity.as_ref().map_err(|e| {
+        Refusal::new(
+            403,
+            "unknown_peer",
+            format!("the client certificate names no organisation: {e}"),
+        )
+    })?;
+    let peer = gw
+        .config
+        .peer_by_identity(&identity.organisation_id)
+        .ok_or_else(|| {
+            Refusal::new(
+                403,
+                "unknown_peer",
+                format!(
+                    "organisation {} is not a configured peer of this gateway",
+                    identity.organisation_id
+                ),
+            )
+        })?;
+    let signature = signature.ok_or_else(|| {
+        Refusal::new(
+            400,
+            "missing_signature",
+            "the X-Wijkpoort-Signature header is missing",
+        )
+    })?;
+    let signature = hex::decode(signature)
+        .map_err(|_| Refusal::new(400, "bad_signature", "the signature header is not hex"))?;
+    crate::signing::verify(&caller.cert, body, &signature).map_err(|_| {
+        Refusal::new(
+            422,
+            "bad_signature",
+            "the envelope's signature does not verify against the sender's certificate",
+        )
+    })?;
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|e| Refusal::malformed(format!("the envelope is not valid: {e}")))?;
+    *about = Some((envelope.id.clone(), envelope.message_type));
+    if envelope.from != identity.organisation_id {
+        return Err(Refusal::new(
+            403,
+            "from_mismatch",
+            format!(
+                "the envelope says it is from {} but the certificate is of {}",
+                envelope.from, identity.organisation_id
+            ),
+        )
+        .field("from"));
+    }
+    if envelope.to != gw.config.identity {
+        return Err(Refusal::new(
+            422,
+            "wrong_recipient",
+            format!(
+                "the envelope is addressed to {}, not to this gateway",
+                envelope.to
+            ),
+        )
+        .field("to"));
+    }
+    if !peer.may_send.contains(&envelope.message_type) {
+        return Err(Refusal::new(
+            403,
+            "type_not_allowed",
+            format!(
+                "peer {} may not send {} messages to this gateway",
+                peer.name, envelope.message_type
+            ),
+        )
+        .field("type"));
+    }
+    message::validate(&envelope).map_err(Refusal::invalid)?;
+    Ok(envelope)
+}
+
+async fn store(
+    gw: &Arc<Gateway>,
+    caller: &Caller,
+    envelope: Envelope,
+    signature: &str,
+    body: &[u8],
+) -> Result<Receipt, Refusal> {
+    let receipt = Receipt::issue(&envelope.id, body, &gw.config.identity, &gw.config.signer)
+        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
+    let subject = gw.pseudonym(envelope.bsn().as_ref());
+    let received = ReceivedMessage {
+        id: envelope.id.clone(),
+        message_type: envelope.message_type,
+        from: envelope.from.clone(),
+        envelope: String::from_utf8_lossy(body).into_owned(),
+        signature: signature.to_string(),
+        received_at: receipt.received_at,
+        receipt,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        subject,
+        consent_id: envelope.consent_id().map(str::to_string),
+        inbox_key: None,
+    };
+    let actor = caller.actor();
+    let hash = sha256_hex(body);
+    let org = gw.config.identity.clone();
+    let (receipt, fresh) = gw
+        .store
+        .commit(move |tx| {
+            if let Some(existing) = inbox::load(tx, &received.id)? {
+                if existing.from == received.from && existing.receipt.stored_hash == hash {
+                    return Ok((existing.receipt, false));
+                }
+                return Err(Refusal::new(
+                    409,
+                    "duplicate_id",
+                    "a different message with this id was received before",
+                )
+                .field("id"));
+            }
+            tx.audit(
+                AuditEvent::new(Event::MessageReceived, Outcome::Success, actor)
+                    .on_behalf_of(&org)
+                    .message(&received.id, received.message_type)
+                    .subject(received.subject.clone())
+                    .peer(&received.from)
+                    .consent(received.consent_id.as_deref()),
+            );
+            let receipt = received.receipt.clone();
+            inbox::store(tx, received)?;
+            Ok((receipt, true))
+        })
+        .await?;
+    tracing::info!(
+        message_id = %envelope.id,
+        message_type = %envelope.message_type,
+        from = %envelope.from,
+        duplicate = !fresh,
+        "message received"
+    );
+    Ok(receipt)
+}

@@ -1,0 +1,46 @@
+//! The two HTTP faces of a gateway: the local API for the system next to it, and the
+//! mTLS listener for peers and auditors. Both answer refusals in one JSON shape
+//! (`{"error": code, "message": text, "field": path}`) and read bodies with a size cap.
+
+pub mod listener;
+pub mod local_api;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Response, StatusCode};
+
+use crate::error::Refusal;
+use crate::message::MAX_MESSAGE_BYTES;
+
+pub type Reply = Response<Full<Bytes>>;
+
+pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+pub fn refusal(r: &Refusal) -> Reply {
+    Response::builder()
+        .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(r.to_json())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Reads a request body of at most [`MAX_MESSAGE_BYTES`]; more is a 413 refusal.
+pub async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
+    match Limited::new(body, MAX_MESSAGE_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Refusal::too_large(MAX_MESSAGE_BYTES))
+        }
+        Err(e) => Err(Refusal::malformed(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
