@@ -92,3 +92,19 @@ impl StartError {
         }
     }
 }
+
+impl From<crate::consent::ConsentRefusal> for Refusal {
+    fn from(r: crate::consent::ConsentRefusal) -> Refusal {
+        Refusal::new(422, r.code(), r.to_string()).field("consent_id")
+    }
+}
+
+impl From<crate::consent::ConsentError> for Refusal {
+    fn from(e: crate::consent::ConsentError) -> Refusal {
+        let r = Refusal::new(422, e.code(), e.to_string());
+        match e.field() {
+            Some(f) => r.field(f),
+            None => r,
+        }
+    }
+}

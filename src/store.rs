@@ -59,12 +59,14 @@ pub enum T {
     ConsentEvents,
     /// Consent index: subject pseudonym, 0, consent id → ().
     ConsentBySubject,
+    /// Peers that were sent messages under a consent: consent id, 0, peer name → ().
+    ConsentRecipients,
     /// Small bookkeeping values.
     Meta,
 }
 
 impl T {
-    const ALL: [T; 12] = [
+    const ALL: [T; 13] = [
         T::Sent,
         T::Outbox,
         T::Received,
@@ -76,6 +78,7 @@ impl T {
         T::Checkpoints,
         T::ConsentEvents,
         T::ConsentBySubject,
+        T::ConsentRecipients,
         T::Meta,
     ];
 
@@ -92,6 +95,7 @@ impl T {
             T::Checkpoints => "checkpoints",
             T::ConsentEvents => "consent_events",
             T::ConsentBySubject => "consent_by_subject",
+            T::ConsentRecipients => "consent_recipients",
             T::Meta => "meta",
         }
     }
@@ -148,6 +152,33 @@ impl Tx<'_> {
             return Ok(v.clone());
         }
         Ok(self.trees[tree.index()].get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, as this job would see them.
+    pub fn scan_prefix(
+        &self,
+        tree: T,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        for entry in self.trees[tree.index()].scan_prefix(prefix) {
+            let (k, v) = entry?;
+            found.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        for ((t, k), v) in self.overlay.iter() {
+            if *t == tree && k.starts_with(prefix) {
+                found.insert(k.clone(), v.clone());
+            }
+        }
+        for (t, k, v) in &self.writes {
+            if *t == tree && k.starts_with(prefix) {
+                found.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
     }
 
     pub fn insert(&mut self, tree: T, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
