@@ -126,6 +126,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// One pending write: a tree, a key, and the new value (`None` removes the key).
+pub type Write = (T, Vec<u8>, Option<Vec<u8>>);
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Writes and audit records a job wants committed, plus read access to current state.
 ///
 /// Reads see everything committed before, including earlier jobs of the same group,
@@ -133,7 +138,7 @@ pub enum StoreError {
 pub struct Tx<'a> {
     trees: &'a [sled::Tree],
     overlay: &'a HashMap<(T, Vec<u8>), Option<Vec<u8>>>,
-    writes: Vec<(T, Vec<u8>, Option<Vec<u8>>)>,
+    writes: Vec<Write>,
     audit: Vec<AuditEvent>,
     db: &'a sled::Db,
 }
@@ -155,11 +160,7 @@ impl Tx<'_> {
     }
 
     /// Entries whose key starts with `prefix`, in key order, as this job would see them.
-    pub fn scan_prefix(
-        &self,
-        tree: T,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, tree: T, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let mut found = std::collections::BTreeMap::new();
         for entry in self.trees[tree.index()].scan_prefix(prefix) {
             let (k, v) = entry?;
@@ -450,7 +451,7 @@ impl Committer {
 
     fn commit_group(&mut self, group: Vec<JobFn>) {
         let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
-        let mut writes: Vec<(T, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
         let mut finishers = Vec::with_capacity(group.len());
         let mut chain_error = None;
         for job in group {
@@ -499,7 +500,7 @@ impl Committer {
     }
 
     /// Applies a group's writes in one sled transaction across all trees.
-    fn apply(&self, writes: &[(T, Vec<u8>, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
