@@ -143,14 +143,20 @@ pub async fn run() -> Result<(), StartError> {
         "type": "referral",
         "to": "wijkteam",
         "consent_id": consent_id,
-        "subject": {"bsn": DEMO_BSN, "name": "Sanne de Vries (fictitious)", "birth_date": "2014-03-02"},
+        "subject": {"bsn": DEMO_BSN, "name": "Sanne de Vries (fictitious)", "birth_date": birth},
         "body": {
-            "request_for_help": "Ouders vragen hulp bij slaapproblemen en angst.",
+            "request_for_help": "Ouders vragen hulp bij slaapproblemen en angst. Moeder is bereikbaar op 06-12345678.",
             "urgency": "soon",
             "postcode": "3511 AB",
-            "parent_contact": {"name": "M. de Vries", "relationship": "mother", "phone": "06-12345678"}
+            "parent_contact": {"name": "M. de Vries", "relationship": "mother", "phone": "06-12345678"},
+            "medication": ["melatonine 1 mg"],
+            "support_profile": {"estimate": "intensief"}
         }
     });
+    println!(
+        "    submitted with fields: {}",
+        field_paths(&referral).join(", ")
+    );
     let referral_id = submit(&mut his, &referral).await?;
 
     step(
@@ -162,9 +168,28 @@ pub async fn run() -> Result<(), StartError> {
 
     step(
         &mut n,
-        "The wijkteam's case system (user k.bakker) reads its inbox",
+        "The wijkteam's case system (user k.bakker) reads its inbox: what actually arrived",
     );
     let inbox = show_inbox(&mut case_system).await?;
+    if let Some(arrived) = inbox.iter().find(|m| m["id"] == json!(referral_id)) {
+        let body = &arrived["envelope"]["body"];
+        println!("      request_for_help: {}", body["request_for_help"]);
+        println!("      postcode: {} (policy: truncate:4)", body["postcode"]);
+        let removed = body.get("medication").is_none() && body.get("support_profile").is_none();
+        println!(
+            "      medication, support_profile: {}",
+            if removed {
+                "removed by the practice's minimisation policy"
+            } else {
+                "PRESENT"
+            }
+        );
+        if !removed {
+            return Err(err(
+                "the minimisation policy did not remove the medical fields",
+            ));
+        }
+    }
     if !inbox.iter().any(|m| m["id"] == json!(referral_id)) {
         return Err(err("the referral did not arrive in the wijkteam inbox"));
     }

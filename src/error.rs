@@ -108,3 +108,13 @@ impl From<crate::consent::ConsentError> for Refusal {
         }
     }
 }
+
+impl From<crate::minimise::Refusal> for Refusal {
+    fn from(r: crate::minimise::Refusal) -> Refusal {
+        let code = match r.reason {
+            crate::minimise::RefusalReason::UnnamedFields => "policy_unnamed_fields",
+            crate::minimise::RefusalReason::PolicyViolation => "policy_violation",
+        };
+        Refusal::new(422, code, r.to_string()).field(r.paths.join(", "))
+    }
+}

@@ -41,6 +41,7 @@ pub mod gateway;
 pub mod identity;
 pub mod inbox;
 pub mod message;
+pub mod minimise;
 pub mod outbox;
 pub mod pki;
 pub mod receipt;

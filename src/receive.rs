@@ -165,6 +165,11 @@ fn check(
         .field("type"));
     }
     message::validate(&envelope).map_err(Refusal::invalid)?;
+    gw.minimiser
+        .check(envelope.message_type, &envelope.content())
+        .map_err(Refusal::from)?;
+    message::check_anonymous(&envelope)
+        .map_err(|e| Refusal::new(422, "policy_violation", e.to_string()).field(e.field))?;
     let effect = consent_effect(gw, peer, &envelope)?;
     Ok((envelope, effect))
 }

@@ -185,7 +185,30 @@ pub fn prepare(gw: &Gateway, sub: Submission) -> Result<Prepared, PrepareError> 
     envelope.consent =
         consent_for(gw, &peer, sub.consent_id.as_deref(), &envelope).map_err(fail)?;
 
-    let changed_fields = Vec::new();
+    let mut content = envelope.take_content();
+    let changes = gw
+        .minimiser
+        .apply(
+            envelope.message_type,
+            &mut content,
+            envelope.created_at.date_naive(),
+        )
+        .map_err(|r| fail(r.into()))?;
+    envelope.put_content(content);
+    message::validate(&envelope)
+        .and_then(|()| message::check_anonymous(&envelope))
+        .map_err(|e| {
+            fail(Refusal::new(
+                422,
+                "policy_removes_required_field",
+                format!("after minimisation the message is no longer valid ({e}); check the minimisation policy"),
+            ))
+        })?;
+    let changed_fields: Vec<String> = changes
+        .changed
+        .iter()
+        .map(|c| format!("{} ({})", c.path, c.action))
+        .collect();
 
     let bytes = envelope.to_bytes();
     if bytes.len() > message::MAX_MESSAGE_BYTES {
