@@ -24,9 +24,15 @@ pub enum Command {
         /// The gateway's config file (see config/practice.toml, config/wijkteam.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Skip the fdatasync at the commit point. For benchmark comparison ONLY: an
+        /// accepted message can be lost on power failure.
+        #[arg(long)]
+        unsafe_no_fsync: bool,
     },
     /// Show the whole flow on this machine: two gateways, a referral, feedback, receipts.
     Demo,
+    /// Benchmark: two gateways as child processes, N concurrent submitters, end to end.
+    Bench(crate::bench::BenchOptions),
     /// Certificates.
     Certs {
         #[command(subcommand)]
@@ -51,7 +57,11 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         .build()
         .map_err(|e| StartError::Other(format!("cannot start the async runtime: {e}")))?;
     match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Serve {
+            config,
+            unsafe_no_fsync,
+        } => runtime.block_on(serve(config, unsafe_no_fsync)),
+        Command::Bench(options) => runtime.block_on(crate::bench::run(options)),
         Command::Demo => runtime.block_on(crate::demo::run()),
         Command::Certs {
             command: CertsCommand::Dev { out },
@@ -78,10 +88,16 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
     }
 }
 
-async fn serve(path: PathBuf) -> Result<(), StartError> {
+async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {
     let config = crate::Config::load(&path)?;
     let listeners = crate::Listeners::bind(&config).await?;
-    crate::gateway::run(config, listeners, shutdown_signal()).await
+    let durability = if unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: accepted messages can be lost on power failure (benchmark comparison only)");
+        crate::store::Durability::Off
+    } else {
+        crate::store::Durability::Synced
+    };
+    crate::gateway::run(config, listeners, durability, shutdown_signal()).await
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +85,23 @@ impl Gateway {
         bsn.map(|b| self.pseudonymiser.pseudonym(b))
     }
 
+    /// Counters for operators and the benchmark.
+    pub fn stats(&self) -> serde_json::Value {
+        let c = self.store.stats();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "commit_groups": load(&c.groups),
+            "commit_jobs": load(&c.jobs),
+            "commit_syncs": load(&c.syncs),
+            "handshakes_in": load(&self.counters.handshakes_in),
+            "handshakes_out": load(&self.counters.handshakes_out),
+            "outbox_queued": self.store.tree(crate::store::T::Outbox).len(),
+            "received_total": self.store.tree(crate::store::T::Received).len(),
+            "inbox_unacknowledged": self.store.tree(crate::store::T::Inbox).len(),
+            "audit_records": self.store.tree(crate::store::T::Audit).len(),
+        })
+    }
+
     /// An audit event for a step this gateway takes by itself.
     pub fn own_event(&self, event: Event, outcome: Outcome) -> AuditEvent {
         AuditEvent::new(event, outcome, Actor::Gateway).on_behalf_of(&self.config.identity)
@@ -117,9 +134,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    durability: Durability,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let gateway = Gateway::open(config, Durability::Synced)?;
+    let gateway = Gateway::open(config, durability)?;
     serve(gateway, listeners, shutdown).await
 }
 

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -119,22 +119,27 @@ pub fn save(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreE
     Ok(msg)
 }
 
-/// The first queued message for `peer`, in the order they were accepted.
-pub fn next_for_peer(
+/// The first `max` queued messages for `peer`, in the order they were accepted.
+pub fn next_batch(
     store: &crate::store::Store,
     peer: &str,
-) -> Result<Option<SentMessage>, StoreError> {
+    max: usize,
+) -> Result<Vec<SentMessage>, StoreError> {
     let prefix = key(&[peer.as_bytes(), b""]);
+    let mut batch = Vec::new();
     for entry in store.tree(T::Outbox).scan_prefix(&prefix) {
         let (_, id) = entry?;
         if let Some(bytes) = store.get(T::Sent, &id)? {
             let msg = decode(&bytes)?;
             if msg.status == Status::Queued {
-                return Ok(Some(msg));
+                batch.push(msg);
+                if batch.len() == max {
+                    break;
+                }
             }
         }
     }
-    Ok(None)
+    Ok(batch)
 }
 
 /// How many messages are queued for `peer`.

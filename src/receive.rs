@@ -19,7 +19,8 @@ use crate::gateway::Gateway;
 use crate::identity::{CertIdentity, IdentityError};
 use crate::inbox::{self, ReceivedMessage};
 use crate::message::{self, Envelope, MessageType};
-use crate::receipt::{sha256_hex, Receipt};
+use crate::receipt::Receipt;
+use crate::store::{StoreError, Tx};
 
 /// Who is on the other end of an mTLS connection, as established after the handshake.
 #[derive(Debug, Clone)]
@@ -44,45 +45,139 @@ impl Caller {
     }
 }
 
-/// Runs the receive path for one relayed envelope.
+/// One relayed message as it arrived: its signature header and the exact envelope bytes.
+pub struct Relayed {
+    pub signature: Option<String>,
+    pub envelope: Vec<u8>,
+}
+
+/// Runs the receive path for one relayed envelope (`POST /v1/relay`): a batch of one.
 pub async fn relay(
     gw: &Arc<Gateway>,
     caller: &Caller,
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<Receipt, Refusal> {
-    let mut about: Option<(String, MessageType)> = None;
-    match check(gw, caller, signature, body, &mut about) {
-        Ok((envelope, effect)) => {
-            store(
-                gw,
-                caller,
-                envelope,
-                effect,
-                signature.unwrap_or_default(),
-                body,
+    let item = Relayed {
+        signature: signature.map(str::to_string),
+        envelope: body.to_vec(),
+    };
+    relay_batch(gw, caller, vec![item])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(Refusal::new(500, "internal", "no result for the message")))
+}
+
+/// What the commit does for one message of a batch.
+enum Step {
+    Store(Box<Checked>),
+    Refuse(Refusal, AuditEvent),
+}
+
+/// A message that passed every check, with its receipt already signed.
+struct Checked {
+    received: ReceivedMessage,
+    effect: ConsentEffect,
+    hash: String,
+}
+
+/// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is checked
+/// on its own, then all of them — stored messages and audited refusals — are committed
+/// together, and each gets its own answer, in order.
+pub async fn relay_batch(
+    gw: &Arc<Gateway>,
+    caller: &Caller,
+    items: Vec<Relayed>,
+) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
+    let mut steps = Vec::with_capacity(items.len());
+    for item in items {
+        let mut about: Option<(String, MessageType)> = None;
+        let step = check(
+            gw,
+            caller,
+            item.signature.as_deref(),
+            &item.envelope,
+            &mut about,
+        )
+        .and_then(|(envelope, effect)| {
+            let receipt = Receipt::issue(
+                &envelope.id,
+                &item.envelope,
+                &gw.config.identity,
+                &gw.config.signer,
             )
-            .await
-        }
-        Err(refusal) => {
-            let event = if refusal.code == "unknown_peer" {
-                Event::CertificateRefused
-            } else {
-                Event::MessageRefused
-            };
-            let mut audit = AuditEvent::new(event, Outcome::Refused, caller.actor())
-                .reason(format!("{}: {}", refusal.code, refusal.message));
-            if let Some((id, t)) = &about {
-                audit = audit.message(id, *t);
-            }
-            if let Ok(id) = &caller.identity {
-                audit = audit.peer(&id.organisation_id);
-            }
-            gw.store.commit_audit(vec![audit]).await?;
+            .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
+            Ok(Step::Store(Box::new(Checked {
+                hash: receipt.stored_hash.clone(),
+                received: ReceivedMessage {
+                    id: envelope.id.clone(),
+                    message_type: envelope.message_type,
+                    from: envelope.from.clone(),
+                    envelope: String::from_utf8_lossy(&item.envelope).into_owned(),
+                    signature: item.signature.clone().unwrap_or_default(),
+                    received_at: receipt.received_at,
+                    receipt,
+                    acknowledged_at: None,
+                    acknowledged_by: None,
+                    subject: gw.pseudonym(envelope.bsn().as_ref()),
+                    consent_id: envelope.consent_id().map(str::to_string),
+                    inbox_key: None,
+                },
+                effect,
+            })))
+        })
+        .unwrap_or_else(|refusal| {
+            let event = refusal_event(gw, caller, &refusal, about.as_ref());
             tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
-            Err(refusal)
-        }
+            Step::Refuse(refusal, event)
+        });
+        steps.push(step);
     }
+    let actor = caller.actor();
+    let org = gw.config.identity.clone();
+    let results = gw
+        .store
+        .commit(move |tx| {
+            let mut results = Vec::with_capacity(steps.len());
+            for step in steps {
+                results.push(match step {
+                    Step::Store(checked) => store_in(tx, *checked, &actor, &org)?,
+                    Step::Refuse(refusal, event) => {
+                        tx.audit(event);
+                        Err(refusal)
+                    }
+                });
+            }
+            Ok::<_, Refusal>(results)
+        })
+        .await?;
+    for r in results.iter().flatten() {
+        tracing::info!(message_id = %r.message_id, "message received");
+    }
+    Ok(results)
+}
+
+fn refusal_event(
+    gw: &Gateway,
+    caller: &Caller,
+    refusal: &Refusal,
+    about: Option<&(String, MessageType)>,
+) -> AuditEvent {
+    let event = if refusal.code == "unknown_peer" {
+        Event::CertificateRefused
+    } else {
+        Event::MessageRefused
+    };
+    let mut audit = AuditEvent::new(event, Outcome::Refused, caller.actor())
+        .on_behalf_of(&gw.config.identity)
+        .reason(format!("{}: {}", refusal.code, refusal.message));
+    if let Some((id, t)) = about {
+        audit = audit.message(id, *t);
+    }
+    if let Ok(id) = &caller.identity {
+        audit = audit.peer(&id.organisation_id);
+    }
+    audit
 }
 
 fn check(
@@ -286,105 +381,85 @@ fn consent_effect(
     }
 }
 
-async fn store(
-    gw: &Arc<Gateway>,
-    caller: &Caller,
-    envelope: Envelope,
-    effect: ConsentEffect,
-    signature: &str,
-    body: &[u8],
-) -> Result<Receipt, Refusal> {
-    let receipt = Receipt::issue(&envelope.id, body, &gw.config.identity, &gw.config.signer)
-        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
-    let subject = gw.pseudonym(envelope.bsn().as_ref());
-    let received = ReceivedMessage {
-        id: envelope.id.clone(),
-        message_type: envelope.message_type,
-        from: envelope.from.clone(),
-        envelope: String::from_utf8_lossy(body).into_owned(),
-        signature: signature.to_string(),
-        received_at: receipt.received_at,
-        receipt,
-        acknowledged_at: None,
-        acknowledged_by: None,
-        subject,
-        consent_id: envelope.consent_id().map(str::to_string),
-        inbox_key: None,
-    };
-    let actor = caller.actor();
-    let hash = sha256_hex(body);
-    let org = gw.config.identity.clone();
-    let (receipt, fresh) = gw
-        .store
-        .commit(move |tx| {
-            if let Some(existing) = inbox::load(tx, &received.id)? {
-                if existing.from == received.from && existing.receipt.stored_hash == hash {
-                    return Ok((existing.receipt, false));
-                }
-                return Err(Refusal::new(
-                    409,
-                    "duplicate_id",
-                    "a different message with this id was received before",
-                )
-                .field("id"));
-            }
-            if let Some(pseudonym) = &received.subject {
-                let consent_event = match effect {
-                    ConsentEffect::None => None,
-                    ConsentEffect::Mirror(summary) => {
-                        let known = registry::state_in(tx, &summary.id)?.is_some();
-                        (!known).then(|| {
-                            (
-                                Event::ConsentMirrored,
-                                ConsentEvent::Mirrored {
-                                    summary,
-                                    from_peer: received.from.clone(),
-                                    at: Utc::now(),
-                                },
-                            )
-                        })
-                    }
-                    ConsentEffect::Update { consent_id, status } => Some((
-                        Event::ConsentUpdated,
-                        ConsentEvent::UpdatedFromPeer {
-                            consent_id,
-                            status,
-                            at: Utc::now(),
+/// Stores one checked message inside the batch's commit. A message stored before is
+/// answered with its first receipt; an id reused for other content is refused.
+fn store_in(
+    tx: &mut Tx<'_>,
+    checked: Checked,
+    actor: &Actor,
+    org: &str,
+) -> Result<Result<Receipt, Refusal>, StoreError> {
+    let Checked {
+        received,
+        effect,
+        hash,
+    } = checked;
+    if let Some(existing) = inbox::load(tx, &received.id)? {
+        if existing.from == received.from && existing.receipt.stored_hash == hash {
+            return Ok(Ok(existing.receipt));
+        }
+        let refusal = Refusal::new(
+            409,
+            "duplicate_id",
+            "a different message with this id was received before",
+        )
+        .field("id");
+        tx.audit(
+            AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor.clone())
+                .on_behalf_of(org)
+                .message(&received.id, received.message_type)
+                .peer(&received.from)
+                .reason(format!("{}: {}", refusal.code, refusal.message)),
+        );
+        return Ok(Err(refusal));
+    }
+    if let Some(pseudonym) = &received.subject {
+        let consent_event = match effect {
+            ConsentEffect::None => None,
+            ConsentEffect::Mirror(summary) => {
+                let known = registry::state_in(tx, &summary.id)?.is_some();
+                (!known).then(|| {
+                    (
+                        Event::ConsentMirrored,
+                        ConsentEvent::Mirrored {
+                            summary,
                             from_peer: received.from.clone(),
+                            at: Utc::now(),
                         },
-                    )),
-                };
-                if let Some((audit_event, consent_event)) = consent_event {
-                    registry::append(tx, pseudonym, &consent_event)?;
-                    tx.audit(
-                        AuditEvent::new(audit_event, Outcome::Success, actor.clone())
-                            .on_behalf_of(&org)
-                            .message(&received.id, received.message_type)
-                            .subject(received.subject.clone())
-                            .peer(&received.from)
-                            .consent(Some(consent_event.consent_id())),
-                    );
-                }
+                    )
+                })
             }
+            ConsentEffect::Update { consent_id, status } => Some((
+                Event::ConsentUpdated,
+                ConsentEvent::UpdatedFromPeer {
+                    consent_id,
+                    status,
+                    at: Utc::now(),
+                    from_peer: received.from.clone(),
+                },
+            )),
+        };
+        if let Some((audit_event, consent_event)) = consent_event {
+            registry::append(tx, pseudonym, &consent_event)?;
             tx.audit(
-                AuditEvent::new(Event::MessageReceived, Outcome::Success, actor)
-                    .on_behalf_of(&org)
+                AuditEvent::new(audit_event, Outcome::Success, actor.clone())
+                    .on_behalf_of(org)
                     .message(&received.id, received.message_type)
                     .subject(received.subject.clone())
                     .peer(&received.from)
-                    .consent(received.consent_id.as_deref()),
+                    .consent(Some(consent_event.consent_id())),
             );
-            let receipt = received.receipt.clone();
-            inbox::store(tx, received)?;
-            Ok((receipt, true))
-        })
-        .await?;
-    tracing::info!(
-        message_id = %envelope.id,
-        message_type = %envelope.message_type,
-        from = %envelope.from,
-        duplicate = !fresh,
-        "message received"
+        }
+    }
+    tx.audit(
+        AuditEvent::new(Event::MessageReceived, Outcome::Success, actor.clone())
+            .on_behalf_of(org)
+            .message(&received.id, received.message_type)
+            .subject(received.subject.clone())
+            .peer(&received.from)
+            .consent(received.consent_id.as_deref()),
     );
-    Ok(receipt)
+    let receipt = received.receipt.clone();
+    inbox::store(tx, received)?;
+    Ok(Ok(receipt))
 }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
-use crate::audit::{Actor, Event, Outcome};
+use crate::audit::{Actor, Event, Outcome as AuditOutcome};
 use crate::config::Peer;
 use crate::consent::registry;
 use crate::gateway::Gateway;
@@ -32,7 +32,14 @@ use crate::message::Envelope;
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::Receipt;
 
-/// How a delivery attempt ended, short of success.
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 256;
+/// Largest batch request the listener reads.
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// The relay stops adding messages to a batch past this size.
+const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How a delivery attempt for one message ended, short of success.
 #[derive(Debug)]
 enum Failure {
     /// Worth retrying: the network, the peer's availability, a bad receipt.
@@ -41,7 +48,7 @@ enum Failure {
     Refused(String),
 }
 
-/// A live connection to the peer, reused for every message while it works.
+/// A live connection to the peer, reused for every batch while it works.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
     peer_cert: Vec<u8>,
@@ -62,23 +69,22 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let next = match outbox::next_for_peer(&gw.store, &peer.name) {
-            Ok(next) => next,
+        let batch = match outbox::next_batch(&gw.store, &peer.name, MAX_BATCH) {
+            Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(peer = %peer.name, error = %e, "cannot read the outbox");
-                None
+                Vec::new()
             }
         };
-        let Some(msg) = next else {
+        if batch.is_empty() {
             tokio::select! {
                 _ = wakeup.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = stop.changed() => return,
             }
             continue;
-        };
-
-        if let Err(e) = attempt(&gw, &peer, &connector, &mut conn, msg).await {
+        }
+        if let Err(e) = attempt(&gw, &peer, &connector, &mut conn, batch).await {
             failures += 1;
             let delay = backoff(&gw.config.relay, failures);
             tracing::info!(peer = %peer.name, error = %e, retry_in_ms = delay.as_millis() as u64, "delivery will be retried");
@@ -92,92 +98,135 @@ pub async fn run(
     }
 }
 
-/// One step for the message at the head of the queue. `Err` means: wait, then retry.
+/// What happens to one message after an attempt.
+struct Step {
+    msg: SentMessage,
+    status: Status,
+    event: Option<(Event, AuditOutcome)>,
+    reason: Option<String>,
+    receipt: Option<Receipt>,
+}
+
+/// One round for the messages at the head of the queue: expire or withhold what may no
+/// longer go, send the rest as one batch, and record every outcome in one commit.
+/// `Err` means: wait, then retry.
 async fn attempt(
     gw: &Arc<Gateway>,
     peer: &Peer,
     connector: &TlsConnector,
     conn: &mut Option<Connection>,
-    msg: SentMessage,
+    queued: Vec<SentMessage>,
 ) -> Result<(), String> {
-    let age = Utc::now().signed_duration_since(msg.created_at);
-    if age.to_std().unwrap_or_default() > gw.config.relay.max_age {
-        let reason = format!(
-            "not delivered within the maximum age of {} s",
-            gw.config.relay.max_age.as_secs()
-        );
-        finish(
-            gw,
-            msg,
-            Status::Expired,
-            Event::MessageExpired,
-            Outcome::Failure,
-            reason,
-            None,
-        )
-        .await?;
-        return Ok(());
+    let mut steps = Vec::with_capacity(queued.len());
+    let mut to_send = Vec::new();
+    let mut bytes = 0;
+    for msg in queued {
+        let age = Utc::now().signed_duration_since(msg.created_at);
+        if age.to_std().unwrap_or_default() > gw.config.relay.max_age {
+            let reason = format!(
+                "not delivered within the maximum age of {} s",
+                gw.config.relay.max_age.as_secs()
+            );
+            steps.push(Step {
+                msg,
+                status: Status::Expired,
+                event: Some((Event::MessageExpired, AuditOutcome::Failure)),
+                reason: Some(reason),
+                receipt: None,
+            });
+        } else if let Some(reason) = consent_withholds(gw, peer, &msg)? {
+            tracing::info!(message_id = %msg.id, peer = %peer.name, "message withheld: consent no longer covers it");
+            steps.push(Step {
+                msg,
+                status: Status::Withheld,
+                event: Some((Event::MessageWithheld, AuditOutcome::Refused)),
+                reason: Some(reason),
+                receipt: None,
+            });
+        } else if bytes + msg.envelope.len() > SEND_BATCH_BYTES && !to_send.is_empty() {
+            break;
+        } else {
+            bytes += msg.envelope.len();
+            to_send.push(msg);
+        }
     }
 
-    if let Some(reason) = consent_withholds(gw, peer, &msg)? {
-        let id = msg.id.clone();
-        finish(
-            gw,
-            msg,
-            Status::Withheld,
-            Event::MessageWithheld,
-            Outcome::Refused,
-            reason,
-            None,
-        )
-        .await?;
-        tracing::info!(message_id = %id, peer = %peer.name, "message withheld: consent no longer covers it");
-        return Ok(());
+    let mut retry = None;
+    if !to_send.is_empty() {
+        match deliver(gw, peer, connector, conn, &to_send).await {
+            Ok(results) => {
+                for (msg, result) in to_send.into_iter().zip(results) {
+                    steps.push(match result {
+                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: Some(receipt) },
+                        Err(Failure::Refused(reason)) => {
+                            tracing::warn!(message_id = %msg.id, peer = %peer.name, "the peer refused the message");
+                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(reason), receipt: None }
+                        }
+                        Err(Failure::Transient(reason)) => {
+                            retry = Some(reason.clone());
+                            Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None }
+                        }
+                    });
+                }
+            }
+            Err(reason) => {
+                *conn = None;
+                retry = Some(reason.clone());
+                steps.extend(to_send.into_iter().map(|msg| Step {
+                    msg,
+                    status: Status::Queued,
+                    event: None,
+                    reason: Some(reason.clone()),
+                    receipt: None,
+                }));
+            }
+        }
     }
+    record(gw, steps).await?;
+    match retry {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
 
-    match deliver(gw, peer, connector, conn, &msg).await {
-        Ok(receipt) => {
-            let id = msg.id.clone();
-            finish(
-                gw,
-                msg,
-                Status::Delivered,
-                Event::MessageDelivered,
-                Outcome::Success,
-                String::new(),
-                Some(receipt),
-            )
-            .await?;
-            tracing::info!(message_id = %id, peer = %peer.name, "message delivered");
+/// Records every outcome of a round in one commit. Delivered, refused, withheld and
+/// expired messages leave the queue in it; the rest count an attempt and stay.
+async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
+    let org = gw.config.identity.clone();
+    let delivered: Vec<String> = steps
+        .iter()
+        .filter(|s| s.status == Status::Delivered)
+        .map(|s| s.msg.id.clone())
+        .collect();
+    gw.store
+        .commit(move |tx| {
+            for step in steps {
+                let mut msg = step.msg;
+                msg.status = step.status;
+                msg.attempts += 1;
+                if step.receipt.is_some() {
+                    msg.receipt = step.receipt;
+                    msg.last_error = None;
+                } else {
+                    msg.last_error = step.reason.clone();
+                }
+                if let Some((event, outcome)) = step.event {
+                    let mut audit = msg.audit(event, outcome, Actor::Gateway).on_behalf_of(&org);
+                    if let Some(reason) = step.reason {
+                        audit = audit.reason(reason);
+                    }
+                    tx.audit(audit);
+                }
+                outbox::save(tx, msg)?;
+            }
             Ok(())
-        }
-        Err(Failure::Refused(reason)) => {
-            let id = msg.id.clone();
-            finish(
-                gw,
-                msg,
-                Status::Refused,
-                Event::MessageRefused,
-                Outcome::Refused,
-                reason,
-                None,
-            )
-            .await?;
-            tracing::warn!(message_id = %id, peer = %peer.name, "the peer refused the message");
-            Ok(())
-        }
-        Err(Failure::Transient(reason)) => {
-            *conn = None;
-            let mut msg = msg;
-            msg.attempts += 1;
-            msg.last_error = Some(reason.clone());
-            gw.store
-                .commit(move |tx| outbox::save(tx, msg).map(|_| ()))
-                .await
-                .map_err(|e: crate::store::StoreError| e.to_string())?;
-            Err(reason)
-        }
+        })
+        .await
+        .map_err(|e: crate::store::StoreError| e.to_string())?;
+    for id in delivered {
+        tracing::info!(message_id = %id, "message delivered");
     }
+    Ok(())
 }
 
 /// Consent is checked once more just before sending: a consent withdrawn or expired
@@ -210,60 +259,61 @@ fn consent_withholds(
     .map(|r| format!("{}: {r}", r.code())))
 }
 
-/// Records a final outcome; the message leaves the queue in the same commit.
-async fn finish(
-    gw: &Arc<Gateway>,
-    mut msg: SentMessage,
-    status: Status,
-    event: Event,
-    outcome: Outcome,
-    reason: String,
-    receipt: Option<Receipt>,
-) -> Result<(), String> {
-    msg.status = status;
-    msg.receipt = receipt;
-    if status != Status::Delivered {
-        msg.last_error = Some(reason.clone());
-    } else {
-        msg.attempts += 1;
-    }
-    let org = gw.config.identity.clone();
-    gw.store
-        .commit(move |tx| {
-            let mut audit = msg.audit(event, outcome, Actor::Gateway).on_behalf_of(&org);
-            if !reason.is_empty() {
-                audit = audit.reason(reason);
-            }
-            tx.audit(audit);
-            outbox::save(tx, msg).map(|_| ())
-        })
-        .await
-        .map_err(|e: crate::store::StoreError| e.to_string())
+#[derive(serde::Serialize)]
+struct BatchRequest<'a> {
+    messages: Vec<BatchItem<'a>>,
 }
 
+#[derive(serde::Serialize)]
+struct BatchItem<'a> {
+    signature: &'a str,
+    envelope: &'a serde_json::value::RawValue,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    results: Vec<ItemAnswer>,
+}
+
+#[derive(serde::Deserialize)]
+struct ItemAnswer {
+    #[serde(default)]
+    receipt: Option<Receipt>,
+    #[serde(default)]
+    refusal: Option<serde_json::Value>,
+    #[serde(default)]
+    status: Option<u16>,
+}
+
+/// Sends a batch and checks each receipt. `Err` is a failure of the whole exchange.
 async fn deliver(
     gw: &Arc<Gateway>,
     peer: &Peer,
     connector: &TlsConnector,
     conn: &mut Option<Connection>,
-    msg: &SentMessage,
-) -> Result<Receipt, Failure> {
+    msgs: &[SentMessage],
+) -> Result<Vec<Result<Receipt, Failure>>, String> {
     if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
-        *conn = Some(
-            connect(gw, peer, connector)
-                .await
-                .map_err(Failure::Transient)?,
-        );
+        *conn = Some(connect(gw, peer, connector).await?);
     }
     let Some(c) = conn.as_mut() else {
-        return Err(Failure::Transient("no connection".into()));
+        return Err("no connection".into());
     };
-    let request = hyper::Request::post("/v1/relay")
+    let mut items = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let envelope: &serde_json::value::RawValue = serde_json::from_str(&m.envelope)
+            .map_err(|e| format!("queued envelope {} cannot be read: {e}", m.id))?;
+        items.push(BatchItem {
+            signature: &m.signature,
+            envelope,
+        });
+    }
+    let body = serde_json::to_vec(&BatchRequest { messages: items }).map_err(|e| e.to_string())?;
+    let request = hyper::Request::post("/v1/relay/batch")
         .header(hyper::header::HOST, format!("{}:{}", peer.host, peer.port))
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header("x-wijkpoort-signature", &msg.signature)
-        .body(Full::new(Bytes::from(msg.envelope.clone())))
-        .map_err(|e| Failure::Transient(format!("building the request: {e}")))?;
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("building the request: {e}"))?;
     let timeout = gw.config.relay.request_timeout;
     let exchange = async {
         c.sender
@@ -276,7 +326,7 @@ async fn deliver(
             .await
             .map_err(|e| format!("sending to {}: {e}", peer.name))?;
         let status = response.status();
-        let body = Limited::new(response.into_body(), 64 * 1024)
+        let body = Limited::new(response.into_body(), MAX_BATCH_BYTES)
             .collect()
             .await
             .map_err(|e| format!("reading the answer of {}: {e}", peer.name))?
@@ -286,26 +336,66 @@ async fn deliver(
     let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| {
-            Failure::Transient(format!(
+            format!(
                 "{} did not answer within {} ms",
                 peer.name,
                 timeout.as_millis()
-            ))
-        })?
-        .map_err(Failure::Transient)?;
-
-    if status.is_success() {
-        let receipt: Receipt = serde_json::from_slice(&body).map_err(|e| {
-            Failure::Transient(format!("{} sent an unreadable receipt: {e}", peer.name))
-        })?;
-        receipt
-            .verify(&msg.id, msg.envelope.as_bytes(), &c.peer_cert)
-            .map_err(|e| {
-                Failure::Transient(format!("{} sent an invalid receipt: {e}", peer.name))
-            })?;
-        return Ok(receipt);
+            )
+        })??;
+    if !status.is_success() {
+        return Err(format!(
+            "{} answered the batch with {}: {}",
+            peer.name,
+            status.as_u16(),
+            explain(&body)
+        ));
     }
-    let explained = serde_json::from_slice::<serde_json::Value>(&body)
+    let answer: BatchAnswer = serde_json::from_slice(&body)
+        .map_err(|e| format!("{} sent an unreadable answer: {e}", peer.name))?;
+    if answer.results.len() != msgs.len() {
+        return Err(format!(
+            "{} answered {} results for {} messages",
+            peer.name,
+            answer.results.len(),
+            msgs.len()
+        ));
+    }
+    Ok(msgs
+        .iter()
+        .zip(answer.results)
+        .map(|(m, a)| match (a.receipt, a.refusal) {
+            (Some(receipt), _) => receipt
+                .verify(&m.id, m.envelope.as_bytes(), &c.peer_cert)
+                .map(|()| receipt)
+                .map_err(|e| {
+                    Failure::Transient(format!("{} sent an invalid receipt: {e}", peer.name))
+                }),
+            (None, Some(refusal)) => {
+                let status = a.status.unwrap_or(422);
+                let text = explain(refusal.to_string().as_bytes());
+                if (400..500).contains(&status) && status != 408 && status != 429 {
+                    Err(Failure::Refused(format!(
+                        "refused by {} ({status}): {text}",
+                        peer.name
+                    )))
+                } else {
+                    Err(Failure::Transient(format!(
+                        "{} answered {status}: {text}",
+                        peer.name
+                    )))
+                }
+            }
+            (None, None) => Err(Failure::Transient(format!(
+                "{} gave no answer for {}",
+                peer.name, m.id
+            ))),
+        })
+        .collect())
+}
+
+/// `code: message` from a refusal body, or a short note.
+fn explain(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .map(|v| {
             format!(
@@ -314,23 +404,7 @@ async fn deliver(
                 v.get("message").and_then(|x| x.as_str()).unwrap_or("")
             )
         })
-        .unwrap_or_else(|| format!("HTTP {status}"));
-    if status.is_client_error()
-        && status != hyper::StatusCode::REQUEST_TIMEOUT
-        && status != hyper::StatusCode::TOO_MANY_REQUESTS
-    {
-        Err(Failure::Refused(format!(
-            "refused by {} ({}): {explained}",
-            peer.name,
-            status.as_u16()
-        )))
-    } else {
-        Err(Failure::Transient(format!(
-            "{} answered {}: {explained}",
-            peer.name,
-            status.as_u16()
-        )))
-    }
+        .unwrap_or_else(|| "no explanation".into())
 }
 
 async fn connect(

@@ -504,11 +504,20 @@ impl Committer {
         if writes.is_empty() {
             return Ok(());
         }
-        let trees: &[sled::Tree] = &self.trees;
+        // A sled transaction costs per tree it spans, so span only the trees written.
+        let mut touched: Vec<T> = Vec::new();
+        for (t, _, _) in writes {
+            if !touched.contains(t) {
+                touched.push(*t);
+            }
+        }
+        let trees: Vec<&sled::Tree> = touched.iter().map(|t| &self.trees[t.index()]).collect();
+        let slot = |t: &T| touched.iter().position(|x| x == t).unwrap_or(0);
         trees
+            .as_slice()
             .transaction(|views| {
                 for (t, k, v) in writes {
-                    let view = &views[t.index()];
+                    let view = &views[slot(t)];
                     match v {
                         Some(v) => view.insert(k.as_slice(), v.as_slice())?,
                         None => view.remove(k.as_slice())?,

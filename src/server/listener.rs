@@ -18,11 +18,25 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::{json, read_body, refusal, Reply};
+use super::{json, read_body, read_body_limited, refusal, Reply};
 use crate::audit::{Actor, AuditEvent, Event, Outcome};
 use crate::error::Refusal;
 use crate::gateway::Gateway;
 use crate::receive::{self, Caller};
+
+/// `POST /v1/relay/batch`: several signed envelopes, each kept as its exact bytes.
+#[derive(serde::Deserialize)]
+struct RelayBatch<'a> {
+    #[serde(borrow)]
+    messages: Vec<BatchItem<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchItem<'a> {
+    signature: String,
+    #[serde(borrow)]
+    envelope: &'a serde_json::value::RawValue,
+}
 
 /// How long a client gets to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -145,6 +159,47 @@ async fn route(
             };
             let receipt = receive::relay(gw, caller, signature.as_deref(), &body).await?;
             Ok(json(200, &receipt))
+        }
+        (Method::POST, "/v1/relay/batch") => {
+            let body = match read_body_limited(req.into_body(), crate::relay::MAX_BATCH_BYTES).await
+            {
+                Ok(body) => body,
+                Err(r) => return Err(audited(gw, caller, r).await),
+            };
+            let batch: RelayBatch<'_> = match serde_json::from_slice(&body) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    let r = Refusal::malformed(format!("the batch is not valid: {e}"));
+                    return Err(audited(gw, caller, r).await);
+                }
+            };
+            if batch.messages.len() > crate::relay::MAX_BATCH {
+                let r = Refusal::new(
+                    413,
+                    "batch_too_large",
+                    format!("a batch holds at most {} messages", crate::relay::MAX_BATCH),
+                );
+                return Err(audited(gw, caller, r).await);
+            }
+            let items = batch
+                .messages
+                .into_iter()
+                .map(|m| receive::Relayed {
+                    signature: Some(m.signature),
+                    envelope: m.envelope.get().as_bytes().to_vec(),
+                })
+                .collect();
+            let results = receive::relay_batch(gw, caller, items).await?;
+            let answers: Vec<serde_json::Value> = results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(receipt) => serde_json::json!({ "receipt": receipt }),
+                    Err(refusal) => {
+                        serde_json::json!({ "refusal": refusal, "status": refusal.status })
+                    }
+                })
+                .collect();
+            Ok(json(200, &serde_json::json!({ "results": answers })))
         }
         _ => Err(Refusal::new(
             404,

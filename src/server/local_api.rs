@@ -12,6 +12,7 @@
 //! | `POST /v1/consents` | record a consent (practice) |
 //! | `POST /v1/consents/{id}/withdraw` | withdraw it; peers are told |
 //! | `GET /v1/consents?bsn=…` | a child's consents and their status |
+//! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
 //! | `GET /healthz` | liveness |
 
 use std::convert::Infallible;
@@ -131,6 +132,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Reply, Refus
             let consents = registry::list_for_child(gw, &bsn)?;
             Ok(json(200, &json!({ "consents": consents })))
         }
+        (Method::GET, ["v1", "stats"]) => Ok(json(200, &gw.stats())),
         (Method::GET, ["v1", "inbox"]) => {
             let messages = inbox::unacknowledged(&gw.store, 1000)?;
             let view: Vec<_> = messages.iter().map(inbox_view).collect();

@@ -34,11 +34,14 @@ pub fn refusal(r: &Refusal) -> Reply {
 
 /// Reads a request body of at most [`MAX_MESSAGE_BYTES`]; more is a 413 refusal.
 pub async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
-    match Limited::new(body, MAX_MESSAGE_BYTES).collect().await {
+    read_body_limited(body, MAX_MESSAGE_BYTES).await
+}
+
+/// Reads a request body of at most `limit` bytes; more is a 413 refusal.
+pub async fn read_body_limited(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Refusal::too_large(MAX_MESSAGE_BYTES))
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::too_large(limit)),
         Err(e) => Err(Refusal::malformed(format!(
             "the request body could not be read: {e}"
         ))),

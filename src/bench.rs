@@ -1,0 +1,352 @@
+//! `wijkpoort bench`: the end-to-end benchmark anyone can rerun. It writes a fresh dev
+//! kit, starts a practice and a wijkteam gateway as two child processes of this binary
+//! (`serve`), so that each one's CPU time and peak memory can be read from `/proc`,
+//! records a consent, and drives N concurrent submitters through the practice's local
+//! API — consent, minimisation, signing, verification, audit and durable commits all on —
+//! until every message is in the wijkteam's inbox.
+//!
+//! Latencies: submit → accepted is timed by the submitter; submit → delivered is the
+//! wijkteam's receipt time minus the submit time (both gateways share this machine's
+//! clock).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::client::LocalApiClient;
+use crate::devkit::{self, Addresses};
+use crate::error::StartError;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Messages in total.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Approximate size of each referral's free text, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Durable commits (fdatasync) at both gateways. `off` is for comparison only.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub durability: String,
+}
+
+fn err(e: impl std::fmt::Display) -> StartError {
+    StartError::Other(e.to_string())
+}
+
+/// A gateway child process, killed if the benchmark stops early.
+struct Gateway {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start(name: &'static str, config: &Path, durable: bool) -> Result<Gateway, StartError> {
+        let exe = std::env::current_exe().map_err(err)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve").arg("--config").arg(config);
+        if !durable {
+            cmd.arg("--unsafe-no-fsync");
+        }
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().map_err(err)?;
+        Ok(Gateway { name, child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self, ticks_per_second: f64) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses and may hold spaces).
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+        (field(11) + field(12)) / ticks_per_second
+    }
+
+    /// A `/proc/<pid>/status` memory figure in MB (`VmRSS`, `VmHWM`).
+    fn memory_mb(&self, key: &str) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn free_port() -> Result<std::net::SocketAddr, StartError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    l.local_addr().map_err(err)
+}
+
+async fn wait_healthy(addr: std::net::SocketAddr, token: &str) -> Result<(), StartError> {
+    let mut client = LocalApiClient::new(addr, token, "bench");
+    for _ in 0..200 {
+        if let Ok((200, _)) = client.get("/healthz").await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(err(format!("the gateway at {addr} did not come up")))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn run(o: BenchOptions) -> Result<(), StartError> {
+    let durable = o.durability == "on";
+    let dir = tempfile::tempdir().map_err(err)?;
+    let addrs = Addresses {
+        practice_api: free_port()?,
+        practice_listener: free_port()?,
+        wijkteam_api: free_port()?,
+        wijkteam_listener: free_port()?,
+    };
+    let kit = devkit::write(dir.path(), addrs, None).map_err(err)?;
+    let wijkteam = Gateway::start("wijkteam", &kit.wijkteam_config, durable)?;
+    let practice = Gateway::start("practice", &kit.practice_config, durable)?;
+    wait_healthy(addrs.wijkteam_api, &kit.wijkteam_token).await?;
+    wait_healthy(addrs.practice_api, &kit.practice_token).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = [practice.memory_mb("VmRSS:"), wijkteam.memory_mb("VmRSS:")];
+
+    // One consent per child; the submitters cycle over a few children.
+    let mut his = LocalApiClient::new(addrs.practice_api, &kit.practice_token, "bench");
+    let today = chrono::Local::now().date_naive();
+    let children = ["111222333", "123456782", "100000009", "999999990"];
+    let mut consents = Vec::new();
+    for bsn in children {
+        let (code, answer) = his
+            .post(
+                "/v1/consents",
+                &json!({
+                    "child": {"bsn": bsn, "birth_date": today - chrono::Duration::days(8 * 365)},
+                    "performers": [{"role": "parent", "name": "ouder"}],
+                    "scope": {"types": ["referral", "feedback"], "recipient": crate::pki::DEV_WIJKTEAM_ID},
+                    "valid_from": today, "valid_until": today + chrono::Duration::days(30),
+                    "evidence": "benchmark"
+                }),
+            )
+            .await
+            .map_err(err)?;
+        if code != 201 {
+            return Err(err(format!(
+                "recording a consent failed ({code}): {answer}"
+            )));
+        }
+        consents.push((
+            bsn,
+            answer["consent_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+
+    let ticks = ticks_per_second();
+    let cpu_before = [practice.cpu_seconds(ticks), wijkteam.cpu_seconds(ticks)];
+    let stats_before = stats(&mut his).await?;
+    let mut case_system = LocalApiClient::new(addrs.wijkteam_api, &kit.wijkteam_token, "bench");
+    let w_before = stats(&mut case_system).await?;
+    let text = "Ouders vragen hulp bij slaapproblemen. ".repeat(o.size / 40 + 1);
+    println!(
+        "wijkpoort bench: {} messages, {} concurrent submitters, ~{} B free text, durability {}",
+        o.messages,
+        o.concurrency,
+        text.len(),
+        if durable {
+            "ON (flush + fdatasync at both gateways)"
+        } else {
+            "OFF (comparison only: NOT durable)"
+        }
+    );
+
+    let started = Instant::now();
+    let start_wall = Utc::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    for s in 0..o.concurrency {
+        let count = o.messages / o.concurrency + usize::from(s < o.messages % o.concurrency);
+        let mut client = LocalApiClient::new(addrs.practice_api, &kit.practice_token, "bench");
+        let (bsn, consent_id) = consents[s % consents.len()].clone();
+        let text = text.clone();
+        submitters.spawn(async move {
+            let mut results: Vec<(String, DateTime<Utc>, f64)> = Vec::with_capacity(count);
+            for _ in 0..count {
+                let message = json!({
+                    "type": "referral", "to": "wijkteam", "consent_id": consent_id,
+                    "subject": {"bsn": bsn, "name": "Kind", "birth_date": "2018-01-01"},
+                    "body": {"request_for_help": text, "urgency": "routine", "postcode": "3511 AB",
+                             "medication": ["x"]}
+                });
+                let submitted = Utc::now();
+                let t = Instant::now();
+                let (code, answer) = client.post("/v1/messages", &message).await?;
+                if code != 202 {
+                    return Err(format!("submission refused ({code}): {answer}"));
+                }
+                let id = answer["id"].as_str().unwrap_or_default().to_string();
+                results.push((id, submitted, t.elapsed().as_secs_f64() * 1000.0));
+            }
+            Ok::<_, String>(results)
+        });
+    }
+    let mut accepted = Vec::with_capacity(o.messages);
+    while let Some(done) = submitters.join_next().await {
+        accepted.extend(done.map_err(err)?.map_err(err)?);
+    }
+    let accept_phase = started.elapsed();
+
+    // Wait until the wijkteam has every message.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = stats(&mut case_system).await?;
+        if s["received_total"].as_u64().unwrap_or(0) as usize >= o.messages {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(err("not every message arrived within 10 minutes"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_delivered = started.elapsed();
+    let cpu_after = [practice.cpu_seconds(ticks), wijkteam.cpu_seconds(ticks)];
+    let peak_rss = [practice.memory_mb("VmHWM:"), wijkteam.memory_mb("VmHWM:")];
+    let p_stats = stats(&mut his).await?;
+    let w_stats = stats(&mut case_system).await?;
+
+    // Submit → delivered, from each message's receipt.
+    let mut delivered_ms = Vec::with_capacity(accepted.len());
+    let mut last_delivery = start_wall;
+    for (id, submitted, _) in &accepted {
+        // The practice may still be recording the receipt; try a few times.
+        for _ in 0..100 {
+            let (_, status) = his.get(&format!("/v1/messages/{id}")).await.map_err(err)?;
+            if let Some(at) = status["receipt"]["received_at"]
+                .as_str()
+                .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+            {
+                delivered_ms
+                    .push((at - *submitted).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                last_delivery = last_delivery.max(at);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut accept_ms: Vec<f64> = accepted.iter().map(|(_, _, ms)| *ms).collect();
+    accept_ms.sort_by(f64::total_cmp);
+    delivered_ms.sort_by(f64::total_cmp);
+
+    let n = o.messages as f64;
+    let e2e_secs = (last_delivery - start_wall).num_microseconds().unwrap_or(1) as f64 / 1e6;
+    let delta = |v: &Value, b: &Value, k: &str| {
+        v[k].as_u64()
+            .unwrap_or(0)
+            .saturating_sub(b[k].as_u64().unwrap_or(0))
+    };
+    println!();
+    println!(
+        "throughput, end to end        {:>10.0} messages/s  ({} messages in {:.2} s, last receipt)",
+        n / e2e_secs,
+        o.messages,
+        e2e_secs
+    );
+    println!(
+        "  (all in the wijkteam store)  {:>10.2} s wall; accept phase {:.2} s = {:.0} accepted/s",
+        all_delivered.as_secs_f64(),
+        accept_phase.as_secs_f64(),
+        n / accept_phase.as_secs_f64()
+    );
+    println!(
+        "submit → accepted   p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms",
+        percentile(&accept_ms, 0.5),
+        percentile(&accept_ms, 0.95),
+        percentile(&accept_ms, 0.99)
+    );
+    println!(
+        "submit → delivered  p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms  ({} receipts)",
+        percentile(&delivered_ms, 0.5),
+        percentile(&delivered_ms, 0.95),
+        percentile(&delivered_ms, 0.99),
+        delivered_ms.len()
+    );
+    for (i, (g, s, b)) in [
+        (&practice, &p_stats, &stats_before),
+        (&wijkteam, &w_stats, &w_before),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let syncs = delta(s, b, "commit_syncs");
+        let groups = delta(s, b, "commit_groups");
+        println!(
+            "{:<9} CPU {:>7.1} µs/message   RSS idle {:>5.1} MB, peak {:>6.1} MB   commit groups {:>6} ({:.1} jobs/group), fdatasync {:.3}/message",
+            g.name,
+            (cpu_after[i] - cpu_before[i]) / n * 1e6,
+            idle_rss[i],
+            peak_rss[i],
+            groups,
+            delta(s, b, "commit_jobs") as f64 / groups.max(1) as f64,
+            syncs as f64 / n,
+        );
+    }
+    println!(
+        "TLS handshakes: practice → wijkteam {} (relay connections), wijkteam listener accepted {}",
+        p_stats["handshakes_out"], w_stats["handshakes_in"]
+    );
+    drop(practice);
+    drop(wijkteam);
+    Ok(())
+}
+
+async fn stats(client: &mut LocalApiClient) -> Result<Value, StartError> {
+    let (code, s) = client.get("/v1/stats").await.map_err(err)?;
+    if code != 200 {
+        return Err(err(format!("stats failed ({code}): {s}")));
+    }
+    Ok(s)
+}
