@@ -46,8 +46,13 @@ pub async fn relay(
     body: &[u8],
 ) -> Result<Receipt, Refusal> {
     let mut about: Option<(String, MessageType)> = None;
-    match check(gw, caller, signature, body, &mut about) {
+    let outcome = match check(gw, caller, signature, body, &mut about) {
         Ok(envelope) => store(gw, caller, envelope, signature.unwrap_or_default(), body).await,
+        Err(refusal) => Err(refusal),
+    };
+    match outcome {
+        Ok(receipt) => Ok(receipt),
+        // A refusal from the checks or from storing (a reused id) is audited alike.
         Err(refusal) => {
             let event = if refusal.code == "unknown_peer" {
                 Event::CertificateRefused
