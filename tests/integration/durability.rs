@@ -131,6 +131,48 @@ async fn a_practice_killed_in_the_middle_of_delivering_resends_without_duplicate
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_wijkteam_stored_just_before_the_practice_was_killed_is_not_stored_twice() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam);
+    let mut practice = setup.spawn(Role::Practice, 1).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let id = submit(&mut his, &referral_submission()).await;
+    practice.kill9();
+
+    // The practice's first attempt reached the wijkteam, but the practice died before
+    // it read the receipt: the wijkteam holds the message, the practice's outbox too.
+    let sent = {
+        let store =
+            wijkpoort::store::Store::open_read_only(&setup.store_dir(Role::Practice)).unwrap();
+        let bytes = store.tree(T::Sent).get(id.as_bytes()).unwrap().unwrap();
+        wijkpoort::outbox::decode(&bytes).unwrap()
+    };
+    assert_eq!(sent.status, wijkpoort::outbox::Status::Queued);
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let first = relay(
+        setup.listener_addr(Role::Wijkteam),
+        &setup.anchors_pem(),
+        Some(&setup.credentials(Role::Practice)),
+        Some(&sent.signature),
+        sent.envelope.clone().into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200, "{:?}", first.body);
+
+    // Restarted, the practice sends it again and is answered with the first receipt.
+    let mut practice = setup.spawn(Role::Practice, 2).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let delivered = wait_delivered(&mut his, &id).await;
+    assert_eq!(delivered["receipt"], first.body);
+    assert_received_exactly_once(&wijkteam.gateway.store, std::slice::from_ref(&id));
+
+    practice.signal("TERM");
+    assert!(practice.wait_exit().await.success(), "{}", practice.log());
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_cleanly_on_sigterm_and_its_store_reopens_with_the_queue_intact() {
     let mut setup = Setup::new().await;
     setup.release(Role::Wijkteam);

@@ -180,6 +180,8 @@ async fn a_different_message_reusing_a_received_id_is_refused_and_the_first_is_k
     assert_eq!(inbox_entries(store), vec!["ref-reused".to_string()]);
     let kept = wijkpoort::inbox::get(store, "ref-reused").unwrap().unwrap();
     assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
+    let refusal = wait_for_refusal(store, Event::MessageRefused, "duplicate_id").await;
+    assert_eq!(refusal.event.message_id.as_deref(), Some("ref-reused"));
 
     wijkteam.stop().await.unwrap();
 }
