@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{Bsn, MessageType};
 use crate::signing::Signer;
-use crate::store::{be, key, StoreError, T};
+use crate::store::{be, key, StoreError, Write, T};
 
 /// A checkpoint is signed after this many records.
 pub const CHECKPOINT_EVERY: u64 = 1000;
@@ -213,7 +213,7 @@ pub fn checkpoint_bytes(seq: u64, hash: &str, time: &DateTime<Utc>) -> Vec<u8> {
     .into_bytes()
 }
 
-type Writes = Vec<(T, Vec<u8>, Option<Vec<u8>>)>;
+type Writes = Vec<Write>;
 
 /// The committer's view of the chain's head.
 pub struct AuditChain {

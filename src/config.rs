@@ -163,7 +163,8 @@ pub struct Config {
     pub identity: String,
     pub store_dir: PathBuf,
     pub secret: Vec<u8>,
-    pub minimisation_policy: Option<PathBuf>,
+    /// The validated minimisation policy (the shipped default when the config names none).
+    pub policy: crate::minimise::Policy,
     pub cert_chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub signer: Arc<Signer>,
@@ -362,6 +363,11 @@ impl RawConfig {
             });
         }
         let auditors = self.auditors.into_iter().map(|a| a.identity).collect();
+        let policy = match &self.minimisation_policy {
+            None => crate::minimise::Policy::default_policy(),
+            Some(p) => crate::minimise::Policy::load(&resolve(p))
+                .map_err(|e| err("minimisation_policy", e.to_string()))?,
+        };
         let r = &self.relay;
         if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
             return Err(err(
@@ -375,7 +381,7 @@ impl RawConfig {
             identity: self.identity,
             store_dir: resolve(&self.store_dir),
             secret,
-            minimisation_policy: self.minimisation_policy.map(|p| resolve(&p)),
+            policy,
             cert_chain,
             key,
             signer: Arc::new(signer),

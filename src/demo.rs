@@ -97,19 +97,66 @@ pub async fn run() -> Result<(), StartError> {
 
     step(
         &mut n,
-        "The GP (user dr.jansen) submits a referral through the practice's local API",
+        "The GP records the consent of the child (13) and her mother for referral and feedback",
+    );
+    let today = chrono::Local::now().date_naive();
+    let birth = today - chrono::Duration::days(13 * 365 + 100);
+    let consent = json!({
+        "child": {"bsn": DEMO_BSN, "birth_date": birth, "name": "Sanne de Vries (fictitious)"},
+        "performers": [
+            {"role": "child", "name": "Sanne de Vries"},
+            {"role": "parent", "name": "M. de Vries"}
+        ],
+        "scope": {"types": ["referral", "feedback"], "recipient": crate::pki::DEV_WIJKTEAM_ID},
+        "valid_from": today,
+        "valid_until": today + chrono::Duration::days(365),
+        "evidence": "mondeling tijdens consult"
+    });
+    let (code, answer) = his.post("/v1/consents", &consent).await.map_err(err)?;
+    if code != 201 {
+        return Err(err(format!("consent refused ({code}): {answer}")));
+    }
+    let consent_id = answer["consent_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("    consent {consent_id} recorded (WGBO 12-15: child and parent)");
+
+    step(
+        &mut n,
+        "Consent of the child alone would be refused: at 13 the WGBO also asks a parent",
+    );
+    let mut child_only = consent.clone();
+    child_only["performers"] = json!([{"role": "child", "name": "Sanne de Vries"}]);
+    let (code, answer) = his.post("/v1/consents", &child_only).await.map_err(err)?;
+    println!(
+        "    {code} {}: {}",
+        answer["error"].as_str().unwrap_or(""),
+        answer["message"].as_str().unwrap_or("")
+    );
+
+    step(
+        &mut n,
+        "The GP (user dr.jansen) submits a referral under that consent",
     );
     let referral = json!({
         "type": "referral",
         "to": "wijkteam",
-        "subject": {"bsn": DEMO_BSN, "name": "Sanne de Vries (fictitious)", "birth_date": "2014-03-02"},
+        "consent_id": consent_id,
+        "subject": {"bsn": DEMO_BSN, "name": "Sanne de Vries (fictitious)", "birth_date": birth},
         "body": {
-            "request_for_help": "Ouders vragen hulp bij slaapproblemen en angst.",
+            "request_for_help": "Ouders vragen hulp bij slaapproblemen en angst. Moeder is bereikbaar op 06-12345678.",
             "urgency": "soon",
             "postcode": "3511 AB",
-            "parent_contact": {"name": "M. de Vries", "relationship": "mother", "phone": "06-12345678"}
+            "parent_contact": {"name": "M. de Vries", "relationship": "mother", "phone": "06-12345678"},
+            "medication": ["melatonine 1 mg"],
+            "support_profile": {"estimate": "intensief"}
         }
     });
+    println!(
+        "    submitted with fields: {}",
+        field_paths(&referral).join(", ")
+    );
     let referral_id = submit(&mut his, &referral).await?;
 
     step(
@@ -121,9 +168,28 @@ pub async fn run() -> Result<(), StartError> {
 
     step(
         &mut n,
-        "The wijkteam's case system (user k.bakker) reads its inbox",
+        "The wijkteam's case system (user k.bakker) reads its inbox: what actually arrived",
     );
     let inbox = show_inbox(&mut case_system).await?;
+    if let Some(arrived) = inbox.iter().find(|m| m["id"] == json!(referral_id)) {
+        let body = &arrived["envelope"]["body"];
+        println!("      request_for_help: {}", body["request_for_help"]);
+        println!("      postcode: {} (policy: truncate:4)", body["postcode"]);
+        let removed = body.get("medication").is_none() && body.get("support_profile").is_none();
+        println!(
+            "      medication, support_profile: {}",
+            if removed {
+                "removed by the practice's minimisation policy"
+            } else {
+                "PRESENT"
+            }
+        );
+        if !removed {
+            return Err(err(
+                "the minimisation policy did not remove the medical fields",
+            ));
+        }
+    }
     if !inbox.iter().any(|m| m["id"] == json!(referral_id)) {
         return Err(err("the referral did not arrive in the wijkteam inbox"));
     }
@@ -136,6 +202,7 @@ pub async fn run() -> Result<(), StartError> {
     let feedback = json!({
         "type": "feedback",
         "to": "practice",
+        "consent_id": consent_id,
         "subject": {"bsn": DEMO_BSN},
         "body": {
             "referral_id": referral_id,
@@ -155,6 +222,46 @@ pub async fn run() -> Result<(), StartError> {
         return Err(err("the feedback did not arrive in the practice inbox"));
     }
     acknowledge(&mut his, &feedback_id).await?;
+
+    step(
+        &mut n,
+        "The mother withdraws the consent; the practice tells the wijkteam",
+    );
+    let (code, answer) = his
+        .post(
+            &format!("/v1/consents/{consent_id}/withdraw"),
+            &json!({"reason": "op verzoek van moeder"}),
+        )
+        .await
+        .map_err(err)?;
+    if code != 200 {
+        return Err(err(format!("withdrawal refused ({code}): {answer}")));
+    }
+    for update in answer["consent_updates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let id = update.as_str().unwrap_or_default().to_string();
+        println!("    consent_update {id} queued");
+        wait_delivered(&mut his, &id).await?;
+    }
+
+    step(
+        &mut n,
+        "The wijkteam tries to send more feedback under the withdrawn consent",
+    );
+    let mut more = feedback.clone();
+    more["body"]["status"] = json!("help_started");
+    let (code, answer) = case_system.post("/v1/messages", &more).await.map_err(err)?;
+    println!(
+        "    refused: {code} {}: {}",
+        answer["error"].as_str().unwrap_or(""),
+        answer["message"].as_str().unwrap_or("")
+    );
+    if code != 422 {
+        return Err(err("feedback under a withdrawn consent was not refused"));
+    }
 
     step(&mut n, "Shutting both gateways down cleanly");
     practice.stop().await?;

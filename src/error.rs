@@ -92,3 +92,29 @@ impl StartError {
         }
     }
 }
+
+impl From<crate::consent::ConsentRefusal> for Refusal {
+    fn from(r: crate::consent::ConsentRefusal) -> Refusal {
+        Refusal::new(422, r.code(), r.to_string()).field("consent_id")
+    }
+}
+
+impl From<crate::consent::ConsentError> for Refusal {
+    fn from(e: crate::consent::ConsentError) -> Refusal {
+        let r = Refusal::new(422, e.code(), e.to_string());
+        match e.field() {
+            Some(f) => r.field(f),
+            None => r,
+        }
+    }
+}
+
+impl From<crate::minimise::Refusal> for Refusal {
+    fn from(r: crate::minimise::Refusal) -> Refusal {
+        let code = match r.reason {
+            crate::minimise::RefusalReason::UnnamedFields => "policy_unnamed_fields",
+            crate::minimise::RefusalReason::PolicyViolation => "policy_violation",
+        };
+        Refusal::new(422, code, r.to_string()).field(r.paths.join(", "))
+    }
+}

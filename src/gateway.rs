@@ -21,6 +21,7 @@ use crate::audit::{Actor, AuditEvent, Event, Outcome, Pseudonymiser};
 use crate::config::Config;
 use crate::error::StartError;
 use crate::message::Bsn;
+use crate::minimise::Minimiser;
 use crate::store::{Durability, Store};
 
 /// How long open connections and relay attempts get to finish at shutdown.
@@ -40,6 +41,7 @@ pub struct Gateway {
     pub config: Config,
     pub store: Store,
     pub pseudonymiser: Pseudonymiser,
+    pub minimiser: Minimiser,
     pub counters: Counters,
     relay_wakeups: HashMap<String, Arc<Notify>>,
 }
@@ -52,7 +54,11 @@ impl Gateway {
             .iter()
             .map(|p| (p.name.clone(), Arc::new(Notify::new())))
             .collect();
+        // The minimisation HMAC gets its own key, derived from the gateway's secret.
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &config.secret);
+        let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
         Ok(Arc::new(Gateway {
+            minimiser: Minimiser::new(config.policy.clone(), minimisation_key.as_ref()),
             pseudonymiser: Pseudonymiser::new(&config.secret),
             config,
             store,

@@ -7,7 +7,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chrono::Utc;
+
 use crate::audit::{Actor, AuditEvent, Event, Outcome};
+use crate::config::Peer;
+use crate::consent::{
+    registry, ConsentEvent, ConsentRefusal, ConsentState, ConsentStatus, ConsentSummary,
+};
 use crate::error::Refusal;
 use crate::gateway::Gateway;
 use crate::identity::{CertIdentity, IdentityError};
@@ -47,7 +53,17 @@ pub async fn relay(
 ) -> Result<Receipt, Refusal> {
     let mut about: Option<(String, MessageType)> = None;
     let outcome = match check(gw, caller, signature, body, &mut about) {
-        Ok(envelope) => store(gw, caller, envelope, signature.unwrap_or_default(), body).await,
+        Ok((envelope, effect)) => {
+            store(
+                gw,
+                caller,
+                envelope,
+                effect,
+                signature.unwrap_or_default(),
+                body,
+            )
+            .await
+        }
         Err(refusal) => Err(refusal),
     };
     match outcome {
@@ -80,7 +96,7 @@ fn check(
     signature: Option<&str>,
     body: &[u8],
     about: &mut Option<(String, MessageType)>,
-) -> Result<Envelope, Refusal> {
+) -> Result<(Envelope, ConsentEffect), Refusal> {
     let identity = caller.identity.as_ref().map_err(|e| {
         Refusal::new(
             403,
@@ -154,13 +170,132 @@ fn check(
         .field("type"));
     }
     message::validate(&envelope).map_err(Refusal::invalid)?;
-    Ok(envelope)
+    gw.minimiser
+        .check(envelope.message_type, &envelope.content())
+        .map_err(Refusal::from)?;
+    message::check_anonymous(&envelope)
+        .map_err(|e| Refusal::new(422, "policy_violation", e.to_string()).field(e.field))?;
+    let effect = consent_effect(gw, peer, &envelope)?;
+    Ok((envelope, effect))
+}
+
+/// What a received message does to the consent registry.
+enum ConsentEffect {
+    None,
+    /// A referral's consent summary, to mirror at the wijkteam.
+    Mirror(ConsentSummary),
+    /// A consent update from the practice.
+    Update {
+        consent_id: String,
+        status: ConsentStatus,
+    },
+}
+
+/// Checks a received message against consent — a withdrawn consent stops the flow in
+/// both directions — and says what it changes in the registry.
+fn consent_effect(
+    gw: &Gateway,
+    peer: &Peer,
+    envelope: &Envelope,
+) -> Result<ConsentEffect, Refusal> {
+    let t = envelope.message_type;
+    if !registry::needs_consent(t) {
+        return Ok(ConsentEffect::None);
+    }
+    let bsn = envelope.bsn().ok_or_else(|| {
+        Refusal::new(400, "invalid_field", "subject.bsn: is required").field("subject.bsn")
+    })?;
+    let consent = envelope.consent.clone().ok_or_else(|| {
+        Refusal::new(
+            422,
+            "consent_missing",
+            format!("a {t} must travel under a consent"),
+        )
+        .field("consent")
+    })?;
+    let today = registry::today();
+    let role = gw.config.role;
+    let own = gw.config.identity.as_str();
+    match t {
+        MessageType::Referral => {
+            let summary: ConsentSummary = serde_json::from_value(consent).map_err(|e| {
+                Refusal::new(
+                    422,
+                    "consent_invalid",
+                    format!("the consent summary is not valid: {e}"),
+                )
+                .field("consent")
+            })?;
+            summary.validate()?;
+            let mut events = registry::events(&gw.store, &summary.id)?;
+            events.push(ConsentEvent::Mirrored {
+                summary: summary.clone(),
+                from_peer: peer.identity.clone(),
+                at: Utc::now(),
+            });
+            let state = ConsentState::from_events(&events);
+            registry::covers(role, own, &peer.identity, state.as_ref(), &bsn, t, today)?;
+            if summary.status != ConsentStatus::Active {
+                return Err(ConsentRefusal::Withdrawn.into());
+            }
+            Ok(ConsentEffect::Mirror(summary))
+        }
+        MessageType::ConsentUpdate => {
+            let consent_id = envelope
+                .consent_id()
+                .ok_or_else(|| {
+                    Refusal::new(
+                        422,
+                        "consent_missing",
+                        "the consent update names no consent",
+                    )
+                    .field("consent.id")
+                })?
+                .to_string();
+            if envelope.body.get("consent_id").and_then(|v| v.as_str()) != Some(consent_id.as_str())
+            {
+                return Err(Refusal::new(
+                    422,
+                    "consent_mismatch",
+                    "body.consent_id differs from the envelope's consent",
+                )
+                .field("body.consent_id"));
+            }
+            let status: ConsentStatus = envelope
+                .body
+                .get("status")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| {
+                    Refusal::new(400, "invalid_field", "body.status: not a consent status")
+                        .field("body.status")
+                })?;
+            if let Some(state) = registry::state(&gw.store, &consent_id)? {
+                registry::covers(role, own, &peer.identity, Some(&state), &bsn, t, today)?;
+            }
+            Ok(ConsentEffect::Update { consent_id, status })
+        }
+        _ => {
+            let consent_id = envelope.consent_id().ok_or_else(|| {
+                Refusal::new(
+                    422,
+                    "consent_missing",
+                    format!("a {t} must name its consent"),
+                )
+                .field("consent.id")
+            })?;
+            let state = registry::state(&gw.store, consent_id)?;
+            registry::covers(role, own, &peer.identity, state.as_ref(), &bsn, t, today)?;
+            Ok(ConsentEffect::None)
+        }
+    }
 }
 
 async fn store(
     gw: &Arc<Gateway>,
     caller: &Caller,
     envelope: Envelope,
+    effect: ConsentEffect,
     signature: &str,
     body: &[u8],
 ) -> Result<Receipt, Refusal> {
@@ -197,6 +332,44 @@ async fn store(
                     "a different message with this id was received before",
                 )
                 .field("id"));
+            }
+            if let Some(pseudonym) = &received.subject {
+                let consent_event = match effect {
+                    ConsentEffect::None => None,
+                    ConsentEffect::Mirror(summary) => {
+                        let known = registry::state_in(tx, &summary.id)?.is_some();
+                        (!known).then(|| {
+                            (
+                                Event::ConsentMirrored,
+                                ConsentEvent::Mirrored {
+                                    summary,
+                                    from_peer: received.from.clone(),
+                                    at: Utc::now(),
+                                },
+                            )
+                        })
+                    }
+                    ConsentEffect::Update { consent_id, status } => Some((
+                        Event::ConsentUpdated,
+                        ConsentEvent::UpdatedFromPeer {
+                            consent_id,
+                            status,
+                            at: Utc::now(),
+                            from_peer: received.from.clone(),
+                        },
+                    )),
+                };
+                if let Some((audit_event, consent_event)) = consent_event {
+                    registry::append(tx, pseudonym, &consent_event)?;
+                    tx.audit(
+                        AuditEvent::new(audit_event, Outcome::Success, actor.clone())
+                            .on_behalf_of(&org)
+                            .message(&received.id, received.message_type)
+                            .subject(received.subject.clone())
+                            .peer(&received.from)
+                            .consent(Some(consent_event.consent_id())),
+                    );
+                }
             }
             tx.audit(
                 AuditEvent::new(Event::MessageReceived, Outcome::Success, actor)

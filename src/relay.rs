@@ -26,7 +26,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::audit::{Actor, Event, Outcome};
 use crate::config::Peer;
+use crate::consent::registry;
 use crate::gateway::Gateway;
+use crate::message::Envelope;
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::Receipt;
 
@@ -117,6 +119,22 @@ async fn attempt(
         return Ok(());
     }
 
+    if let Some(reason) = consent_withholds(gw, peer, &msg)? {
+        let id = msg.id.clone();
+        finish(
+            gw,
+            msg,
+            Status::Withheld,
+            Event::MessageWithheld,
+            Outcome::Refused,
+            reason,
+            None,
+        )
+        .await?;
+        tracing::info!(message_id = %id, peer = %peer.name, "message withheld: consent no longer covers it");
+        return Ok(());
+    }
+
     match deliver(gw, peer, connector, conn, &msg).await {
         Ok(receipt) => {
             let id = msg.id.clone();
@@ -160,6 +178,36 @@ async fn attempt(
             Err(reason)
         }
     }
+}
+
+/// Consent is checked once more just before sending: a consent withdrawn or expired
+/// while the message waited in the outbox stops it here. `Ok(Some(reason))`: withhold;
+/// `Err`: the check itself failed (the store), try again later.
+fn consent_withholds(
+    gw: &Gateway,
+    peer: &Peer,
+    msg: &SentMessage,
+) -> Result<Option<String>, String> {
+    let Some(consent_id) = &msg.consent_id else {
+        return Ok(None);
+    };
+    let envelope: Envelope = serde_json::from_str(&msg.envelope)
+        .map_err(|e| format!("the queued envelope cannot be read: {e}"))?;
+    let Some(bsn) = envelope.bsn() else {
+        return Ok(None);
+    };
+    let state = registry::state(&gw.store, consent_id).map_err(|e| e.to_string())?;
+    Ok(registry::covers(
+        gw.config.role,
+        &gw.config.identity,
+        &peer.identity,
+        state.as_ref(),
+        &bsn,
+        msg.message_type,
+        registry::today(),
+    )
+    .err()
+    .map(|r| format!("{}: {r}", r.code())))
 }
 
 /// Records a final outcome; the message leaves the queue in the same commit.

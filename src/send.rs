@@ -1,20 +1,33 @@
-//! The send path, in its documented order: a submission from the local system is
-//! parsed, addressed to a configured peer, validated, checked against consent, minimised
-//! by the policy, signed, and committed to the outbox. Only after that commit is durable
-//! does the caller hear "queued"; every refusal on the way is explained and audited.
+//! The send path, in its documented order:
+//!
+//! 1. parse the submission and address it to a configured peer;
+//! 2. validate the envelope (BSN elfproef, dates, lengths);
+//! 3. check consent: a message with personal data must name a consent that covers its
+//!    type, this child and this peer today (referral and feedback), and a referral
+//!    carries the consent's summary so that the wijkteam can mirror it;
+//! 4. minimise by the policy;
+//! 5. sign;
+//! 6. commit to the outbox — consent is checked once more inside the commit, so a
+//!    withdrawal that lands in between wins.
+//!
+//! Only after that commit is durable does the caller hear "queued"; every refusal on
+//! the way is explained and audited.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::audit::{Actor, AuditEvent, Event, Outcome};
+use crate::config::{Peer, Role};
+use crate::consent::registry;
 use crate::error::Refusal;
 use crate::gateway::Gateway;
-use crate::message::{self, Envelope, MessageType, SCHEMA_VERSION};
+use crate::message::{self, Bsn, Envelope, MessageType, SCHEMA_VERSION};
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::sha256_hex;
+use crate::store::Tx;
 
 /// What the local system submits (`POST /v1/messages`).
 #[derive(Debug, Deserialize)]
@@ -27,6 +40,7 @@ pub struct Submission {
     pub message_type: MessageType,
     /// The peer's name (or organisation identifier) from the config.
     pub to: String,
+    /// The consent the message is sent under (referral, feedback).
     #[serde(default)]
     pub consent_id: Option<String>,
     #[serde(default)]
@@ -47,40 +61,81 @@ pub async fn submit(gw: &Arc<Gateway>, user: &str, raw: &[u8]) -> Result<Accepte
     let actor = Actor::User {
         id: user.to_string(),
     };
-    match prepare(gw, raw) {
-        Ok(prepared) => commit(gw, actor, prepared, sha256_hex(raw)).await,
-        Err((refusal, about)) => {
-            let mut event = AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor)
-                .on_behalf_of(&gw.config.identity)
-                .reason(format!("{}: {}", refusal.code, refusal.message));
-            if let Some((id, t)) = about {
-                event = event.message(&id, t);
-            }
-            gw.store.commit_audit(vec![event]).await?;
-            tracing::info!(code = refusal.code, field = ?refusal.field, "submission refused");
-            Err(refusal)
+    let prepared = serde_json::from_slice::<Submission>(raw)
+        .map_err(|e| {
+            (
+                Refusal::malformed(format!("the submission is not valid: {e}")),
+                None,
+            )
+        })
+        .and_then(|sub| prepare(gw, sub));
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err((refusal, about)) => return Err(audit_refusal(gw, actor, refusal, about).await),
+    };
+    let submitted_hash = sha256_hex(raw);
+    let peer = prepared.peer.name.clone();
+    let about = Some((prepared.envelope.id.clone(), prepared.envelope.message_type));
+    let queued_actor = actor.clone();
+    let result = gw
+        .store
+        .commit(move |tx| queue(tx, prepared, queued_actor, submitted_hash))
+        .await;
+    match result {
+        Ok(accepted) => {
+            gw.wake_relay(&peer);
+            Ok(accepted)
         }
+        Err(refusal) if refusal.status < 500 => Err(audit_refusal(gw, actor, refusal, about).await),
+        Err(refusal) => Err(refusal),
     }
 }
 
+async fn audit_refusal(
+    gw: &Gateway,
+    actor: Actor,
+    refusal: Refusal,
+    about: Option<(String, MessageType)>,
+) -> Refusal {
+    let mut event = AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor)
+        .on_behalf_of(&gw.config.identity)
+        .reason(format!("{}: {}", refusal.code, refusal.message));
+    if let Some((id, t)) = about {
+        event = event.message(&id, t);
+    }
+    if let Err(e) = gw.store.commit_audit(vec![event]).await {
+        return Refusal::from(e);
+    }
+    tracing::info!(code = refusal.code, field = ?refusal.field, "submission refused");
+    refusal
+}
+
 /// A submission that passed every check, ready to be queued.
-struct Prepared {
+pub struct Prepared {
     envelope: Envelope,
     bytes: Vec<u8>,
     signature: Vec<u8>,
-    peer: crate::config::Peer,
+    peer: Peer,
     changed_fields: Vec<String>,
+    subject: Option<String>,
+    bsn: Option<Bsn>,
+    role: Role,
+    own_identity: String,
+}
+
+impl Prepared {
+    pub fn id(&self) -> &str {
+        &self.envelope.id
+    }
+    pub fn peer(&self) -> &str {
+        &self.peer.name
+    }
 }
 
 type PrepareError = (Refusal, Option<(String, MessageType)>);
 
-fn prepare(gw: &Gateway, raw: &[u8]) -> Result<Prepared, PrepareError> {
-    let sub: Submission = serde_json::from_slice(raw).map_err(|e| {
-        (
-            Refusal::malformed(format!("the submission is not valid: {e}")),
-            None,
-        )
-    })?;
+/// Steps 1–5 of the send path; everything but the commit.
+pub fn prepare(gw: &Gateway, sub: Submission) -> Result<Prepared, PrepareError> {
     let id = sub.id.clone().unwrap_or_else(|| message::new_id("msg"));
     let about = Some((id.clone(), sub.message_type));
     let fail = |r: Refusal| (r, about.clone());
@@ -113,24 +168,48 @@ fn prepare(gw: &Gateway, raw: &[u8]) -> Result<Prepared, PrepareError> {
             .field("type"),
         ));
     }
-    let consent = sub
-        .consent_id
-        .as_ref()
-        .map(|id| serde_json::json!({ "id": id }));
-    let envelope = Envelope {
+    let mut envelope = Envelope {
         id,
         message_type: sub.message_type,
         schema_version: SCHEMA_VERSION,
         created_at: Utc::now(),
         from: gw.config.identity.clone(),
         to: peer.identity.clone(),
-        consent,
+        consent: None,
         subject: sub.subject,
         body: sub.body,
     };
     message::validate(&envelope).map_err(|e| fail(Refusal::invalid(e)))?;
+    let bsn = envelope.bsn();
 
-    let changed_fields = Vec::new();
+    envelope.consent =
+        consent_for(gw, &peer, sub.consent_id.as_deref(), &envelope).map_err(fail)?;
+
+    let mut content = envelope.take_content();
+    let changes = gw
+        .minimiser
+        .apply(
+            envelope.message_type,
+            &mut content,
+            envelope.created_at.date_naive(),
+        )
+        .map_err(|r| fail(r.into()))?;
+    envelope.put_content(content);
+    message::validate(&envelope)
+        .and_then(|()| message::check_anonymous(&envelope))
+        .map_err(|e| {
+            fail(Refusal::new(
+                422,
+                "policy_removes_required_field",
+                format!("after minimisation the message is no longer valid ({e}); check the minimisation policy"),
+            ))
+        })?;
+    let changed_fields: Vec<String> = changes
+        .changed
+        .iter()
+        .map(|c| format!("{} ({})", c.path, c.action))
+        .collect();
+
     let bytes = envelope.to_bytes();
     if bytes.len() > message::MAX_MESSAGE_BYTES {
         return Err(fail(Refusal::too_large(message::MAX_MESSAGE_BYTES)));
@@ -141,26 +220,111 @@ fn prepare(gw: &Gateway, raw: &[u8]) -> Result<Prepared, PrepareError> {
         .sign(&bytes)
         .map_err(|e| fail(Refusal::new(500, "signing_failed", e.to_string())))?;
     Ok(Prepared {
+        subject: gw.pseudonym(bsn.as_ref()),
+        bsn,
         envelope,
         bytes,
         signature,
         peer,
         changed_fields,
+        role: gw.config.role,
+        own_identity: gw.config.identity.clone(),
     })
 }
 
-async fn commit(
-    gw: &Arc<Gateway>,
-    actor: Actor,
+/// Step 3: the consent block the envelope carries, after checking that the consent
+/// covers this message. A referral carries the consent's summary (for the wijkteam's
+/// mirror); feedback and consent updates carry the consent id.
+fn consent_for(
+    gw: &Gateway,
+    peer: &Peer,
+    consent_id: Option<&str>,
+    envelope: &Envelope,
+) -> Result<Option<Value>, Refusal> {
+    let t = envelope.message_type;
+    if !registry::needs_consent(t) {
+        return match consent_id {
+            None => Ok(None),
+            Some(_) => Err(Refusal::new(
+                422,
+                "consent_not_applicable",
+                format!("a {t} is anonymous and is not sent under a consent"),
+            )
+            .field("consent_id")),
+        };
+    }
+    let consent_id = consent_id.ok_or_else(|| {
+        Refusal::new(
+            422,
+            "consent_missing",
+            format!("a {t} carries personal data and must name the consent it is sent under"),
+        )
+        .field("consent_id")
+    })?;
+    let bsn = envelope.bsn().ok_or_else(|| {
+        Refusal::invalid(message::InvalidField {
+            field: "subject.bsn".into(),
+            reason: "is required".into(),
+        })
+    })?;
+    let today = registry::today();
+    let state = registry::state(&gw.store, consent_id)?;
+    registry::covers(
+        gw.config.role,
+        &gw.config.identity,
+        &peer.identity,
+        state.as_ref(),
+        &bsn,
+        t,
+        today,
+    )?;
+    match (t, state) {
+        (MessageType::Referral, Some(state)) => {
+            let summary = state.summary(today);
+            Ok(Some(serde_json::to_value(summary).map_err(|e| {
+                Refusal::new(500, "internal", format!("consent summary: {e}"))
+            })?))
+        }
+        _ => Ok(Some(json!({ "id": consent_id }))),
+    }
+}
+
+/// Step 6, inside a store job: check consent again against the state this commit sees,
+/// recognise a retried submission, audit, and put the message in the outbox.
+pub fn queue(
+    tx: &mut Tx<'_>,
     p: Prepared,
+    actor: Actor,
     submitted_hash: String,
 ) -> Result<Accepted, Refusal> {
+    let consent_id = p.envelope.consent_id().map(str::to_string);
+    if let (Some(id), Some(bsn)) = (&consent_id, &p.bsn) {
+        let state = registry::state_in(tx, id)?;
+        registry::covers(
+            p.role,
+            &p.own_identity,
+            &p.peer.identity,
+            state.as_ref(),
+            bsn,
+            p.envelope.message_type,
+            registry::today(),
+        )?;
+    }
+    if let Some(existing) = outbox::load(tx, &p.envelope.id)? {
+        if existing.submitted_hash == submitted_hash {
+            return Ok(Accepted {
+                id: existing.id,
+                status: existing.status.as_str(),
+            });
+        }
+        return Err(Refusal::new(
+            409,
+            "duplicate_id",
+            "a different message with this id was submitted before",
+        )
+        .field("id"));
+    }
     let now = Utc::now();
-    let subject = gw.pseudonym(p.envelope.bsn().as_ref());
-    let user = match &actor {
-        Actor::User { id } => id.clone(),
-        _ => String::new(),
-    };
     let msg = SentMessage {
         id: p.envelope.id.clone(),
         message_type: p.envelope.message_type,
@@ -172,61 +336,45 @@ async fn commit(
         attempts: 0,
         last_error: None,
         receipt: None,
-        submitted_by: user,
+        submitted_by: match &actor {
+            Actor::User { id } => id.clone(),
+            _ => "gateway".into(),
+        },
         submitted_hash,
-        subject,
-        consent_id: p.envelope.consent_id().map(str::to_string),
+        subject: p.subject.clone(),
+        consent_id: consent_id.clone(),
         created_at: now,
         updated_at: now,
         queue_key: None,
     };
-    let org = gw.config.identity.clone();
-    let changed = p.changed_fields;
-    let accepted = gw
-        .store
-        .commit(move |tx| {
-            if let Some(existing) = outbox::load(tx, &msg.id)? {
-                if existing.submitted_hash == msg.submitted_hash {
-                    return Ok(Accepted {
-                        id: existing.id,
-                        status: existing.status.as_str(),
-                    });
-                }
-                return Err(Refusal::new(
-                    409,
-                    "duplicate_id",
-                    "a different message with this id was submitted before",
-                )
-                .field("id"));
-            }
-            tx.audit(
-                msg.audit(Event::MessageAccepted, Outcome::Success, actor.clone())
-                    .on_behalf_of(&org),
-            );
-            if !changed.is_empty() {
-                tx.audit(
-                    msg.audit(Event::MessageFiltered, Outcome::Success, actor.clone())
-                        .on_behalf_of(&org)
-                        .changed(changed),
-                );
-            }
-            tx.audit(
-                msg.audit(Event::MessageQueued, Outcome::Success, actor)
-                    .on_behalf_of(&org),
-            );
-            let queued = outbox::enqueue(tx, msg)?;
-            Ok(Accepted {
-                id: queued.id,
-                status: Status::Queued.as_str(),
-            })
-        })
-        .await?;
+    let org = &p.own_identity;
+    tx.audit(
+        msg.audit(Event::MessageAccepted, Outcome::Success, actor.clone())
+            .on_behalf_of(org),
+    );
+    if !p.changed_fields.is_empty() {
+        tx.audit(
+            msg.audit(Event::MessageFiltered, Outcome::Success, actor.clone())
+                .on_behalf_of(org)
+                .changed(p.changed_fields.clone()),
+        );
+    }
+    tx.audit(
+        msg.audit(Event::MessageQueued, Outcome::Success, actor)
+            .on_behalf_of(org),
+    );
+    if let Some(id) = &consent_id {
+        registry::note_recipient(tx, id, &p.peer.name);
+    }
+    let queued = outbox::enqueue(tx, msg)?;
     tracing::info!(
-        message_id = %accepted.id,
-        message_type = %p.envelope.message_type,
-        peer = %p.peer.name,
+        message_id = %queued.id,
+        message_type = %queued.message_type,
+        peer = %queued.peer,
         "message queued"
     );
-    gw.wake_relay(&p.peer.name);
-    Ok(accepted)
+    Ok(Accepted {
+        id: queued.id,
+        status: Status::Queued.as_str(),
+    })
 }

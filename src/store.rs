@@ -59,12 +59,14 @@ pub enum T {
     ConsentEvents,
     /// Consent index: subject pseudonym, 0, consent id → ().
     ConsentBySubject,
+    /// Peers that were sent messages under a consent: consent id, 0, peer name → ().
+    ConsentRecipients,
     /// Small bookkeeping values.
     Meta,
 }
 
 impl T {
-    const ALL: [T; 12] = [
+    const ALL: [T; 13] = [
         T::Sent,
         T::Outbox,
         T::Received,
@@ -76,6 +78,7 @@ impl T {
         T::Checkpoints,
         T::ConsentEvents,
         T::ConsentBySubject,
+        T::ConsentRecipients,
         T::Meta,
     ];
 
@@ -92,6 +95,7 @@ impl T {
             T::Checkpoints => "checkpoints",
             T::ConsentEvents => "consent_events",
             T::ConsentBySubject => "consent_by_subject",
+            T::ConsentRecipients => "consent_recipients",
             T::Meta => "meta",
         }
     }
@@ -122,6 +126,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// One pending write: a tree, a key, and the new value (`None` removes the key).
+pub type Write = (T, Vec<u8>, Option<Vec<u8>>);
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Writes and audit records a job wants committed, plus read access to current state.
 ///
 /// Reads see everything committed before, including earlier jobs of the same group,
@@ -129,7 +138,7 @@ pub enum StoreError {
 pub struct Tx<'a> {
     trees: &'a [sled::Tree],
     overlay: &'a HashMap<(T, Vec<u8>), Option<Vec<u8>>>,
-    writes: Vec<(T, Vec<u8>, Option<Vec<u8>>)>,
+    writes: Vec<Write>,
     audit: Vec<AuditEvent>,
     db: &'a sled::Db,
 }
@@ -148,6 +157,29 @@ impl Tx<'_> {
             return Ok(v.clone());
         }
         Ok(self.trees[tree.index()].get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, as this job would see them.
+    pub fn scan_prefix(&self, tree: T, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        for entry in self.trees[tree.index()].scan_prefix(prefix) {
+            let (k, v) = entry?;
+            found.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        for ((t, k), v) in self.overlay.iter() {
+            if *t == tree && k.starts_with(prefix) {
+                found.insert(k.clone(), v.clone());
+            }
+        }
+        for (t, k, v) in &self.writes {
+            if *t == tree && k.starts_with(prefix) {
+                found.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
     }
 
     pub fn insert(&mut self, tree: T, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
@@ -419,7 +451,7 @@ impl Committer {
 
     fn commit_group(&mut self, group: Vec<JobFn>) {
         let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
-        let mut writes: Vec<(T, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
         let mut finishers = Vec::with_capacity(group.len());
         let mut chain_error = None;
         for job in group {
@@ -468,7 +500,7 @@ impl Committer {
     }
 
     /// Applies a group's writes in one sled transaction across all trees.
-    fn apply(&self, writes: &[(T, Vec<u8>, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }

@@ -9,6 +9,9 @@
 //! | `GET /v1/messages/{id}` | status, attempts, last error, receipt |
 //! | `GET /v1/inbox` | received, unacknowledged messages |
 //! | `POST /v1/inbox/{id}/ack` | acknowledge a received message |
+//! | `POST /v1/consents` | record a consent (practice) |
+//! | `POST /v1/consents/{id}/withdraw` | withdraw it; peers are told |
+//! | `GET /v1/consents?bsn=…` | a child's consents and their status |
 //! | `GET /healthz` | liveness |
 
 use std::convert::Infallible;
@@ -26,8 +29,10 @@ use tokio::task::JoinSet;
 
 use super::{json, read_body, refusal, Reply};
 use crate::audit::{Actor, AuditEvent, Event, Outcome};
+use crate::consent::{registry, ConsentRequest};
 use crate::error::Refusal;
 use crate::gateway::Gateway;
+use crate::message::Bsn;
 use crate::{inbox, outbox};
 
 /// The header that names the acting local user.
@@ -94,6 +99,38 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Reply, Refus
             let msg = outbox::get(&gw.store, id)?.ok_or_else(|| Refusal::not_found("message"))?;
             Ok(json(200, &status_view(&msg)))
         }
+        (Method::POST, ["v1", "consents"]) => {
+            let user = user(&req)?;
+            let body = read_body(req.into_body()).await?;
+            let request: ConsentRequest = serde_json::from_slice(&body)
+                .map_err(|e| Refusal::malformed(format!("the consent is not valid: {e}")))?;
+            let consent_id = registry::record(gw, &user, request).await?;
+            Ok(json(201, &json!({ "consent_id": consent_id })))
+        }
+        (Method::POST, ["v1", "consents", id, "withdraw"]) => {
+            let user = user(&req)?;
+            let body = read_body(req.into_body()).await?;
+            let request: Withdrawal = if body.is_empty() {
+                Withdrawal::default()
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| Refusal::malformed(format!("the withdrawal is not valid: {e}")))?
+            };
+            let updates = registry::withdraw(gw, &user, id, request.reason).await?;
+            Ok(json(
+                200,
+                &json!({ "consent_id": id, "status": "withdrawn", "consent_updates": updates }),
+            ))
+        }
+        (Method::GET, ["v1", "consents"]) => {
+            let bsn = query_param(req.uri().query(), "bsn").ok_or_else(|| {
+                Refusal::new(400, "missing_bsn", "name the child: ?bsn=…").field("bsn")
+            })?;
+            let bsn = Bsn::try_from(bsn)
+                .map_err(|e| Refusal::new(400, "invalid_field", e).field("bsn"))?;
+            let consents = registry::list_for_child(gw, &bsn)?;
+            Ok(json(200, &json!({ "consents": consents })))
+        }
         (Method::GET, ["v1", "inbox"]) => {
             let messages = inbox::unacknowledged(&gw.store, 1000)?;
             let view: Vec<_> = messages.iter().map(inbox_view).collect();
@@ -114,6 +151,22 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Reply, Refus
             ),
         )),
     }
+}
+
+/// The body of a withdrawal; the acting user is the one who withdraws.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Withdrawal {
+    #[serde(default)]
+    reason: String,
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 fn authorise(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Refusal> {
