@@ -30,7 +30,7 @@ async fn a_referral_submitted_while_the_wijkteam_is_down_stays_queued_and_is_del
     let practice = setup.start(Role::Practice).await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
 
-    let id = submit(&mut his, &referral_submission()).await;
+    let id = submit_referrals(&mut his, 1).await.remove(0);
 
     // The relay keeps trying: still queued, attempts counted, the reason recorded.
     let waiting = wait_for_status(&mut his, &id, "two failed attempts", |s| {
@@ -68,10 +68,7 @@ async fn a_practice_killed_with_a_full_outbox_delivers_everything_exactly_once_a
     let mut practice = setup.spawn(Role::Practice, 1).await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
 
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        ids.push(submit(&mut his, &referral_submission()).await);
-    }
+    let ids = submit_referrals(&mut his, 5).await;
     // The relay has tried and failed: the outbox is on disk, not delivered.
     let last = ids.last().unwrap().clone();
     wait_for_status(&mut his, &ids[0], "a failed attempt", |s| {
@@ -107,10 +104,7 @@ async fn a_practice_killed_in_the_middle_of_delivering_resends_without_duplicate
     let mut his = setup.client(Role::Practice, "dr.jansen");
 
     // Kill it while the relay is busy: right after the last submission is accepted.
-    let mut ids = Vec::new();
-    for _ in 0..20 {
-        ids.push(submit(&mut his, &referral_submission()).await);
-    }
+    let ids = submit_referrals(&mut his, 20).await;
     practice.kill9();
     let delivered_before_restart = inbox_entries(&wijkteam.gateway.store).len();
 
@@ -136,7 +130,7 @@ async fn a_message_the_wijkteam_stored_just_before_the_practice_was_killed_is_no
     setup.release(Role::Wijkteam);
     let mut practice = setup.spawn(Role::Practice, 1).await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
-    let id = submit(&mut his, &referral_submission()).await;
+    let id = submit_referrals(&mut his, 1).await.remove(0);
     practice.kill9();
 
     // The practice's first attempt reached the wijkteam, but the practice died before
@@ -178,7 +172,7 @@ async fn serve_stops_cleanly_on_sigterm_and_its_store_reopens_with_the_queue_int
     setup.release(Role::Wijkteam);
     let mut child = setup.spawn(Role::Practice, 1).await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
-    let id = submit(&mut his, &referral_submission()).await;
+    let id = submit_referrals(&mut his, 1).await.remove(0);
     drop(his); // an idle keep-alive connection must not hold up the stop
 
     child.signal("TERM");

@@ -18,7 +18,7 @@ async fn practice() -> (Setup, wijkpoort::RunningGateway) {
 }
 
 fn body() -> Vec<u8> {
-    serde_json::to_vec(&referral_submission()).unwrap()
+    serde_json::to_vec(&referral_submission("consent-unknown")).unwrap()
 }
 
 fn nothing_queued(practice: &wijkpoort::RunningGateway) {
@@ -73,7 +73,7 @@ async fn a_call_with_a_wrong_token_is_refused_with_401() {
 
     for client in [&mut wrong, &mut other_gateways] {
         let (code, answer) = client
-            .post("/v1/messages", &referral_submission())
+            .post("/v1/messages", &referral_submission("consent-unknown"))
             .await
             .unwrap();
         assert_eq!(code, 401, "{answer}");
@@ -133,7 +133,8 @@ async fn a_submission_without_the_user_header_is_refused_with_400_naming_the_hea
 async fn a_submission_with_an_invalid_bsn_is_refused_with_400_naming_subject_bsn_and_audited() {
     let (setup, practice) = practice().await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
-    let mut submission = referral_submission();
+    let consent = record_consent(&mut his).await;
+    let mut submission = referral_submission(&consent);
     submission["subject"]["bsn"] = json!("123456789"); // fails the elfproef
 
     let (code, answer) = his.post("/v1/messages", &submission).await.unwrap();
@@ -163,7 +164,7 @@ async fn a_valid_submission_is_accepted_only_once_it_is_durably_queued() {
     let (setup, practice) = practice().await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
 
-    let id = submit(&mut his, &referral_submission()).await;
+    let id = submit_referrals(&mut his, 1).await.remove(0);
 
     // By the time the 202 arrived the message, its queue entry and its audit records
     // were committed.

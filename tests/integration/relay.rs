@@ -12,7 +12,7 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
     let mut his = setup.client(Role::Practice, "dr.jansen");
     let mut case_system = setup.client(Role::Wijkteam, "k.bakker");
 
-    let id = submit(&mut his, &referral_submission()).await;
+    let id = submit_referrals(&mut his, 1).await.remove(0);
     let delivered = wait_delivered(&mut his, &id).await;
 
     // The wijkteam has it exactly once, byte for byte what the practice signed.
@@ -85,7 +85,11 @@ async fn feedback_from_the_wijkteam_arrives_once_at_the_practice_with_a_verifiab
     let mut case_system = setup.client(Role::Wijkteam, "k.bakker");
     let mut his = setup.client(Role::Practice, "dr.jansen");
 
-    let id = submit(&mut case_system, &feedback_submission("ref-123")).await;
+    // Feedback travels under the consent the referral brought to the wijkteam.
+    let consent = record_consent(&mut his).await;
+    let referral = submit(&mut his, &referral_submission(&consent)).await;
+    wait_delivered(&mut his, &referral).await;
+    let id = submit(&mut case_system, &feedback_submission(&referral, &consent)).await;
     let delivered = wait_delivered(&mut case_system, &id).await;
 
     let sent = wijkpoort::outbox::get(&wijkteam.gateway.store, &id)
@@ -98,7 +102,10 @@ async fn feedback_from_the_wijkteam_arrives_once_at_the_practice_with_a_verifiab
     let messages = inbox["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1, "{inbox}");
     assert_eq!(messages[0]["type"], "feedback");
-    assert_eq!(messages[0]["envelope"]["body"]["referral_id"], "ref-123");
+    assert_eq!(
+        messages[0]["envelope"]["body"]["referral_id"],
+        referral.as_str()
+    );
 
     let receipt: Receipt = serde_json::from_value(delivered["receipt"].clone()).unwrap();
     receipt

@@ -325,24 +325,62 @@ where
 // ---------------------------------------------------------------------------------
 // Local API
 
-/// A referral submission for the practice's local API.
-pub fn referral_submission() -> Value {
+/// The day consents are judged on (the gateway's local date).
+pub fn today() -> chrono::NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
+/// The fictitious child's birth date: ten years old, so the parents consent alone.
+pub fn birth_date() -> chrono::NaiveDate {
+    today() - chrono::Duration::days(10 * 365 + 100)
+}
+
+/// Records, at the practice, the parents' consent to referral and feedback with the
+/// wijkteam for the fictitious child; returns the consent id.
+pub async fn record_consent(his: &mut LocalApiClient) -> String {
+    let consent = json!({
+        "child": {"bsn": BSN, "birth_date": birth_date()},
+        "performers": [{"role": "parent", "name": "M. de Vries"}],
+        "scope": {"types": ["referral", "feedback"], "recipient": DEV_WIJKTEAM_ID},
+        "valid_from": today(),
+        "valid_until": today() + chrono::Duration::days(365),
+        "evidence": "mondeling tijdens consult"
+    });
+    let (code, answer) = his.post("/v1/consents", &consent).await.unwrap();
+    assert_eq!(code, 201, "consent refused: {answer}");
+    answer["consent_id"].as_str().unwrap().to_string()
+}
+
+/// A referral submission under `consent_id` for the practice's local API.
+pub fn referral_submission(consent_id: &str) -> Value {
     json!({
         "type": "referral",
         "to": "wijkteam",
-        "subject": {"bsn": BSN, "name": "Sanne (fictitious)", "birth_date": "2014-03-02"},
+        "consent_id": consent_id,
+        "subject": {"bsn": BSN, "name": "Sanne (fictitious)", "birth_date": birth_date()},
         "body": {"request_for_help": "Ouders vragen hulp bij slaapproblemen.", "urgency": "soon"}
     })
 }
 
-/// A feedback submission for the wijkteam's local API.
-pub fn feedback_submission(referral_id: &str) -> Value {
+/// A feedback submission under `consent_id` for the wijkteam's local API.
+pub fn feedback_submission(referral_id: &str, consent_id: &str) -> Value {
     json!({
         "type": "feedback",
         "to": "practice",
+        "consent_id": consent_id,
         "subject": {"bsn": BSN},
         "body": {"referral_id": referral_id, "status": "intake_planned", "date": "2026-12-01"}
     })
+}
+
+/// Records a consent and submits `n` referrals under it; returns their ids.
+pub async fn submit_referrals(his: &mut LocalApiClient, n: usize) -> Vec<String> {
+    let consent = record_consent(his).await;
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(submit(his, &referral_submission(&consent)).await);
+    }
+    ids
 }
 
 /// Submits a message; asserts the 202 "queued" answer and returns the id.
@@ -409,7 +447,13 @@ pub fn referral_envelope(id: &str) -> Envelope {
         "id": id, "type": "referral", "schema_version": 1,
         "created_at": "2026-11-23T10:00:00Z",
         "from": DEV_PRACTICE_ID, "to": DEV_WIJKTEAM_ID,
-        "subject": {"bsn": BSN, "birth_date": "2014-03-02"},
+        "consent": {
+            "id": "consent-test-1", "subject_bsn": BSN,
+            "types": ["referral", "feedback"], "recipient": DEV_WIJKTEAM_ID,
+            "valid_from": today(), "valid_until": today() + chrono::Duration::days(365),
+            "status": "active"
+        },
+        "subject": {"bsn": BSN, "birth_date": birth_date()},
         "body": {"request_for_help": "help at home", "urgency": "soon"}
     }))
     .unwrap()
@@ -421,6 +465,7 @@ pub fn feedback_envelope(id: &str) -> Envelope {
         "id": id, "type": "feedback", "schema_version": 1,
         "created_at": "2026-11-23T10:00:00Z",
         "from": DEV_WIJKTEAM_ID, "to": DEV_PRACTICE_ID,
+        "consent": {"id": "consent-test-1"},
         "subject": {"bsn": BSN},
         "body": {"referral_id": "ref-1", "status": "received"}
     }))
