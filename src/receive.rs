@@ -133,8 +133,12 @@ fn check(
             "the envelope's signature does not verify against the sender's certificate",
         )
     })?;
-    let envelope: Envelope = serde_json::from_slice(body)
-        .map_err(|e| Refusal::malformed(format!("the envelope is not valid: {e}")))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        Refusal::malformed(format!(
+            "the envelope is not valid: {}",
+            crate::error::describe_json_error(&e)
+        ))
+    })?;
     *about = Some((envelope.id.clone(), envelope.message_type));
     if envelope.from != identity.organisation_id {
         return Err(Refusal::new(
@@ -222,7 +226,10 @@ fn consent_effect(
                 Refusal::new(
                     422,
                     "consent_invalid",
-                    format!("the consent summary is not valid: {e}"),
+                    format!(
+                        "the consent summary is not valid: {}",
+                        crate::error::describe_json_error(&e)
+                    ),
                 )
                 .field("consent")
             })?;
