@@ -309,3 +309,29 @@ async fn an_envelope_with_an_invalid_bsn_is_refused_on_arrival_naming_the_field(
     assert_nothing_stored(store);
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_envelope_does_not_put_its_content_in_the_audit_log() {
+    let (setup, wijkteam) = receiver().await;
+    let mut env = serde_json::to_value(referral_envelope("ref-leaky")).unwrap();
+    env["schema_version"] = serde_json::json!(BSN); // a string where a number belongs
+    let bytes = serde_json::to_vec(&env).unwrap();
+
+    let answer = relay_signed(
+        &setup,
+        Role::Wijkteam,
+        &setup.credentials(Role::Practice),
+        &bytes,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(answer.status, 400, "{:?}", answer.body);
+    let store = &wijkteam.gateway.store;
+    wait_for_refusal(store, Event::MessageRefused, "malformed").await;
+    for r in audit_records(store) {
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains(BSN), "the audit log holds a BSN: {text}");
+    }
+    wijkteam.stop().await.unwrap();
+}

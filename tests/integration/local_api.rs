@@ -208,3 +208,24 @@ async fn healthz_answers_without_a_token() {
     assert_eq!(answer["status"], "ok");
     practice.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_submission_is_refused_with_400_without_its_content_in_the_audit_log() {
+    let (setup, practice) = practice().await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let mut submission = referral_submission("consent-unknown");
+    submission["type"] = json!(BSN); // not a message type; serde would quote it
+
+    let (code, answer) = his.post("/v1/messages", &submission).await.unwrap();
+
+    assert_eq!(code, 400, "{answer}");
+    assert_eq!(answer["error"], "malformed");
+    nothing_queued(&practice);
+    let store = &practice.gateway.store;
+    wait_for_refusal(store, Event::MessageRefused, "malformed").await;
+    for r in audit_records(store) {
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains(BSN), "the audit log holds a BSN: {text}");
+    }
+    practice.stop().await.unwrap();
+}
