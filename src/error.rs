@@ -64,6 +64,25 @@ impl From<StoreError> for Refusal {
     }
 }
 
+/// Describes why input is not the JSON we expect without quoting the input: serde's own
+/// messages quote offending values (`invalid type: string "111222333"`) and unknown keys,
+/// and refusal reasons go into the audit log, which must never hold a BSN or a name.
+/// Only a missing field, whose name comes from our own schema, is named.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = match e.classify() {
+        serde_json::error::Category::Data if text.starts_with("missing field `") => text
+            .split(" at line")
+            .next()
+            .unwrap_or("a required field is missing"),
+        serde_json::error::Category::Data => "a value or field of the wrong kind",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Eof => "JSON that ends too early",
+        serde_json::error::Category::Io => "unreadable input",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 /// Why a gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

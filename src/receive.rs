@@ -71,7 +71,7 @@ pub async fn relay(
 /// What the commit does for one message of a batch.
 enum Step {
     Store(Box<Checked>),
-    Refuse(Refusal, AuditEvent),
+    Refuse(Box<(Refusal, AuditEvent)>),
 }
 
 /// A message that passed every check, with its receipt already signed.
@@ -129,7 +129,7 @@ pub async fn relay_batch(
         .unwrap_or_else(|refusal| {
             let event = refusal_event(gw, caller, &refusal, about.as_ref());
             tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
-            Step::Refuse(refusal, event)
+            Step::Refuse(Box::new((refusal, event)))
         });
         steps.push(step);
     }
@@ -142,7 +142,8 @@ pub async fn relay_batch(
             for step in steps {
                 results.push(match step {
                     Step::Store(checked) => store_in(tx, *checked, &actor, &org)?,
-                    Step::Refuse(refusal, event) => {
+                    Step::Refuse(refused) => {
+                        let (refusal, event) = *refused;
                         tx.audit(event);
                         Err(refusal)
                     }
@@ -223,8 +224,12 @@ fn check(
             "the envelope's signature does not verify against the sender's certificate",
         )
     })?;
-    let envelope: Envelope = serde_json::from_slice(body)
-        .map_err(|e| Refusal::malformed(format!("the envelope is not valid: {e}")))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        Refusal::malformed(format!(
+            "the envelope is not valid: {}",
+            crate::error::describe_json_error(&e)
+        ))
+    })?;
     *about = Some((envelope.id.clone(), envelope.message_type));
     if envelope.from != identity.organisation_id {
         return Err(Refusal::new(
@@ -312,7 +317,10 @@ fn consent_effect(
                 Refusal::new(
                     422,
                     "consent_invalid",
-                    format!("the consent summary is not valid: {e}"),
+                    format!(
+                        "the consent summary is not valid: {}",
+                        crate::error::describe_json_error(&e)
+                    ),
                 )
                 .field("consent")
             })?;

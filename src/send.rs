@@ -64,7 +64,10 @@ pub async fn submit(gw: &Arc<Gateway>, user: &str, raw: &[u8]) -> Result<Accepte
     let prepared = serde_json::from_slice::<Submission>(raw)
         .map_err(|e| {
             (
-                Refusal::malformed(format!("the submission is not valid: {e}")),
+                Refusal::malformed(format!(
+                    "the submission is not valid: {}",
+                    crate::error::describe_json_error(&e)
+                )),
                 None,
             )
         })

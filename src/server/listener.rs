@@ -169,7 +169,10 @@ async fn route(
             let batch: RelayBatch<'_> = match serde_json::from_slice(&body) {
                 Ok(batch) => batch,
                 Err(e) => {
-                    let r = Refusal::malformed(format!("the batch is not valid: {e}"));
+                    let r = Refusal::malformed(format!(
+                        "the batch is not valid: {}",
+                        crate::error::describe_json_error(&e)
+                    ));
                     return Err(audited(gw, caller, r).await);
                 }
             };

@@ -1,0 +1,201 @@
+//! A configuration mistake stops the start with one clear line naming the file and the
+//! field, and the binary exits with 64 (EX_USAGE).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::{Duration, Utc};
+use wijkpoort::config::ConfigError;
+use wijkpoort::devkit::{self, Addresses, DevKit};
+use wijkpoort::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
+use wijkpoort::Config;
+
+/// A dev kit on fixed loopback addresses (nothing is started, nothing binds).
+fn kit() -> (tempfile::TempDir, DevKit) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let addrs = Addresses {
+        practice_api: addr(18081),
+        practice_listener: addr(18443),
+        wijkteam_api: addr(18082),
+        wijkteam_listener: addr(18444),
+    };
+    let kit = devkit::write(dir.path(), addrs, None).unwrap();
+    (dir, kit)
+}
+
+/// Replaces `from` by `to` in the file; the text must be there.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+fn load_err(path: &Path) -> ConfigError {
+    match Config::load(path) {
+        Ok(_) => panic!("{} was accepted", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// The error names the config file and `field`, in one line.
+fn assert_names(e: &ConfigError, path: &Path, field: &str) {
+    assert_eq!(e.file, path);
+    assert_eq!(e.field, field, "{e}");
+    let line = e.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    assert!(
+        line.starts_with(&format!("{}: {field}: ", path.display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn the_dev_kit_configs_are_valid() {
+    let (_dir, kit) = kit();
+    let practice = Config::load(&kit.practice_config).unwrap();
+    assert_eq!(practice.identity, DEV_PRACTICE_ID);
+    assert_eq!(practice.peers.len(), 1);
+    Config::load(&kit.wijkteam_config).unwrap();
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let (dir, _kit) = kit();
+    let path = dir.path().join("nowhere.toml");
+    let e = load_err(&path);
+    assert_eq!(e.file, path);
+    assert!(e.problem.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn a_missing_certificate_file_names_tls_cert_and_the_path() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    edit(&path, r#"cert = "practice.pem""#, r#"cert = "missing.pem""#);
+    let e = load_err(&path);
+    assert_names(&e, &path, "tls.cert");
+    assert!(e.problem.contains("missing.pem"), "{e}");
+}
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_names_tls_key() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    edit(&path, r#"key = "practice.key""#, r#"key = "wijkteam.key""#);
+    let e = load_err(&path);
+    assert_names(&e, &path, "tls.key");
+    assert!(e.problem.contains("does not belong"), "{e}");
+}
+
+#[test]
+fn an_expired_own_certificate_names_tls_cert() {
+    let (dir, kit) = kit();
+    let ca = Authority::new("config test").unwrap();
+    let mut spec = LeafSpec::new(DEV_PRACTICE_ID, "Praktijk", "practice.test");
+    spec.not_before = Utc::now() - Duration::days(400);
+    spec.not_after = Utc::now() - Duration::days(35);
+    let issued = ca.issue(&spec).unwrap();
+    std::fs::write(dir.path().join("old.pem"), issued.cert_pem).unwrap();
+    std::fs::write(dir.path().join("old.key"), issued.key_pem).unwrap();
+    let path = kit.practice_config.clone();
+    edit(&path, r#"cert = "practice.pem""#, r#"cert = "old.pem""#);
+    edit(&path, r#"key = "practice.key""#, r#"key = "old.key""#);
+
+    let e = load_err(&path);
+
+    assert_names(&e, &path, "tls.cert");
+    assert!(e.problem.contains("expired"), "{e}");
+}
+
+#[test]
+fn an_unknown_message_type_in_may_send_names_the_peer_field_and_the_type() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    edit(
+        &path,
+        r#"may_send = ["feedback"]"#,
+        r#"may_send = ["feedback", "gossip"]"#,
+    );
+    let e = load_err(&path);
+    assert_names(&e, &path, "peers[0].may_send");
+    assert!(e.problem.contains("gossip"), "{e}");
+}
+
+#[test]
+fn a_peer_without_a_url_names_the_peer_url_field() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("url = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(text, without);
+    std::fs::write(&path, without).unwrap();
+
+    let e = load_err(&path);
+
+    assert_names(&e, &path, "peers[0].url");
+    assert!(e.problem.contains("wijkteam"), "names the peer: {e}");
+}
+
+#[test]
+fn a_local_api_on_a_non_loopback_address_is_refused() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    for addr in ["0.0.0.0:18081", "192.0.2.10:18081"] {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let changed = text.replace(
+            r#"listen = "127.0.0.1:18081""#,
+            &format!(r#"listen = "{addr}""#),
+        );
+        assert_ne!(text, changed);
+        let file = path.with_file_name(format!("exposed-{}.toml", addr.len()));
+        std::fs::write(&file, changed).unwrap();
+
+        let e = load_err(&file);
+
+        assert_names(&e, &file, "local_api.listen");
+        assert!(e.problem.contains("loopback"), "{e}");
+    }
+}
+
+fn serve(config: &PathBuf) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wijkpoort"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serve_with_a_config_mistake_exits_64_with_one_line_naming_file_and_field() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    edit(
+        &path,
+        r#"may_send = ["feedback"]"#,
+        r#"may_send = ["gossip"]"#,
+    );
+
+    let out = serve(&path);
+
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("wijkpoort: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(line.contains("peers[0].may_send"), "{line}");
+}
+
+#[test]
+fn serve_with_a_missing_config_file_exits_64() {
+    let (dir, _kit) = kit();
+    let out = serve(&dir.path().join("nowhere.toml"));
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+}

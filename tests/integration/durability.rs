@@ -1,0 +1,215 @@
+//! Nothing accepted is lost, nothing is delivered twice: across a peer that is down,
+//! a gateway killed with SIGKILL, and a clean stop on SIGTERM.
+
+use wijkpoort::audit::Event;
+use wijkpoort::store::T;
+
+use crate::util::*;
+
+/// Asserts that the wijkteam stored each of `ids` exactly once, and nothing else.
+fn assert_received_exactly_once(store: &wijkpoort::store::Store, ids: &[String]) {
+    let mut entries = inbox_entries(store);
+    entries.sort();
+    let mut expected = ids.to_vec();
+    expected.sort();
+    assert_eq!(entries, expected, "one inbox entry per message, no more");
+    for id in ids {
+        assert_eq!(
+            audit_count(store, Event::MessageReceived, id),
+            1,
+            "message {id} received more than once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_submitted_while_the_wijkteam_is_down_stays_queued_and_is_delivered_once_it_starts(
+) {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam); // its port now refuses connections
+    let practice = setup.start(Role::Practice).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+
+    let id = submit_referrals(&mut his, 1).await.remove(0);
+
+    // The relay keeps trying: still queued, attempts counted, the reason recorded.
+    let waiting = wait_for_status(&mut his, &id, "two failed attempts", |s| {
+        s["attempts"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    let last_error = waiting["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("connect"), "{waiting}");
+    let before = waiting["attempts"].as_u64().unwrap();
+    let later = wait_for_status(&mut his, &id, "more attempts", |s| {
+        s["attempts"].as_u64() > Some(before)
+    })
+    .await;
+    assert_eq!(later["status"], "queued");
+
+    // The wijkteam comes up on the port the practice is configured with.
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let delivered = wait_delivered(&mut his, &id).await;
+    assert!(delivered["receipt"].is_object(), "{delivered}");
+    assert_received_exactly_once(&wijkteam.gateway.store, std::slice::from_ref(&id));
+    assert_eq!(
+        wijkpoort::outbox::queued_for_peer(&practice.gateway.store, "wijkteam"),
+        0
+    );
+
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practice_killed_with_a_full_outbox_delivers_everything_exactly_once_after_restart() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam);
+    let mut practice = setup.spawn(Role::Practice, 1).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+
+    let ids = submit_referrals(&mut his, 5).await;
+    // The relay has tried and failed: the outbox is on disk, not delivered.
+    let last = ids.last().unwrap().clone();
+    wait_for_status(&mut his, &ids[0], "a failed attempt", |s| {
+        s["attempts"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(status(&mut his, &last).await["status"], "queued");
+
+    practice.kill9();
+    let mut practice = setup.spawn(Role::Practice, 2).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    // Still there after the kill, still queued.
+    for id in &ids {
+        assert_eq!(status(&mut his, id).await["status"], "queued");
+    }
+    let wijkteam = setup.start(Role::Wijkteam).await;
+
+    for id in &ids {
+        wait_delivered(&mut his, id).await;
+    }
+    assert_received_exactly_once(&wijkteam.gateway.store, &ids);
+
+    practice.signal("TERM");
+    assert!(practice.wait_exit().await.success(), "{}", practice.log());
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practice_killed_in_the_middle_of_delivering_resends_without_duplicates() {
+    let mut setup = Setup::new().await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let mut practice = setup.spawn(Role::Practice, 1).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+
+    // Kill it while the relay is busy: right after the last submission is accepted.
+    let ids = submit_referrals(&mut his, 20).await;
+    practice.kill9();
+    let delivered_before_restart = inbox_entries(&wijkteam.gateway.store).len();
+
+    let mut practice = setup.spawn(Role::Practice, 2).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    for id in &ids {
+        wait_delivered(&mut his, id).await;
+    }
+    assert_received_exactly_once(&wijkteam.gateway.store, &ids);
+    eprintln!(
+        "{delivered_before_restart} of {} arrived before the kill",
+        ids.len()
+    );
+
+    practice.signal("TERM");
+    assert!(practice.wait_exit().await.success(), "{}", practice.log());
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_wijkteam_stored_just_before_the_practice_was_killed_is_not_stored_twice() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam);
+    let mut practice = setup.spawn(Role::Practice, 1).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let id = submit_referrals(&mut his, 1).await.remove(0);
+    practice.kill9();
+
+    // The practice's first attempt reached the wijkteam, but the practice died before
+    // it read the receipt: the wijkteam holds the message, the practice's outbox too.
+    let sent = {
+        let store =
+            wijkpoort::store::Store::open_read_only(&setup.store_dir(Role::Practice)).unwrap();
+        let bytes = store.tree(T::Sent).get(id.as_bytes()).unwrap().unwrap();
+        wijkpoort::outbox::decode(&bytes).unwrap()
+    };
+    assert_eq!(sent.status, wijkpoort::outbox::Status::Queued);
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let first = relay(
+        setup.listener_addr(Role::Wijkteam),
+        &setup.anchors_pem(),
+        Some(&setup.credentials(Role::Practice)),
+        Some(&sent.signature),
+        sent.envelope.clone().into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200, "{:?}", first.body);
+
+    // Restarted, the practice sends it again and is answered with the first receipt.
+    let mut practice = setup.spawn(Role::Practice, 2).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let delivered = wait_delivered(&mut his, &id).await;
+    assert_eq!(delivered["receipt"], first.body);
+    assert_received_exactly_once(&wijkteam.gateway.store, std::slice::from_ref(&id));
+
+    practice.signal("TERM");
+    assert!(practice.wait_exit().await.success(), "{}", practice.log());
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_cleanly_on_sigterm_and_its_store_reopens_with_the_queue_intact() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam);
+    let mut child = setup.spawn(Role::Practice, 1).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let id = submit_referrals(&mut his, 1).await.remove(0);
+    drop(his); // an idle keep-alive connection must not hold up the stop
+
+    child.signal("TERM");
+    let exit = child.wait_exit().await;
+    assert_eq!(exit.code(), Some(0), "{}", child.log());
+    assert!(child.log().contains("gateway stopped"), "{}", child.log());
+
+    // The store opens again; its audit log is an intact chain that ends with the
+    // stop, sealed by a checkpoint at its last record.
+    {
+        let config = setup.config(Role::Practice);
+        let store = open_store(&setup.store_dir(Role::Practice), &config);
+        let records = audit_records(&store);
+        let mut prev = wijkpoort::audit::GENESIS_HASH.to_string();
+        for r in &records {
+            assert_eq!(
+                r.prev_hash, prev,
+                "record {} links to its predecessor",
+                r.seq
+            );
+            assert_eq!(r.compute_hash(), r.hash, "record {} is intact", r.seq);
+            prev = r.hash.clone();
+        }
+        let last = records.last().unwrap();
+        assert_eq!(last.event.event, Event::GatewayStopped);
+        let (checkpoint, _) = store.tree(T::Checkpoints).last().unwrap().unwrap();
+        assert_eq!(checkpoint.as_ref(), last.seq.to_be_bytes());
+        assert_eq!(wijkpoort::outbox::queued_for_peer(&store, "wijkteam"), 1);
+        store.close();
+    }
+
+    // And a gateway on it carries on where the stopped one left off.
+    let practice = setup.start(Role::Practice).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    wait_delivered(&mut his, &id).await;
+    assert_received_exactly_once(&wijkteam.gateway.store, std::slice::from_ref(&id));
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}

@@ -1,0 +1,194 @@
+//! End to end: messages submitted at one gateway's local API arrive once in the other's
+//! inbox, with a receipt the sender can verify; relaying is idempotent.
+
+use wijkpoort::audit::Event;
+use wijkpoort::receipt::Receipt;
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifiable_receipt() {
+    let (setup, practice, wijkteam) = pair().await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let mut case_system = setup.client(Role::Wijkteam, "k.bakker");
+
+    let id = submit_referrals(&mut his, 1).await.remove(0);
+    let delivered = wait_delivered(&mut his, &id).await;
+
+    // The wijkteam has it exactly once, byte for byte what the practice signed.
+    let sent = wijkpoort::outbox::get(&practice.gateway.store, &id)
+        .unwrap()
+        .unwrap();
+    let store = &wijkteam.gateway.store;
+    assert_eq!(inbox_entries(store), vec![id.clone()]);
+    let received = wijkpoort::inbox::get(store, &id).unwrap().unwrap();
+    assert_eq!(received.envelope, sent.envelope);
+    assert_eq!(audit_count(store, Event::MessageReceived, &id), 1);
+
+    // The case system sees it in its inbox, with the child it concerns.
+    let (code, inbox) = case_system.get("/v1/inbox").await.unwrap();
+    assert_eq!(code, 200);
+    let messages = inbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{inbox}");
+    assert_eq!(messages[0]["id"], id.as_str());
+    assert_eq!(messages[0]["type"], "referral");
+    assert_eq!(messages[0]["envelope"]["subject"]["bsn"], BSN);
+
+    // The receipt is the wijkteam's signature over exactly what was sent, and nobody
+    // else's.
+    let receipt: Receipt = serde_json::from_value(delivered["receipt"].clone()).unwrap();
+    let wijkteam_cert = setup.credentials(Role::Wijkteam).cert_der();
+    receipt
+        .verify(&id, sent.envelope.as_bytes(), &wijkteam_cert)
+        .unwrap();
+    assert_eq!(receipt.receiver, wijkpoort::pki::DEV_WIJKTEAM_ID);
+    let practice_cert = setup.credentials(Role::Practice).cert_der();
+    assert!(receipt
+        .verify(&id, sent.envelope.as_bytes(), &practice_cert)
+        .is_err());
+    assert!(receipt
+        .verify(&id, b"some other message", &wijkteam_cert)
+        .is_err());
+    assert_eq!(delivered["attempts"], 1, "{delivered}");
+
+    // The sender audited the delivery once.
+    assert_eq!(
+        audit_count(&practice.gateway.store, Event::MessageDelivered, &id),
+        1
+    );
+
+    // Acknowledging takes it out of the inbox, audited with the acting user.
+    let (code, _) = case_system
+        .post(&format!("/v1/inbox/{id}/ack"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(inbox_entries(store).is_empty());
+    let ack = audit_records(store)
+        .into_iter()
+        .find(|r| r.event.event == Event::MessageAcknowledged)
+        .expect("an acknowledgement audit record");
+    assert_eq!(
+        ack.event.actor,
+        wijkpoort::audit::Actor::User {
+            id: "k.bakker".into()
+        }
+    );
+
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_from_the_wijkteam_arrives_once_at_the_practice_with_a_verifiable_receipt() {
+    let (setup, practice, wijkteam) = pair().await;
+    let mut case_system = setup.client(Role::Wijkteam, "k.bakker");
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+
+    // Feedback travels under the consent the referral brought to the wijkteam.
+    let consent = record_consent(&mut his).await;
+    let referral = submit(&mut his, &referral_submission(&consent)).await;
+    wait_delivered(&mut his, &referral).await;
+    let id = submit(&mut case_system, &feedback_submission(&referral, &consent)).await;
+    let delivered = wait_delivered(&mut case_system, &id).await;
+
+    let sent = wijkpoort::outbox::get(&wijkteam.gateway.store, &id)
+        .unwrap()
+        .unwrap();
+    let store = &practice.gateway.store;
+    assert_eq!(inbox_entries(store), vec![id.clone()]);
+    assert_eq!(audit_count(store, Event::MessageReceived, &id), 1);
+    let (_, inbox) = his.get("/v1/inbox").await.unwrap();
+    let messages = inbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{inbox}");
+    assert_eq!(messages[0]["type"], "feedback");
+    assert_eq!(
+        messages[0]["envelope"]["body"]["referral_id"],
+        referral.as_str()
+    );
+
+    let receipt: Receipt = serde_json::from_value(delivered["receipt"].clone()).unwrap();
+    receipt
+        .verify(
+            &id,
+            sent.envelope.as_bytes(),
+            &setup.credentials(Role::Practice).cert_der(),
+        )
+        .unwrap();
+    assert!(receipt
+        .verify(
+            &id,
+            sent.envelope.as_bytes(),
+            &setup.credentials(Role::Wijkteam).cert_der()
+        )
+        .is_err());
+
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_envelope_relayed_twice_is_stored_once_and_answered_with_the_same_receipt() {
+    let mut setup = Setup::new().await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let practice = setup.credentials(Role::Practice);
+    let bytes = referral_envelope("ref-twice").to_bytes();
+
+    let first = relay_signed(&setup, Role::Wijkteam, &practice, &bytes)
+        .await
+        .unwrap();
+    let second = relay_signed(&setup, Role::Wijkteam, &practice, &bytes)
+        .await
+        .unwrap();
+
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    assert_eq!(
+        first.body, second.body,
+        "the second answer is the first receipt"
+    );
+    let receipt: Receipt = serde_json::from_value(first.body).unwrap();
+    receipt
+        .verify(
+            "ref-twice",
+            &bytes,
+            &setup.credentials(Role::Wijkteam).cert_der(),
+        )
+        .unwrap();
+    let store = &wijkteam.gateway.store;
+    assert_eq!(inbox_entries(store), vec!["ref-twice".to_string()]);
+    assert_eq!(audit_count(store, Event::MessageReceived, "ref-twice"), 1);
+
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_message_reusing_a_received_id_is_refused_and_the_first_is_kept() {
+    let mut setup = Setup::new().await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let practice = setup.credentials(Role::Practice);
+    let first = referral_envelope("ref-reused");
+    let mut other = first.clone();
+    other
+        .body
+        .insert("urgency".into(), serde_json::json!("urgent"));
+
+    let a = relay_signed(&setup, Role::Wijkteam, &practice, &first.to_bytes())
+        .await
+        .unwrap();
+    let b = relay_signed(&setup, Role::Wijkteam, &practice, &other.to_bytes())
+        .await
+        .unwrap();
+
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(b.status, 409, "{:?}", b.body);
+    assert_eq!(b.body["error"], "duplicate_id");
+    let store = &wijkteam.gateway.store;
+    assert_eq!(inbox_entries(store), vec!["ref-reused".to_string()]);
+    let kept = wijkpoort::inbox::get(store, "ref-reused").unwrap().unwrap();
+    assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
+    let refusal = wait_for_refusal(store, Event::MessageRefused, "duplicate_id").await;
+    assert_eq!(refusal.event.message_id.as_deref(), Some("ref-reused"));
+
+    wijkteam.stop().await.unwrap();
+}
