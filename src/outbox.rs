@@ -47,7 +47,9 @@ pub struct SentMessage {
     /// The peer's local name and organisation identifier.
     pub peer: String,
     pub peer_identity: String,
-    /// The exact envelope bytes (JSON text) that were signed and are relayed.
+    /// The exact envelope bytes (JSON text) that were signed and are relayed. Stored in
+    /// its own tree ([`T::SentEnvelopes`]), once; filled in on every read.
+    #[serde(skip)]
     pub envelope: String,
     /// Signature (hex) over `envelope`.
     pub signature: String,
@@ -86,15 +88,25 @@ fn encode(m: &SentMessage) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
 }
 
-pub fn decode(bytes: &[u8]) -> Result<SentMessage, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
+/// A sent-message record and its envelope, as stored, back into a [`SentMessage`].
+pub fn decode(bytes: &[u8], envelope: Option<&[u8]>) -> Result<SentMessage, StoreError> {
+    let mut msg: SentMessage = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))?;
+    let envelope = envelope
+        .ok_or_else(|| StoreError::Corrupt(format!("sent message {} has no envelope", msg.id)))?;
+    msg.envelope = String::from_utf8_lossy(envelope).into_owned();
+    Ok(msg)
 }
 
 /// Reads a sent message inside a job.
 pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<SentMessage>, StoreError> {
-    tx.get(T::Sent, id.as_bytes())?
-        .map(|b| decode(&b))
-        .transpose()
+    match tx.get(T::Sent, id.as_bytes())? {
+        None => Ok(None),
+        Some(record) => {
+            let envelope = tx.get(T::SentEnvelopes, id.as_bytes())?;
+            decode(&record, envelope.as_deref()).map(Some)
+        }
+    }
 }
 
 /// Puts a new message in the outbox (inside a job; the caller adds the audit records).
@@ -103,6 +115,7 @@ pub fn enqueue(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, Sto
     tx.insert(T::Outbox, queue_key.clone(), msg.id.as_bytes());
     msg.queue_key = Some(queue_key);
     msg.status = Status::Queued;
+    tx.insert(T::SentEnvelopes, msg.id.as_bytes(), msg.envelope.as_bytes());
     tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
     Ok(msg)
 }
@@ -129,8 +142,7 @@ pub fn next_batch(
     let mut batch = Vec::new();
     for entry in store.tree(T::Outbox).scan_prefix(&prefix) {
         let (_, id) = entry?;
-        if let Some(bytes) = store.get(T::Sent, &id)? {
-            let msg = decode(&bytes)?;
+        if let Some(msg) = get(store, &String::from_utf8_lossy(&id))? {
             if msg.status == Status::Queued {
                 batch.push(msg);
                 if batch.len() == max {
@@ -150,8 +162,11 @@ pub fn queued_for_peer(store: &crate::store::Store, peer: &str) -> usize {
 
 /// Reads a sent message outside a job (status queries).
 pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>, StoreError> {
-    store
-        .get(T::Sent, id.as_bytes())?
-        .map(|b| decode(&b))
-        .transpose()
+    match store.get(T::Sent, id.as_bytes())? {
+        None => Ok(None),
+        Some(record) => {
+            let envelope = store.get(T::SentEnvelopes, id.as_bytes())?;
+            decode(&record, envelope.as_deref()).map(Some)
+        }
+    }
 }

@@ -367,7 +367,7 @@ pub fn queue(
             .on_behalf_of(org),
     );
     if let Some(id) = &consent_id {
-        registry::note_recipient(tx, id, &p.peer.name);
+        registry::note_recipient(tx, id, &p.peer.name)?;
     }
     let queued = outbox::enqueue(tx, msg)?;
     tracing::info!(

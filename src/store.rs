@@ -39,6 +39,9 @@ use crate::signing::Signer;
 pub enum T {
     /// Messages this gateway sends: message id → [`crate::outbox::SentMessage`].
     Sent,
+    /// The exact signed envelope of each sent message: message id → bytes. Written once,
+    /// apart from the record, so that status updates rewrite only a small record.
+    SentEnvelopes,
     /// The durable queue: peer id, 0, enqueue number (BE) → message id.
     Outbox,
     /// Messages received from peers: message id → [`crate::inbox::ReceivedMessage`].
@@ -66,8 +69,9 @@ pub enum T {
 }
 
 impl T {
-    const ALL: [T; 13] = [
+    const ALL: [T; 14] = [
         T::Sent,
+        T::SentEnvelopes,
         T::Outbox,
         T::Received,
         T::Inbox,
@@ -85,6 +89,7 @@ impl T {
     fn name(self) -> &'static str {
         match self {
             T::Sent => "sent",
+            T::SentEnvelopes => "sent_envelopes",
             T::Outbox => "outbox",
             T::Received => "received",
             T::Inbox => "inbox",

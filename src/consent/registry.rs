@@ -76,12 +76,12 @@ pub fn ids_for_subject(store: &Store, pseudonym: &str) -> Result<Vec<String>, St
 }
 
 /// Remembers (inside a job) that `peer` is being sent a message under `consent_id`.
-pub fn note_recipient(tx: &mut Tx<'_>, consent_id: &str, peer: &str) {
-    tx.insert(
-        T::ConsentRecipients,
-        key(&[consent_id.as_bytes(), peer.as_bytes()]),
-        Vec::new(),
-    );
+pub fn note_recipient(tx: &mut Tx<'_>, consent_id: &str, peer: &str) -> Result<(), StoreError> {
+    let k = key(&[consent_id.as_bytes(), peer.as_bytes()]);
+    if tx.get(T::ConsentRecipients, &k)?.is_none() {
+        tx.insert(T::ConsentRecipients, k, Vec::new());
+    }
+    Ok(())
 }
 
 /// The peers (local names) that were sent messages under `consent_id`.

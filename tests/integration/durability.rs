@@ -139,7 +139,8 @@ async fn a_message_the_wijkteam_stored_just_before_the_practice_was_killed_is_no
         let store =
             wijkpoort::store::Store::open_read_only(&setup.store_dir(Role::Practice)).unwrap();
         let bytes = store.tree(T::Sent).get(id.as_bytes()).unwrap().unwrap();
-        wijkpoort::outbox::decode(&bytes).unwrap()
+        let envelope = store.tree(T::SentEnvelopes).get(id.as_bytes()).unwrap();
+        wijkpoort::outbox::decode(&bytes, envelope.as_deref()).unwrap()
     };
     assert_eq!(sent.status, wijkpoort::outbox::Status::Queued);
     let wijkteam = setup.start(Role::Wijkteam).await;
