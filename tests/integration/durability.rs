@@ -214,3 +214,32 @@ async fn serve_stops_cleanly_on_sigterm_and_its_store_reopens_with_the_queue_int
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_not_delivered_within_the_maximum_age_expires_and_is_never_sent() {
+    let mut setup = Setup::new().await;
+    let config = setup.config_path(Role::Practice);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[relay]\n", "[relay]\nmax_age_secs = 1\n")).unwrap();
+    setup.release(Role::Wijkteam);
+    let practice = setup.start(Role::Practice).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+
+    let id = submit_referrals(&mut his, 1).await.remove(0);
+    let expired = wait_for_status(&mut his, &id, "expiry", |s| s["status"] != "queued").await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert!(
+        expired["last_error"].as_str().unwrap_or_default().contains("maximum age"),
+        "{expired}"
+    );
+    assert_eq!(audit_count(&practice.gateway.store, Event::MessageExpired, &id), 1);
+    assert_eq!(
+        wijkpoort::outbox::queued_for_peer(&practice.gateway.store, "wijkteam"),
+        0
+    );
+
+    // The wijkteam comes up: the expired message does not follow.
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(received_ids(&wijkteam.gateway.store).is_empty());
+}
