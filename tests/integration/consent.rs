@@ -473,8 +473,9 @@ async fn a_referral_whose_consent_is_withdrawn_while_it_waits_in_the_outbox_is_w
         "{audit:?}"
     );
 
-    // The wijkteam comes up. Whatever the withdrawal queued is dealt with first, so
-    // once that has settled the relay is past the referral for good.
+    // The wijkteam comes up. Anything the withdrawal queued (today: a consent_update,
+    // since the referral was queued for the wijkteam) sits behind the referral in the
+    // per-peer order, so once it has settled the relay is past the referral for good.
     let wijkteam = setup.start(Role::Wijkteam).await;
     for update in &updates {
         wait_settled(&mut his, update).await;
