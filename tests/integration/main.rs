@@ -5,9 +5,11 @@
 //! as a specification of it. Shared set-up lives in `util`.
 
 mod config;
+mod consent;
 mod durability;
 mod identity;
 mod listener_refusals;
 mod local_api;
+mod minimisation;
 mod relay;
 mod util;
