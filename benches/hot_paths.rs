@@ -28,11 +28,18 @@ fn envelope_bytes() -> Vec<u8> {
 
 fn credentials() -> (Signer, Vec<u8>) {
     let ca = Authority::new("bench").unwrap();
-    let issued = ca.issue(&LeafSpec::new("90000123", "bench", "bench")).unwrap();
+    let issued = ca
+        .issue(&LeafSpec::new("90000123", "bench", "bench"))
+        .unwrap();
     use rustls::pki_types::pem::PemObject;
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-    let cert = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-    (Signer::from_pkcs8(key.secret_pkcs8_der()).unwrap(), cert.to_vec())
+    let key =
+        rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let cert =
+        rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+    (
+        Signer::from_pkcs8(key.secret_pkcs8_der()).unwrap(),
+        cert.to_vec(),
+    )
 }
 
 fn benches(c: &mut Criterion) {
@@ -46,14 +53,19 @@ fn benches(c: &mut Criterion) {
     });
 
     let (signer, cert) = credentials();
-    c.bench_function("envelope sign (ECDSA P-256)", |b| b.iter(|| signer.sign(black_box(&bytes)).unwrap()));
+    c.bench_function("envelope sign (ECDSA P-256)", |b| {
+        b.iter(|| signer.sign(black_box(&bytes)).unwrap())
+    });
     let signature = signer.sign(&bytes).unwrap();
     c.bench_function("envelope verify against the sender's certificate", |b| {
-        b.iter(|| signing::verify(black_box(&cert), black_box(&bytes), black_box(&signature)).unwrap())
+        b.iter(|| {
+            signing::verify(black_box(&cert), black_box(&bytes), black_box(&signature)).unwrap()
+        })
     });
     c.bench_function("receipt issue + verify", |b| {
         b.iter(|| {
-            let r = Receipt::issue("msg-1", black_box(&bytes), "00000001003214345000", &signer).unwrap();
+            let r = Receipt::issue("msg-1", black_box(&bytes), "00000001003214345000", &signer)
+                .unwrap();
             r.verify("msg-1", &bytes, &cert).unwrap();
         })
     });
@@ -63,18 +75,29 @@ fn benches(c: &mut Criterion) {
     let audit = db.open_tree("audit").unwrap();
     let checkpoints = db.open_tree("checkpoints").unwrap();
     let mut chain = AuditChain::resume(&audit, &checkpoints).unwrap();
-    let event = AuditEvent::new(Event::MessageAccepted, Outcome::Success, Actor::User { id: "dr.jansen".into() })
-        .message("msg-0123456789abcdef01234567", MessageType::Referral)
-        .subject(Some("9f".repeat(32)))
-        .peer("00000001003214345000")
-        .consent(Some("consent-1"));
-    c.bench_function("audit record: seal into the chain (hash + indexes, no I/O)", |b| {
-        b.iter(|| {
-            let mut writes = Vec::new();
-            chain.append(black_box(event.clone()), &signer, &mut writes).unwrap();
-            writes
-        })
-    });
+    let event = AuditEvent::new(
+        Event::MessageAccepted,
+        Outcome::Success,
+        Actor::User {
+            id: "dr.jansen".into(),
+        },
+    )
+    .message("msg-0123456789abcdef01234567", MessageType::Referral)
+    .subject(Some("9f".repeat(32)))
+    .peer("00000001003214345000")
+    .consent(Some("consent-1"));
+    c.bench_function(
+        "audit record: seal into the chain (hash + indexes, no I/O)",
+        |b| {
+            b.iter(|| {
+                let mut writes = Vec::new();
+                chain
+                    .append(black_box(event.clone()), &signer, &mut writes)
+                    .unwrap();
+                writes
+            })
+        },
+    );
 }
 
 criterion_group!(hot_paths, benches);

@@ -333,8 +333,11 @@ fn consent_effect(
             });
             let state = ConsentState::from_events(&events);
             registry::covers(role, own, &peer.identity, state.as_ref(), &bsn, t, today)?;
-            if summary.status != ConsentStatus::Active {
-                return Err(ConsentRefusal::Withdrawn.into());
+            match summary.status {
+                ConsentStatus::Active => {}
+                ConsentStatus::Withdrawn => return Err(ConsentRefusal::Withdrawn.into()),
+                ConsentStatus::Expired => return Err(ConsentRefusal::Expired.into()),
+                ConsentStatus::NotYetValid => return Err(ConsentRefusal::NotYetValid.into()),
             }
             Ok(ConsentEffect::Mirror(summary))
         }

@@ -28,7 +28,7 @@ use crate::audit::{Actor, Event, Outcome as AuditOutcome};
 use crate::config::Peer;
 use crate::consent::registry;
 use crate::gateway::Gateway;
-use crate::message::Envelope;
+use crate::message::{Bsn, Envelope};
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::Receipt;
 
@@ -107,9 +107,9 @@ struct Step {
     receipt: Option<Receipt>,
 }
 
-/// One round for the messages at the head of the queue: expire or withhold what may no
-/// longer go, send the rest as one batch, and record every outcome in one commit.
-/// `Err` means: wait, then retry.
+/// One round for the messages at the head of the queue: expire what is too old, admit
+/// the rest (withholding what consent no longer covers), send what was admitted as one
+/// batch, and record every outcome. `Err` means: wait, then retry.
 async fn attempt(
     gw: &Arc<Gateway>,
     peer: &Peer,
@@ -117,8 +117,8 @@ async fn attempt(
     conn: &mut Option<Connection>,
     queued: Vec<SentMessage>,
 ) -> Result<(), String> {
-    let mut steps = Vec::with_capacity(queued.len());
-    let mut to_send = Vec::new();
+    let mut expired = Vec::new();
+    let mut candidates = Vec::with_capacity(queued.len());
     let mut bytes = 0;
     for msg in queued {
         let age = Utc::now().signed_duration_since(msg.created_at);
@@ -127,33 +127,44 @@ async fn attempt(
                 "not delivered within the maximum age of {} s",
                 gw.config.relay.max_age.as_secs()
             );
-            steps.push(Step {
+            expired.push(Step {
                 msg,
                 status: Status::Expired,
                 event: Some((Event::MessageExpired, AuditOutcome::Failure)),
                 reason: Some(reason),
                 receipt: None,
             });
-        } else if let Some(reason) = consent_withholds(gw, peer, &msg)? {
-            tracing::info!(message_id = %msg.id, peer = %peer.name, "message withheld: consent no longer covers it");
-            steps.push(Step {
-                msg,
-                status: Status::Withheld,
-                event: Some((Event::MessageWithheld, AuditOutcome::Refused)),
-                reason: Some(reason),
-                receipt: None,
-            });
-        } else if bytes + msg.envelope.len() > SEND_BATCH_BYTES && !to_send.is_empty() {
+        } else if bytes + msg.envelope.len() > SEND_BATCH_BYTES && !candidates.is_empty() {
             break;
         } else {
             bytes += msg.envelope.len();
-            to_send.push(msg);
+            let bsn = match &msg.consent_id {
+                Some(_) => serde_json::from_str::<Envelope>(&msg.envelope)
+                    .map_err(|e| format!("the queued envelope {} cannot be read: {e}", msg.id))?
+                    .bsn(),
+                None => None,
+            };
+            candidates.push((msg, bsn));
         }
     }
+    // A peer is noted as a recipient only once there is a connection to send on: a
+    // peer we cannot reach has been sent nothing.
+    let mut unreachable = None;
+    if !candidates.is_empty() && conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+        match connect(gw, peer, connector).await {
+            Ok(c) => *conn = Some(c),
+            Err(reason) => unreachable = Some(reason),
+        }
+    }
+    let to_send = admit(gw, peer, expired, candidates, unreachable.clone()).await?;
+    if let Some(reason) = unreachable {
+        return Err(reason);
+    }
 
+    let mut steps = Vec::with_capacity(to_send.len());
     let mut retry = None;
     if !to_send.is_empty() {
-        match deliver(gw, peer, connector, conn, &to_send).await {
+        match deliver(gw, peer, conn, &to_send).await {
             Ok(results) => {
                 for (msg, result) in to_send.into_iter().zip(results) {
                     steps.push(match result {
@@ -181,16 +192,81 @@ async fn attempt(
                 }));
             }
         }
+        record(gw, steps).await?;
     }
-    record(gw, steps).await?;
     match retry {
         Some(reason) => Err(reason),
         None => Ok(()),
     }
 }
 
-/// Records every outcome of a round in one commit. Delivered, refused, withheld and
-/// expired messages leave the queue in it; the rest count an attempt and stay.
+/// Admission, in one commit before anything goes out. Consent is checked once more,
+/// against the state this commit sees: a consent withdrawn or expired while the message
+/// waited withholds it here. For what may go, the peer is noted as a recipient of its
+/// consent *before* it is sent, so that a withdrawal committed after this point finds
+/// the peer and tells it — and one committed before withholds the message instead.
+/// Expired messages leave the queue in the same commit. When the peer is `unreachable`,
+/// what may go counts a failed attempt instead and nothing is returned. Returns what may
+/// be sent.
+async fn admit(
+    gw: &Arc<Gateway>,
+    peer: &Peer,
+    expired: Vec<Step>,
+    candidates: Vec<(SentMessage, Option<Bsn>)>,
+    unreachable: Option<String>,
+) -> Result<Vec<SentMessage>, String> {
+    if unreachable.is_none()
+        && expired.is_empty()
+        && candidates.iter().all(|(m, _)| m.consent_id.is_none())
+    {
+        return Ok(candidates.into_iter().map(|(m, _)| m).collect());
+    }
+    let org = gw.config.identity.clone();
+    let role = gw.config.role;
+    let peer = peer.clone();
+    gw.store
+        .commit(move |tx| {
+            for step in expired {
+                apply(tx, step, &org)?;
+            }
+            let today = registry::today();
+            let mut admitted = Vec::with_capacity(candidates.len());
+            for (msg, bsn) in candidates {
+                let covered = match (&msg.consent_id, bsn) {
+                    (Some(consent_id), Some(bsn)) => {
+                        let state = registry::state_in(tx, consent_id)?;
+                        registry::covers(role, &org, &peer.identity, state.as_ref(), &bsn, msg.message_type, today)
+                            .map(|()| Some(consent_id.clone()))
+                    }
+                    _ => Ok(None),
+                };
+                match covered {
+                    Ok(consent) => match &unreachable {
+                        Some(reason) => {
+                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.clone()), receipt: None };
+                            apply(tx, step, &org)?;
+                        }
+                        None => {
+                            if let Some(consent_id) = consent {
+                                registry::note_recipient(tx, &consent_id, &peer.name)?;
+                            }
+                            admitted.push(msg);
+                        }
+                    },
+                    Err(refusal) => {
+                        tracing::info!(message_id = %msg.id, peer = %peer.name, "message withheld: consent no longer covers it");
+                        let reason = format!("{}: {refusal}", refusal.code());
+                        apply(tx, Step { msg, status: Status::Withheld, event: Some((Event::MessageWithheld, AuditOutcome::Refused)), reason: Some(reason), receipt: None }, &org)?;
+                    }
+                }
+            }
+            Ok(admitted)
+        })
+        .await
+        .map_err(|e: crate::store::StoreError| e.to_string())
+}
+
+/// Records the outcomes of a delivery attempt in one commit.
 async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
     let org = gw.config.identity.clone();
     let delivered: Vec<String> = steps
@@ -201,23 +277,7 @@ async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
     gw.store
         .commit(move |tx| {
             for step in steps {
-                let mut msg = step.msg;
-                msg.status = step.status;
-                msg.attempts += 1;
-                if step.receipt.is_some() {
-                    msg.receipt = step.receipt;
-                    msg.last_error = None;
-                } else {
-                    msg.last_error = step.reason.clone();
-                }
-                if let Some((event, outcome)) = step.event {
-                    let mut audit = msg.audit(event, outcome, Actor::Gateway).on_behalf_of(&org);
-                    if let Some(reason) = step.reason {
-                        audit = audit.reason(reason);
-                    }
-                    tx.audit(audit);
-                }
-                outbox::save(tx, msg)?;
+                apply(tx, step, &org)?;
             }
             Ok(())
         })
@@ -229,34 +289,35 @@ async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
     Ok(())
 }
 
-/// Consent is checked once more just before sending: a consent withdrawn or expired
-/// while the message waited in the outbox stops it here. `Ok(Some(reason))`: withhold;
-/// `Err`: the check itself failed (the store), try again later.
-fn consent_withholds(
-    gw: &Gateway,
-    peer: &Peer,
-    msg: &SentMessage,
-) -> Result<Option<String>, String> {
-    let Some(consent_id) = &msg.consent_id else {
-        return Ok(None);
-    };
-    let envelope: Envelope = serde_json::from_str(&msg.envelope)
-        .map_err(|e| format!("the queued envelope cannot be read: {e}"))?;
-    let Some(bsn) = envelope.bsn() else {
-        return Ok(None);
-    };
-    let state = registry::state(&gw.store, consent_id).map_err(|e| e.to_string())?;
-    Ok(registry::covers(
-        gw.config.role,
-        &gw.config.identity,
-        &peer.identity,
-        state.as_ref(),
-        &bsn,
-        msg.message_type,
-        registry::today(),
-    )
-    .err()
-    .map(|r| format!("{}: {r}", r.code())))
+/// Applies one outcome inside a job. Delivered, refused, withheld and expired messages
+/// leave the queue; the rest count an attempt and stay.
+fn apply(
+    tx: &mut crate::store::Tx<'_>,
+    step: Step,
+    org: &str,
+) -> Result<(), crate::store::StoreError> {
+    let mut msg = step.msg;
+    msg.status = step.status;
+    if matches!(
+        step.status,
+        Status::Delivered | Status::Refused | Status::Queued
+    ) {
+        msg.attempts += 1;
+    }
+    if step.receipt.is_some() {
+        msg.receipt = step.receipt;
+        msg.last_error = None;
+    } else {
+        msg.last_error = step.reason.clone();
+    }
+    if let Some((event, outcome)) = step.event {
+        let mut audit = msg.audit(event, outcome, Actor::Gateway).on_behalf_of(org);
+        if let Some(reason) = step.reason {
+            audit = audit.reason(reason);
+        }
+        tx.audit(audit);
+    }
+    outbox::save(tx, msg).map(|_| ())
 }
 
 #[derive(serde::Serialize)]
@@ -289,13 +350,9 @@ struct ItemAnswer {
 async fn deliver(
     gw: &Arc<Gateway>,
     peer: &Peer,
-    connector: &TlsConnector,
     conn: &mut Option<Connection>,
     msgs: &[SentMessage],
 ) -> Result<Vec<Result<Receipt, Failure>>, String> {
-    if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
-        *conn = Some(connect(gw, peer, connector).await?);
-    }
     let Some(c) = conn.as_mut() else {
         return Err("no connection".into());
     };

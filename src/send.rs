@@ -366,9 +366,6 @@ pub fn queue(
         msg.audit(Event::MessageQueued, Outcome::Success, actor)
             .on_behalf_of(org),
     );
-    if let Some(id) = &consent_id {
-        registry::note_recipient(tx, id, &p.peer.name)?;
-    }
     let queued = outbox::enqueue(tx, msg)?;
     tracing::info!(
         message_id = %queued.id,

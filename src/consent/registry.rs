@@ -75,13 +75,26 @@ pub fn ids_for_subject(store: &Store, pseudonym: &str) -> Result<Vec<String>, St
         .collect()
 }
 
-/// Remembers (inside a job) that `peer` is being sent a message under `consent_id`.
+/// Remembers (inside a job) that `peer` is about to be sent a message under
+/// `consent_id`: the relay calls this in the commit just before it sends, so that a
+/// withdrawal knows whom to tell — and tells no one a message never reached.
 pub fn note_recipient(tx: &mut Tx<'_>, consent_id: &str, peer: &str) -> Result<(), StoreError> {
     let k = key(&[consent_id.as_bytes(), peer.as_bytes()]);
     if tx.get(T::ConsentRecipients, &k)?.is_none() {
         tx.insert(T::ConsentRecipients, k, Vec::new());
     }
     Ok(())
+}
+
+/// The peers (local names) that may have been sent messages under `consent_id`, as a
+/// job sees them.
+pub fn recipients_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<String>, StoreError> {
+    let prefix = key(&[consent_id.as_bytes(), b""]);
+    Ok(tx
+        .scan_prefix(T::ConsentRecipients, &prefix)?
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect())
 }
 
 /// The peers (local names) that were sent messages under `consent_id`.
@@ -214,7 +227,9 @@ pub async fn withdraw(
     super::check_withdrawable(&state)?;
     let now = chrono::Utc::now();
     let mut updates = Vec::new();
-    for peer in recipients(&gw.store, consent_id)? {
+    // An update is prepared (validated, minimised, signed) for every peer, outside the
+    // commit; inside it, only the peers the relay has admitted a message for get theirs.
+    for peer in gw.config.peers.iter().map(|p| p.name.clone()) {
         let update = crate::send::Submission {
             id: None,
             message_type: MessageType::ConsentUpdate,
@@ -252,8 +267,12 @@ pub async fn withdraw(
                     .subject(Some(pseudonym.clone()))
                     .consent(Some(&id)),
             );
+            let told = recipients_in(tx, &id)?;
             let mut queued = Vec::new();
-            for update in updates {
+            for update in updates
+                .into_iter()
+                .filter(|u| told.iter().any(|p| p == u.peer()))
+            {
                 let hash = crate::receipt::sha256_hex(update.id().as_bytes());
                 let peer = update.peer().to_string();
                 let accepted = crate::send::queue(tx, update, actor.clone(), hash)?;

@@ -473,9 +473,13 @@ async fn a_referral_whose_consent_is_withdrawn_while_it_waits_in_the_outbox_is_w
         "{audit:?}"
     );
 
-    // The wijkteam comes up. Anything the withdrawal queued (today: a consent_update,
-    // since the referral was queued for the wijkteam) sits behind the referral in the
-    // per-peer order, so once it has settled the relay is past the referral for good.
+    // The referral never reached the wijkteam, so the withdrawal tells it nothing: a
+    // consent_update would name a child the wijkteam never heard of (regression: the
+    // recipient used to be noted when the referral was queued, not when it was sent).
+    assert!(
+        updates.is_empty(),
+        "consent_update queued for a peer that received nothing: {updates:?}"
+    );
     let wijkteam = setup.start(Role::Wijkteam).await;
     for update in &updates {
         wait_settled(&mut his, update).await;

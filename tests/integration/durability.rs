@@ -220,7 +220,11 @@ async fn a_message_not_delivered_within_the_maximum_age_expires_and_is_never_sen
     let mut setup = Setup::new().await;
     let config = setup.config_path(Role::Practice);
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("[relay]\n", "[relay]\nmax_age_secs = 1\n")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[relay]\n", "[relay]\nmax_age_secs = 1\n"),
+    )
+    .unwrap();
     setup.release(Role::Wijkteam);
     let practice = setup.start(Role::Practice).await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
@@ -229,10 +233,16 @@ async fn a_message_not_delivered_within_the_maximum_age_expires_and_is_never_sen
     let expired = wait_for_status(&mut his, &id, "expiry", |s| s["status"] != "queued").await;
     assert_eq!(expired["status"], "expired", "{expired}");
     assert!(
-        expired["last_error"].as_str().unwrap_or_default().contains("maximum age"),
+        expired["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maximum age"),
         "{expired}"
     );
-    assert_eq!(audit_count(&practice.gateway.store, Event::MessageExpired, &id), 1);
+    assert_eq!(
+        audit_count(&practice.gateway.store, Event::MessageExpired, &id),
+        1
+    );
     assert_eq!(
         wijkpoort::outbox::queued_for_peer(&practice.gateway.store, "wijkteam"),
         0
