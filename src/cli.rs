@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `certs dev`. `main.rs` only parses and calls this.
+//! The command line: `serve`, `demo`, `certs dev`, `audit …`. `main.rs` only parses and
+//! calls this.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,9 @@ pub enum Command {
     },
     /// Show the whole flow on this machine: two gateways, a referral, feedback, receipts.
     Demo,
+    /// The auditor's commands: query, report, verify and export the audit and consent logs,
+    /// offline on a stopped gateway's store or online over mTLS.
+    Audit(Box<crate::audit::cli::AuditArgs>),
     /// Certificates.
     Certs {
         #[command(subcommand)]
@@ -53,6 +57,12 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Demo => runtime.block_on(crate::demo::run()),
+        Command::Audit(args) => {
+            // The audit commands have exit codes of their own (verify: 0/1/2).
+            let code = runtime.block_on(crate::audit::cli::run(*args));
+            drop(runtime);
+            std::process::exit(code)
+        }
         Command::Certs {
             command: CertsCommand::Dev { out },
         } => {
