@@ -217,6 +217,30 @@ pub async fn run(args: AuditArgs) -> i32 {
     }
 }
 
+/// Runs `wijkpoort audit <words…>` in this process (the demo ends with `report` and
+/// `verify` this way); returns the exit code.
+pub async fn run_words<I, S>(words: I) -> i32
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    #[derive(clap::Parser)]
+    #[command(name = "wijkpoort audit")]
+    struct Words {
+        #[command(flatten)]
+        args: AuditArgs,
+    }
+    let argv = std::iter::once(std::ffi::OsString::from("wijkpoort audit"))
+        .chain(words.into_iter().map(Into::into));
+    match <Words as clap::Parser>::try_parse_from(argv) {
+        Ok(w) => run(w.args).await,
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_FAILED
+        }
+    }
+}
+
 async fn run_inner(args: AuditArgs) -> Result<i32, AuditCliError> {
     let (command, params, format) = parse(&args.command)?;
     let answer = if let Some(url) = &args.gateway {
@@ -383,6 +407,22 @@ async fn online(
     })
 }
 
+/// Opens a store, retrying for a second while it is locked: sled releases the lock of a
+/// gateway that has just stopped a moment after the process let go of it. A running
+/// gateway's lock outlasts the retries.
+fn retry_locked<S>(open: impl Fn() -> Result<S, StoreError>) -> Result<S, StoreError> {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(StoreError::Locked(_)) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn read_certificate(path: &Path) -> Result<Vec<u8>, AuditCliError> {
     let problem = |p: String| AuditCliError::Certificate {
         path: path.to_path_buf(),
@@ -447,16 +487,27 @@ async fn offline(
         other => AuditCliError::Store(other),
     };
 
+    // Recording the read appends to the log and signs a checkpoint with the config's key:
+    // only on the config's own store, never on another gateway's.
+    let own_store =
+        config
+            .as_ref()
+            .is_some_and(|c| match (dir.canonicalize(), c.store_dir.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            });
+    let config = if own_store { config } else { None };
     let Some(config) = config.as_ref() else {
-        let store = Store::open_read_only(&dir).map_err(|e| locked(e, None))?;
+        let store = retry_locked(|| Store::open_read_only(&dir)).map_err(|e| locked(e, None))?;
         let answer = request::execute(&store, &request, &ctx)?;
         eprintln!(
-            "note: this read is not recorded in the audit log (the store was opened read-only); pass --config to record it"
+            "note: this read is not recorded in the audit log (the store was opened read-only: no --config, or --store is not the config's store_dir)"
         );
         return Ok(answer);
     };
 
-    let store = Store::open(&dir, config.signer.clone()).map_err(|e| locked(e, Some(config)))?;
+    let store = retry_locked(|| Store::open(&dir, config.signer.clone()))
+        .map_err(|e| locked(e, Some(config)))?;
     let answer = request::execute(&store, &request, &ctx);
     let user = args
         .user

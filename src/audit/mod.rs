@@ -180,6 +180,36 @@ pub enum AuditError {
     NoSecret,
 }
 
+impl AuditError {
+    /// Which parameter a refused query got wrong, as one of the known names — never the
+    /// value, nor a name the caller made up (either could be a BSN), so it may go into
+    /// an audit record.
+    pub fn parameter(&self) -> &'static str {
+        const KNOWN: [&str; 9] = [
+            "bsn",
+            "message_id",
+            "peer",
+            "event",
+            "from",
+            "to",
+            "limit",
+            "expect",
+            "format",
+        ];
+        match self {
+            AuditError::InvalidBsn { .. } => "bsn",
+            AuditError::UnknownEvent(_) => "event",
+            AuditError::EmptyPeriod { .. } => "period",
+            AuditError::InvalidParameter { field, .. } => KNOWN
+                .iter()
+                .find(|k| field.trim_start_matches('-').replace('-', "_") == **k)
+                .copied()
+                .unwrap_or("parameter"),
+            _ => "query",
+        }
+    }
+}
+
 impl From<sled::Error> for AuditError {
     fn from(e: sled::Error) -> AuditError {
         AuditError::Store(StoreError::Sled(e))
@@ -467,6 +497,32 @@ mod tests {
         assert_ne!(a, Pseudonymiser::new(b"key two").pseudonym(&bsn));
         assert!(!a.contains("111222333"));
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn a_refused_parameter_is_named_without_its_value_or_a_made_up_name() {
+        let made_up = AuditError::InvalidParameter {
+            field: "111222333".into(),
+            problem: "unknown parameter".into(),
+        };
+        assert_eq!(made_up.parameter(), "parameter");
+        let from = AuditError::InvalidParameter {
+            field: "--from".into(),
+            problem: "\"111222333\" is neither a time nor a date".into(),
+        };
+        assert_eq!(from.parameter(), "from");
+        assert_eq!(
+            AuditError::UnknownEvent("111222333".into()).parameter(),
+            "event"
+        );
+    }
+
+    #[test]
+    fn event_names_round_trip() {
+        for name in ["message_sent", "audit_read", "consent_withdrawn"] {
+            assert_eq!(name.parse::<Event>().unwrap().name(), name);
+        }
+        assert!("sent".parse::<Event>().is_err());
     }
 
     #[test]

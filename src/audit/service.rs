@@ -54,7 +54,11 @@ pub async fn handle(gw: &Arc<Gateway>, caller: &Caller, method: &Method, uri: &U
         Err(e) => {
             let event = AuditEvent::new(Event::AuditRead, Outcome::Failure, auditor)
                 .on_behalf_of(&gw.config.identity)
-                .reason(format!("audit {}: request refused: {e}", command.as_str()));
+                .reason(format!(
+                    "audit {}: request refused: invalid {}",
+                    command.as_str(),
+                    e.parameter()
+                ));
             if let Err(e) = gw.store.commit_audit(vec![event]).await {
                 tracing::error!(error = %e, "could not audit a refused audit request");
             }

@@ -616,3 +616,47 @@ async fn a_real_consultation_is_found_by_message_id_on_both_gateways() {
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_epilogue_report_and_verify_run_in_process() {
+    let mut s = Setup::new().await;
+    let gw = s.start_practice().await;
+    two_children(&gw).await;
+    gw.stop().await.unwrap();
+    let cfg = path(&s.kit.practice_config);
+    let report = ["--config", &cfg, "--user", "demo", "report", "--bsn", BSN_A];
+    assert_eq!(wijkpoort::audit::cli::run_words(report).await, 0);
+    let verify = ["--config", &cfg, "--user", "demo", "verify"];
+    assert_eq!(wijkpoort::audit::cli::run_words(verify).await, 0);
+    let raw = Raw::open(&s.practice_store());
+    let reads = (1..=raw.last_seq())
+        .filter(|q| raw.record(*q).event.event == Event::AuditRead)
+        .count();
+    assert_eq!(reads, 2, "both in-process reads are on record");
+}
+
+/// Regression guard: recording an offline read signs a checkpoint with the config's key,
+/// which on another gateway's store would make that store's log fail verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_read_of_another_gateways_store_is_not_written_to_it() {
+    let mut s = Setup::new().await;
+    let wijkteam = s.start_wijkteam().await;
+    wijkteam.stop().await.unwrap();
+    let other = path(&s.dir.path().join("store-wijkteam"));
+    let out = wijkpoort(cmd(
+        &s.offline_args(),
+        &["--store", &other, "records", "--limit", "1"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not recorded"), "{}", stderr(&out));
+    let wijkteam_cfg = path(&s.kit.wijkteam_config);
+    let out = wijkpoort(args(&["audit", "--config", &wijkteam_cfg, "verify"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

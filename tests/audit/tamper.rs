@@ -20,7 +20,7 @@ async fn populated() -> Setup {
 
 fn check(s: &Setup, expect: Option<&KnownCheckpoint>) -> VerifyReport {
     let config = s.practice_config();
-    let store = Store::open_read_only(&s.practice_store()).unwrap();
+    let store = retry_open(|| Store::open_read_only(&s.practice_store()));
     verify::verify(&store, &config.cert_chain[0], expect).unwrap()
 }
 
@@ -220,7 +220,7 @@ async fn a_forged_checkpoint_fails_its_signature() {
 async fn checkpoints_signed_by_another_key_do_not_verify() {
     let s = populated().await;
     let wijkteam_cert = Config::load(&s.kit.wijkteam_config).unwrap().cert_chain[0].clone();
-    let store = Store::open_read_only(&s.practice_store()).unwrap();
+    let store = retry_open(|| Store::open_read_only(&s.practice_store()));
     let t = verify::verify(&store, &wijkteam_cert, None)
         .unwrap()
         .tamper

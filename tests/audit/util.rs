@@ -211,7 +211,7 @@ pub struct Raw {
 
 impl Raw {
     pub fn open(dir: &Path) -> Raw {
-        let db = sled::open(dir).unwrap();
+        let db = retry_open(|| sled::open(dir));
         Raw {
             audit: db.open_tree("audit").unwrap(),
             checkpoints: db.open_tree("checkpoints").unwrap(),
@@ -245,4 +245,20 @@ impl Raw {
     pub fn close(self) {
         self.db.flush().unwrap();
     }
+}
+
+/// Opens with `open`, retrying while the store is locked: sled lets go of its file lock
+/// when its background threads release the log file, shortly after the last handle of
+/// the previous opener (a stopped gateway, a test's own handle) is dropped.
+pub fn retry_open<S, E: std::fmt::Debug>(open: impl Fn() -> Result<S, E>) -> S {
+    for _ in 0..300 {
+        match open() {
+            Ok(s) => return s,
+            Err(e) if format!("{e:?}").contains("ock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("cannot open the store: {e:?}"),
+        }
+    }
+    panic!("the store stays locked");
 }
