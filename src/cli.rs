@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `certs dev`. `main.rs` only parses and calls this.
+//! The command line: `serve`, `demo`, `certs dev`, `audit …`. `main.rs` only parses and
+//! calls this.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,9 @@ pub enum Command {
     Demo,
     /// Benchmark: two gateways as child processes, N concurrent submitters, end to end.
     Bench(crate::bench::BenchOptions),
+    /// The auditor's commands: query, report, verify and export the audit and consent logs,
+    /// offline on a stopped gateway's store or online over mTLS.
+    Audit(Box<crate::audit::cli::AuditArgs>),
     /// Certificates.
     Certs {
         #[command(subcommand)]
@@ -63,6 +67,12 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         } => runtime.block_on(serve(config, unsafe_no_fsync)),
         Command::Bench(options) => runtime.block_on(crate::bench::run(options)),
         Command::Demo => runtime.block_on(crate::demo::run()),
+        Command::Audit(args) => {
+            // The audit commands have exit codes of their own (verify: 0/1/2).
+            let code = runtime.block_on(crate::audit::cli::run(*args));
+            drop(runtime);
+            std::process::exit(code)
+        }
         Command::Certs {
             command: CertsCommand::Dev { out },
         } => {

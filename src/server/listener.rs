@@ -1,5 +1,5 @@
 //! The mTLS listener: peers relay messages to `POST /v1/relay`; auditors read the audit
-//! log. The TLS layer has already refused anyone without a certificate chaining to a
+//! log under `/v1/audit/` (see [`crate::audit::service`]). The TLS layer has already refused anyone without a certificate chaining to a
 //! trust anchor; here the certificate's organisation is looked up in the config, and a
 //! failed handshake is logged and audited with its reason.
 
@@ -203,6 +203,9 @@ async fn route(
                 })
                 .collect();
             Ok(json(200, &serde_json::json!({ "results": answers })))
+        }
+        (method, p) if p.starts_with(crate::audit::service::PREFIX) => {
+            Ok(crate::audit::service::handle(gw, caller, &method, req.uri()).await)
         }
         _ => Err(Refusal::new(
             404,

@@ -8,6 +8,19 @@
 //!
 //! The log never holds a BSN, a name or free text: the child appears as a *pseudonym*,
 //! a keyed HMAC-SHA256 of the BSN, so an auditor can still find a child's records by BSN.
+//!
+//! This module owns the record, the chain and the pseudonym; the auditor's side lives in
+//! its submodules, shared by the offline CLI and the mTLS listener:
+//!
+//! - [`verify`]: recompute the chain and check the signed checkpoints;
+//! - [`query`]: records by child, message or period, the per-child access report, the
+//!   consent log — always through an index;
+//! - [`fhir`]: FHIR R4 `AuditEvent` and `Consent` resources in a `Bundle`;
+//! - [`request`]: what an auditor can ask, executed the same way offline and online;
+//! - [`render`]: table, CSV and JSON output;
+//! - [`service`]: the `/v1/audit/*` routes of the mTLS listener (auditors only);
+//! - [`online`]: the auditor's mTLS client for those routes;
+//! - [`cli`]: `wijkpoort audit …`.
 
 use chrono::{DateTime, Utc};
 use ring::{digest, hmac};
@@ -15,7 +28,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{Bsn, MessageType};
 use crate::signing::Signer;
-use crate::store::{be, key, StoreError, Write, T};
+use crate::store::{be, key, ReadOnlyStore, Store, StoreError, Write, T};
+
+pub mod cli;
+pub mod fhir;
+pub mod online;
+pub mod query;
+pub mod render;
+pub mod request;
+pub mod service;
+pub mod verify;
 
 /// A checkpoint is signed after this many records.
 pub const CHECKPOINT_EVERY: u64 = 1000;
@@ -73,6 +95,125 @@ pub enum Actor {
     Unknown {
         remote: String,
     },
+}
+
+impl Event {
+    /// The event's name as stored (`message_sent`, `audit_read`, …).
+    pub fn name(self) -> String {
+        serde_name(&self)
+    }
+}
+
+impl std::str::FromStr for Event {
+    type Err = AuditError;
+    fn from_str(s: &str) -> Result<Event, AuditError> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| AuditError::UnknownEvent(s.to_string()))
+    }
+}
+
+impl Outcome {
+    /// The outcome's name as stored (`success`, `refused`, `failure`).
+    pub fn name(self) -> String {
+        serde_name(&self)
+    }
+}
+
+/// The name a unit enum variant serialises to.
+fn serde_name<S: Serialize>(value: &S) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Read access to the trees the audit log and the consent log live in: a running
+/// gateway's [`Store`] or a stopped one's [`ReadOnlyStore`]. Everything an auditor asks
+/// is answered through this, so the offline CLI and the listener share one code path.
+pub trait AuditTrees {
+    fn tree(&self, tree: T) -> &sled::Tree;
+}
+
+impl AuditTrees for Store {
+    fn tree(&self, tree: T) -> &sled::Tree {
+        Store::tree(self, tree)
+    }
+}
+
+impl AuditTrees for ReadOnlyStore {
+    fn tree(&self, tree: T) -> &sled::Tree {
+        ReadOnlyStore::tree(self, tree)
+    }
+}
+
+/// Why an auditor's query could not be answered. (A log that fails verification is not
+/// an error: it is the answer, see [`verify::VerifyReport`].)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("reading the store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("audit record {seq} cannot be read ({problem}); run `wijkpoort audit verify`")]
+    UnreadableRecord { seq: u64, problem: String },
+    #[error("the index {index} points at audit record {seq}, which is missing; run `wijkpoort audit verify`")]
+    DanglingIndex { index: &'static str, seq: u64 },
+    #[error("an entry of the {tree} tree has a malformed key")]
+    MalformedKey { tree: &'static str },
+    #[error("consent event {number} of consent {consent_id:?} cannot be read: {problem}")]
+    UnreadableConsentEvent {
+        consent_id: String,
+        number: u64,
+        problem: String,
+    },
+    #[error("unknown audit event {0:?} (e.g. message_sent, message_received, consent_recorded, audit_read)")]
+    UnknownEvent(String),
+    #[error("the period is empty: `from` ({from}) is not before `to` ({to})")]
+    EmptyPeriod {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    #[error("{field}: not a valid BSN (9 digits passing the elfproef)")]
+    InvalidBsn { field: &'static str },
+    #[error("{field}: {problem}")]
+    InvalidParameter { field: String, problem: String },
+    #[error("a query by BSN needs the gateway's secret: pass --config, or ask the gateway online")]
+    NoSecret,
+}
+
+impl AuditError {
+    /// Which parameter a refused query got wrong, as one of the known names — never the
+    /// value, nor a name the caller made up (either could be a BSN), so it may go into
+    /// an audit record.
+    pub fn parameter(&self) -> &'static str {
+        const KNOWN: [&str; 9] = [
+            "bsn",
+            "message_id",
+            "peer",
+            "event",
+            "from",
+            "to",
+            "limit",
+            "expect",
+            "format",
+        ];
+        match self {
+            AuditError::InvalidBsn { .. } => "bsn",
+            AuditError::UnknownEvent(_) => "event",
+            AuditError::EmptyPeriod { .. } => "period",
+            AuditError::InvalidParameter { field, .. } => KNOWN
+                .iter()
+                .find(|k| field.trim_start_matches('-').replace('-', "_") == **k)
+                .copied()
+                .unwrap_or("parameter"),
+            _ => "query",
+        }
+    }
+}
+
+impl From<sled::Error> for AuditError {
+    fn from(e: sled::Error) -> AuditError {
+        AuditError::Store(StoreError::Sled(e))
+    }
 }
 
 /// What a caller records; the committer adds sequence, time and hashes.
@@ -356,6 +497,32 @@ mod tests {
         assert_ne!(a, Pseudonymiser::new(b"key two").pseudonym(&bsn));
         assert!(!a.contains("111222333"));
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn a_refused_parameter_is_named_without_its_value_or_a_made_up_name() {
+        let made_up = AuditError::InvalidParameter {
+            field: "111222333".into(),
+            problem: "unknown parameter".into(),
+        };
+        assert_eq!(made_up.parameter(), "parameter");
+        let from = AuditError::InvalidParameter {
+            field: "--from".into(),
+            problem: "\"111222333\" is neither a time nor a date".into(),
+        };
+        assert_eq!(from.parameter(), "from");
+        assert_eq!(
+            AuditError::UnknownEvent("111222333".into()).parameter(),
+            "event"
+        );
+    }
+
+    #[test]
+    fn event_names_round_trip() {
+        for name in ["message_sent", "audit_read", "consent_withdrawn"] {
+            assert_eq!(name.parse::<Event>().unwrap().name(), name);
+        }
+        assert!("sent".parse::<Event>().is_err());
     }
 
     #[test]

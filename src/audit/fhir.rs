@@ -1,0 +1,345 @@
+//! FHIR R4 output for auditors: audit records as `AuditEvent` resources and consent
+//! histories as `Consent` resources, each set in a `Bundle` of type `collection`.
+//!
+//! Built to the R4 cardinalities: `AuditEvent` has `type` (Coding, DICOM codes),
+//! `recorded`, `agent` 1..* each with `who` and `requestor`, and `source.observer`;
+//! optional `subtype`, `action` (C/R/U/D/E), `outcome` (0/4/8), `outcomeDesc`, and
+//! `entity` for the message (`what` = message id), the child (`what` = pseudonym, role
+//! Patient) and the consent. `Consent` has `status`, `scope`, `category`, `patient`
+//! (ppc-2), `policy` (ppc-1) and a permit `provision`. The child is named by pseudonym
+//! only: no BSN leaves through an export.
+//!
+//! Independent check: `java -jar validator_cli.jar bundle.json -version 4.0.1` (the HL7
+//! FHIR validator) validates the output; the tests check the required elements.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use super::query::ConsentHistory;
+use super::{Actor, AuditRecord, Event, Outcome};
+
+/// Identifier system of the child's pseudonym.
+pub const PSEUDONYM_SYSTEM: &str = "urn:wijkpoort:subject-pseudonym";
+/// Identifier system of message ids.
+pub const MESSAGE_ID_SYSTEM: &str = "urn:wijkpoort:message-id";
+/// Identifier system of consent ids.
+pub const CONSENT_ID_SYSTEM: &str = "urn:wijkpoort:consent-id";
+/// Identifier system of local users (named in the local API's header).
+pub const LOCAL_USER_SYSTEM: &str = "urn:wijkpoort:local-user";
+/// Code system of wijkpoort's own event names (in `subtype`).
+pub const EVENT_SYSTEM: &str = "urn:wijkpoort:audit-event";
+/// Code system of message types.
+pub const MESSAGE_TYPE_SYSTEM: &str = "urn:wijkpoort:message-type";
+/// The Dutch NamingSystem of URA numbers (8 digits).
+pub const URA_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/ura";
+/// Organisation identifiers other than URA numbers (OIN, AGB).
+pub const ORGANISATION_SYSTEM: &str = "urn:wijkpoort:organisation-id";
+
+const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+const SOURCE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
+
+fn instant(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn organisation(id: &str) -> Value {
+    let system = if id.len() == 8 && id.bytes().all(|b| b.is_ascii_digit()) {
+        URA_SYSTEM
+    } else {
+        ORGANISATION_SYSTEM
+    };
+    json!({ "type": "Organization", "identifier": { "system": system, "value": id } })
+}
+
+fn coding(system: &str, code: &str, display: &str) -> Value {
+    json!({ "system": system, "code": code, "display": display })
+}
+
+/// DICOM event type and FHIR action for an event.
+fn kind(e: Event) -> (&'static str, &'static str, &'static str) {
+    use Event::*;
+    match e {
+        MessageAccepted | MessageQueued => ("110106", "Export", "C"),
+        MessageFiltered => ("110106", "Export", "U"),
+        MessageSent | MessageDelivered | MessageWithheld | MessageExpired => {
+            ("110106", "Export", "E")
+        }
+        MessageReceived => ("110107", "Import", "C"),
+        MessageAcknowledged => ("110107", "Import", "U"),
+        ConsentRecorded | ConsentMirrored => ("110110", "Patient Record", "C"),
+        ConsentWithdrawn | ConsentUpdated => ("110110", "Patient Record", "U"),
+        AuditRead => ("110101", "Audit Log Used", "R"),
+        MessageRefused | CertificateRefused | RequestRefused => ("110113", "Security Alert", "E"),
+        GatewayStarted | GatewayStopped => ("110100", "Application Activity", "E"),
+    }
+}
+
+/// A deterministic `urn:uuid:` from a record hash, so an export is reproducible.
+fn urn_uuid(hash: &str) -> String {
+    let mut h: Vec<char> = hash
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(32)
+        .collect();
+    h.resize(32, '0');
+    h[12] = '5';
+    h[16] = match h[16].to_digit(16).unwrap_or(0) & 0x3 {
+        0 => '8',
+        1 => '9',
+        2 => 'a',
+        _ => 'b',
+    };
+    let s: String = h.into_iter().collect();
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
+}
+
+/// One audit record as a FHIR R4 `AuditEvent`. `observer` is the gateway's identity.
+pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
+    let e = &r.event;
+    let (code, display, action) = kind(e.event);
+    let mut subtype = vec![coding(EVENT_SYSTEM, &e.event.name(), &e.event.name())];
+    match e.event {
+        Event::GatewayStarted => subtype.push(coding(DCM, "110120", "Application Start")),
+        Event::GatewayStopped => subtype.push(coding(DCM, "110121", "Application Stop")),
+        _ => {}
+    }
+    let outcome = match e.outcome {
+        Outcome::Success => "0",
+        Outcome::Refused => "4",
+        Outcome::Failure => "8",
+    };
+
+    let mut agents = Vec::new();
+    let mut actor_org: Option<&str> = None;
+    match &e.actor {
+        Actor::User { id } => {
+            agents.push(json!({
+                "type": { "coding": [coding(
+                    "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                    "humanuser", "human user")] },
+                "who": { "identifier": { "system": LOCAL_USER_SYSTEM, "value": id } },
+                "requestor": true
+            }));
+            if let Some(org) = &e.on_behalf_of {
+                agents.push(json!({ "who": organisation(org), "requestor": false }));
+                actor_org = Some(org);
+            }
+        }
+        Actor::Peer {
+            organisation: org,
+            certificate_serial,
+        }
+        | Actor::Auditor {
+            organisation: org,
+            certificate_serial,
+        } => {
+            agents.push(json!({
+                "who": organisation(org),
+                "altId": format!("certificate serial {certificate_serial}"),
+                "requestor": true
+            }));
+            actor_org = Some(org);
+        }
+        Actor::Gateway => {
+            let org = e.on_behalf_of.as_deref().unwrap_or(observer);
+            agents.push(json!({ "who": organisation(org), "requestor": true }));
+            actor_org = Some(org);
+        }
+        Actor::Unknown { remote } => {
+            let address = remote
+                .rsplit_once(':')
+                .map_or(remote.as_str(), |(ip, _)| ip)
+                .trim_matches(['[', ']']);
+            agents.push(json!({
+                "who": { "display": "unidentified client" },
+                "requestor": true,
+                "network": { "address": address, "type": "2" }
+            }));
+        }
+    }
+    if let Some(peer) = &e.peer {
+        if actor_org != Some(peer.as_str()) {
+            let role = match kind(e.event).0 {
+                "110107" => coding(DCM, "110153", "Source Role ID"),
+                _ => coding(DCM, "110152", "Destination Role ID"),
+            };
+            agents.push(json!({
+                "type": { "coding": [role] },
+                "who": organisation(peer),
+                "requestor": false
+            }));
+        }
+    }
+
+    let mut entities = Vec::new();
+    if let Some(id) = &e.message_id {
+        let mut entity = json!({
+            "what": { "identifier": { "system": MESSAGE_ID_SYSTEM, "value": id } },
+            "type": coding(ENTITY_TYPE, "2", "System Object"),
+            "role": coding(OBJECT_ROLE, "4", "Domain Resource")
+        });
+        let mut details = Vec::new();
+        if let Some(t) = e.message_type {
+            details.push(json!({ "type": "message-type", "valueString": t.as_str() }));
+        }
+        if !e.changed_fields.is_empty() {
+            details.push(json!({
+                "type": "minimisation-changed-fields",
+                "valueString": e.changed_fields.join(",")
+            }));
+        }
+        if !details.is_empty() {
+            entity["detail"] = Value::Array(details);
+        }
+        entities.push(entity);
+    }
+    if let Some(p) = &e.subject {
+        entities.push(json!({
+            "what": { "type": "Patient", "identifier": { "system": PSEUDONYM_SYSTEM, "value": p } },
+            "type": coding(ENTITY_TYPE, "1", "Person"),
+            "role": coding(OBJECT_ROLE, "1", "Patient")
+        }));
+    }
+    if let Some(c) = &e.consent_id {
+        entities.push(json!({
+            "what": { "type": "Consent", "identifier": { "system": CONSENT_ID_SYSTEM, "value": c } },
+            "type": coding(ENTITY_TYPE, "2", "System Object"),
+            "role": coding(OBJECT_ROLE, "4", "Domain Resource")
+        }));
+    }
+
+    let mut resource = Map::new();
+    resource.insert("resourceType".into(), json!("AuditEvent"));
+    resource.insert("id".into(), json!(format!("audit-{}", r.seq)));
+    resource.insert("type".into(), coding(DCM, code, display));
+    resource.insert("subtype".into(), Value::Array(subtype));
+    resource.insert("action".into(), json!(action));
+    resource.insert("recorded".into(), json!(instant(&r.time)));
+    resource.insert("outcome".into(), json!(outcome));
+    if let Some(reason) = &e.reason {
+        resource.insert("outcomeDesc".into(), json!(reason));
+    }
+    resource.insert("agent".into(), Value::Array(agents));
+    resource.insert(
+        "source".into(),
+        json!({
+            "site": observer,
+            "observer": organisation(observer),
+            "type": [coding(SOURCE_TYPE, "4", "Application Server")]
+        }),
+    );
+    if !entities.is_empty() {
+        resource.insert("entity".into(), Value::Array(entities));
+    }
+    Value::Object(resource)
+}
+
+fn bundle(entries: Vec<(String, Value)>) -> Value {
+    json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": instant(&Utc::now()),
+        "entry": entries
+            .into_iter()
+            .map(|(url, resource)| json!({ "fullUrl": url, "resource": resource }))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Audit records as a `Bundle` (type `collection`) of `AuditEvent`s.
+pub fn audit_bundle(records: &[AuditRecord], observer: &str) -> Value {
+    bundle(
+        records
+            .iter()
+            .map(|r| (urn_uuid(&r.hash), audit_event(r, observer)))
+            .collect(),
+    )
+}
+
+/// Whether `s` may be a FHIR resource id.
+fn fhir_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// One consent history as a FHIR R4 `Consent`.
+pub fn consent(h: &ConsentHistory) -> Value {
+    let status = match h.status.as_str() {
+        "active" | "not_yet_valid" => "active",
+        _ => "inactive",
+    };
+    let patient = match &h.subject {
+        Some(p) => {
+            json!({ "type": "Patient", "identifier": { "system": PSEUDONYM_SYSTEM, "value": p } })
+        }
+        None => json!({ "type": "Patient", "display": "child not named (pseudonym unavailable)" }),
+    };
+    let mut provision = json!({ "type": "permit" });
+    let mut period = Map::new();
+    if let Some(f) = &h.valid_from {
+        period.insert("start".into(), json!(f));
+    }
+    if let Some(u) = &h.valid_until {
+        period.insert("end".into(), json!(u));
+    }
+    if !period.is_empty() {
+        provision["period"] = Value::Object(period);
+    }
+    if let Some(r) = &h.recipient {
+        provision["actor"] = json!([{
+            "role": { "coding": [coding(
+                "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "IRCP", "information recipient")] },
+            "reference": organisation(r)
+        }]);
+    }
+    if !h.types.is_empty() {
+        provision["action"] = Value::Array(
+            h.types
+                .iter()
+                .map(|t| json!({ "coding": [{ "system": MESSAGE_TYPE_SYSTEM, "code": t }] }))
+                .collect(),
+        );
+    }
+    let mut c = json!({
+        "resourceType": "Consent",
+        "identifier": [{ "system": CONSENT_ID_SYSTEM, "value": h.consent_id }],
+        "status": status,
+        "scope": { "coding": [coding(
+            "http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent")] },
+        "category": [{ "coding": [coding("http://loinc.org", "59284-0", "Patient Consent")] }],
+        "patient": patient,
+        "policy": [{ "authority": "https://wetten.overheid.nl", "uri": "https://wetten.overheid.nl/BWBR0005290" }],
+        "provision": provision
+    });
+    if fhir_id(&h.consent_id) {
+        c["id"] = json!(h.consent_id);
+    }
+    if let Some(at) = h.events.first().and_then(|e| e.at.clone()) {
+        c["dateTime"] = json!(at);
+    }
+    c
+}
+
+/// Consent histories as a `Bundle` (type `collection`) of `Consent`s.
+pub fn consent_bundle(histories: &[ConsentHistory]) -> Value {
+    bundle(
+        histories
+            .iter()
+            .map(|h| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, h.consent_id.as_bytes());
+                (urn_uuid(&hex::encode(digest.as_ref())), consent(h))
+            })
+            .collect(),
+    )
+}
