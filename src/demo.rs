@@ -267,6 +267,29 @@ pub async fn run() -> Result<(), StartError> {
     practice.stop().await?;
     wijkteam.stop().await?;
     println!("    both stores closed with a signed audit checkpoint");
+
+    step(
+        &mut n,
+        "The practice's privacy officer reads the audit log of the stopped gateway",
+    );
+    let cfg = kit.practice_config.display().to_string();
+    println!("    $ wijkpoort audit --config practice.toml report --bsn {DEMO_BSN}");
+    let report = [
+        "--config",
+        &cfg,
+        "--user",
+        "demo-auditor",
+        "report",
+        "--bsn",
+        DEMO_BSN,
+    ];
+    if crate::audit::cli::run_words(report).await != 0 {
+        return Err(err("the audit report failed"));
+    }
+    println!("    $ wijkpoort audit --config practice.toml verify");
+    if crate::audit::cli::run_words(["--config", &cfg, "verify"]).await != 0 {
+        return Err(err("the audit log of the practice does not verify"));
+    }
     println!("\nDemo complete.");
     Ok(())
 }
