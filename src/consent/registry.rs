@@ -97,20 +97,6 @@ pub fn recipients_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<String>, Store
         .collect())
 }
 
-/// The peers (local names) that were sent messages under `consent_id`.
-pub fn recipients(store: &Store, consent_id: &str) -> Result<Vec<String>, StoreError> {
-    let prefix = key(&[consent_id.as_bytes(), b""]);
-    store
-        .tree(T::ConsentRecipients)
-        .scan_prefix(&prefix)
-        .map(|entry| {
-            entry
-                .map_err(StoreError::from)
-                .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-        })
-        .collect()
-}
-
 /// Does `state` cover a message of type `t` about `bsn` between this gateway and the
 /// peer `peer_identity`, in either direction? At the practice the consent was recorded
 /// here with the wijkteam as recipient; at the wijkteam it is the mirror, which must
