@@ -6,12 +6,12 @@
 //! # The data path
 //!
 //! ```text
-//! local API ─▶ send ─▶ outbox ─▶ relay ══mTLS══▶ listener ─▶ receive ─▶ inbox ─▶ local API
-//!  (server::   (validate,  (store,     (per peer,          (server::    (verify,       (store)
-//!   local_api)  sign)       commit)     retry)              listener)    check)
+//! local API ─▶ send ─────────────────────────────▶ outbox ─▶ relay ══mTLS══▶ listener ─▶ receive ──────────────────────▶ inbox ─▶ local API
+//!              validate, consent, minimise, sign    (commit)  (batches,        (server::   verify, validate, policy,   (commit)
+//!                                                             retry)            listener)  consent
 //! ```
 //!
-//! Every step commits its state change and its audit record together through the
+//! Every step commits its state change and its audit records together through the
 //! store's single commit point ([`store`]), which is on disk before anyone hears
 //! "accepted".
 //!
@@ -21,11 +21,16 @@
 //! - [`identity`]: who a certificate says its holder is; [`tls`]: rustls configs;
 //!   [`signing`]: ECDSA signatures on envelopes, receipts and checkpoints.
 //! - [`message`]: the envelope, the four message types, validation.
+//! - [`consent`]: records, the WGBO rules, derived state, the coverage check, and
+//!   [`consent::registry`] where consent events live in the store.
+//! - [`minimise`]: the data-minimisation policy and its actions.
 //! - [`send`] and [`receive`]: the two halves of the data path, each in its order.
 //! - [`outbox`], [`relay`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect.
-//! - [`audit`]: records, hash chain, checkpoints, pseudonyms; [`store`]: sled and the commit point.
+//! - [`audit`]: records, hash chain, checkpoints, pseudonyms, and the auditor's queries,
+//!   verification, FHIR export, online service and CLI; [`store`]: sled and the commit point.
 //! - [`gateway`]: starting and stopping the tasks; [`server`]: the HTTP faces.
-//! - [`pki`]: the development PKI; [`demo`]: the whole flow on one machine.
+//! - [`cli`]: the command line; [`client`]: a local API client; [`pki`] and [`devkit`]: the
+//!   development PKI and set-up; [`demo`] and [`mod@bench`]: the whole flow, shown and measured.
 
 #![forbid(unsafe_code)]
 
