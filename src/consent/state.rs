@@ -188,9 +188,10 @@ pub struct ConsentState {
 impl ConsentState {
     /// Folds the events of one consent, in log order, into its current state.
     ///
-    /// The first `Recorded` or `Mirrored` event establishes the consent; events before it
-    /// and events about another consent id are ignored, so passing a longer slice of the
-    /// log is harmless. A later `Recorded`/`Mirrored` with the same id does not change the
+    /// The first `Recorded` or `Mirrored` event establishes the consent; every other event
+    /// of the same id then applies, also one stored before it (a withdrawal that overtook
+    /// the mirror still stops the consent). Events about another consent id are ignored,
+    /// so passing a longer slice of the log is harmless. A later `Recorded`/`Mirrored` with the same id does not change the
     /// scope or period (consents are immutable), but a later summary that reports the
     /// consent withdrawn or expired is applied. Returns `None` when nothing establishes a
     /// consent.
@@ -200,10 +201,16 @@ impl ConsentState {
     /// appends an `UpdatedFromPeer`. The first withdrawal wins; repeats do not move its
     /// time. `Active` or `NotYetValid` from a peer never undo a withdrawal or expiry.
     pub fn from_events(events: &[ConsentEvent]) -> Option<ConsentState> {
-        let mut rest = events.iter();
-        let mut state = rest.by_ref().find_map(Self::establish)?;
-        for event in rest {
-            state.apply(event);
+        let (first, mut state) = events
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| Self::establish(e).map(|s| (i, s)))?;
+        // Every other event applies, also one stored before the consent was established:
+        // a withdrawal that overtook the mirror must still stop the consent.
+        for (i, event) in events.iter().enumerate() {
+            if i != first {
+                state.apply(event);
+            }
         }
         Some(state)
     }

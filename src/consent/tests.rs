@@ -622,9 +622,8 @@ fn withdrawal_is_final() {
 }
 
 #[test]
-fn events_of_other_consents_and_stray_events_are_ignored() {
+fn events_of_other_consents_are_ignored() {
     let events = [
-        withdrawn("c-1", "2026-02-01 12:00"), // before the record: not applicable
         recorded("c-1"),
         recorded("c-2"),
         withdrawn("c-2", "2026-04-01 12:00"),
@@ -637,6 +636,23 @@ fn events_of_other_consents_and_stray_events_are_ignored() {
         ConsentState::from_events(&[withdrawn("c-1", "2026-04-01 12:00")]),
         None
     );
+}
+
+/// Regression: a withdrawal stored before the event that establishes the consent (an
+/// update that overtook the mirror at the wijkteam) used to be ignored, so a mirror
+/// arriving after it came up active.
+#[test]
+fn a_withdrawal_stored_before_the_consent_was_established_still_stops_it() {
+    let events = [withdrawn("c-1", "2026-02-01 12:00"), recorded("c-1")];
+    let s = ConsentState::from_events(&events).unwrap();
+    assert_eq!(s.status_on(d("2026-05-01")), ConsentStatus::Withdrawn);
+    let overtaken = [
+        update(ConsentStatus::Withdrawn, "2026-02-01 12:00"),
+        mirrored(ConsentStatus::Active),
+    ];
+    let s = ConsentState::from_events(&overtaken).unwrap();
+    assert!(s.is_mirror());
+    assert_eq!(s.status_on(d("2026-05-01")), ConsentStatus::Withdrawn);
 }
 
 #[test]
