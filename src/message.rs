@@ -246,7 +246,7 @@ pub fn validate(env: &Envelope) -> Result<(), InvalidField> {
     if let Some(subject) = &env.subject {
         validate_subject(subject)?;
     }
-    check_lengths("body", &Value::Object(env.body.clone()))?;
+    check_lengths("body", &env.body)?;
     match env.message_type {
         MessageType::Referral => {
             require_bsn(env)?;
@@ -309,7 +309,7 @@ fn validate_subject(subject: &Map<String, Value>) -> Result<(), InvalidField> {
     if let Some(d) = subject.get("birth_date") {
         date("subject.birth_date", d)?;
     }
-    check_lengths("subject", &Value::Object(subject.clone()))
+    check_lengths("subject", subject)
 }
 
 fn require_bsn(env: &Envelope) -> Result<(), InvalidField> {
@@ -370,7 +370,7 @@ fn short(path: &str, s: &str) -> Result<(), InvalidField> {
 
 /// Every string in the tree is bounded; nesting is bounded so that a hostile body
 /// cannot make later tree walks expensive.
-fn check_lengths(path: &str, v: &Value) -> Result<(), InvalidField> {
+fn check_lengths(path: &str, fields: &Map<String, Value>) -> Result<(), InvalidField> {
     fn walk(path: &str, v: &Value, depth: usize) -> Result<(), InvalidField> {
         if depth > 8 {
             return Err(invalid(path, "nested deeper than 8 levels"));
@@ -389,7 +389,9 @@ fn check_lengths(path: &str, v: &Value) -> Result<(), InvalidField> {
             _ => Ok(()),
         }
     }
-    walk(path, v, 0)
+    fields
+        .iter()
+        .try_for_each(|(k, item)| walk(&format!("{path}.{k}"), item, 1))
 }
 
 /// A new message id: 16 random bytes, hex.
