@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use wijkpoort::audit::{Actor, AuditChain, AuditEvent, Event, Outcome};
+use wijkpoort::audit::{Actor, AuditChain, AuditEvent, Event, GroupIndex, Outcome};
 use wijkpoort::message::{self, Envelope, MessageType};
 use wijkpoort::pki::{Authority, LeafSpec};
 use wijkpoort::receipt::Receipt;
@@ -91,9 +91,11 @@ fn benches(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let mut writes = Vec::new();
+                let mut index = GroupIndex::default();
                 chain
-                    .append(black_box(event.clone()), &signer, &mut writes)
+                    .append(black_box(event.clone()), &signer, &mut writes, &mut index)
                     .unwrap();
+                index.write_into(&mut writes);
                 writes
             })
         },

@@ -31,7 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::oneshot;
 
-use crate::audit::{AuditChain, AuditEvent};
+use crate::audit::{AuditChain, AuditEvent, GroupIndex};
 use crate::signing::Signer;
 
 /// The trees of the store. Each is one concept; keys are documented where they are built.
@@ -50,11 +50,12 @@ pub enum T {
     Inbox,
     /// Audit records: sequence (BE) → record.
     Audit,
-    /// Audit index: subject pseudonym, sequence (BE) → ().
+    /// Audit index: subject pseudonym, first sequence (BE) → the run of sequences of one
+    /// commit group (format: [`crate::audit::GroupIndex`]).
     AuditBySubject,
-    /// Audit index: message id, 0, sequence (BE) → ().
+    /// Audit index: message id, 0, first sequence (BE) → run of sequences.
     AuditByMessage,
-    /// Audit index: unix millis (BE), sequence (BE) → ().
+    /// Audit index: unix millis (BE), first sequence (BE) → run of sequences.
     AuditByTime,
     /// Signed audit checkpoints: sequence (BE) → checkpoint.
     Checkpoints,
@@ -459,6 +460,7 @@ impl Committer {
         let mut writes: Vec<Write> = Vec::new();
         let mut finishers = Vec::with_capacity(group.len());
         let mut chain_error = None;
+        let mut index = GroupIndex::default();
         for job in group {
             let mut tx = Tx {
                 trees: &self.trees,
@@ -474,7 +476,10 @@ impl Committer {
                 ..
             } = tx;
             for event in audit {
-                if let Err(e) = self.chain.append(event, &self.signer, &mut writes) {
+                if let Err(e) = self
+                    .chain
+                    .append(event, &self.signer, &mut writes, &mut index)
+                {
                     chain_error = Some(e);
                 }
             }
@@ -484,6 +489,7 @@ impl Committer {
             }
             finishers.push(finish);
         }
+        index.write_into(&mut writes);
         let result = match chain_error {
             Some(e) => Err(e),
             None => self.apply(&writes).and_then(|()| self.commit_point()),

@@ -22,6 +22,8 @@
 //! - [`online`]: the auditor's mTLS client for those routes;
 //! - [`cli`]: `wijkpoort audit …`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use ring::{digest, hmac};
 use serde::{Deserialize, Serialize};
@@ -356,6 +358,78 @@ pub fn checkpoint_bytes(seq: u64, hash: &str, time: &DateTime<Utc>) -> Vec<u8> {
 
 type Writes = Vec<Write>;
 
+/// The index entries of one commit group.
+///
+/// Each index key names a child, a message or a millisecond, then a sequence number. A
+/// group commit holds many records about the same message (accepted, filtered, queued)
+/// and many in the same millisecond, so instead of one key per record the group writes
+/// one key per child, per message and per millisecond: the key carries the first
+/// sequence number of that run and the value lists all of them. Every sled key costs
+/// the committer a tree insert; this cuts the audit's share of them by more than half.
+///
+/// Value format: empty when the run is the key's own sequence number alone (which is
+/// also how stores written before grouping look), otherwise the sequence numbers as
+/// big-endian u64s, ascending, the first equal to the key's. [`index_run`] reads it.
+#[derive(Debug, Default)]
+pub struct GroupIndex {
+    by_subject: BTreeMap<String, Vec<u64>>,
+    by_message: BTreeMap<String, Vec<u64>>,
+    by_time: BTreeMap<u64, Vec<u64>>,
+}
+
+impl GroupIndex {
+    fn add(&mut self, rec: &AuditRecord) {
+        if let Some(p) = &rec.event.subject {
+            self.by_subject.entry(p.clone()).or_default().push(rec.seq);
+        }
+        if let Some(id) = &rec.event.message_id {
+            self.by_message.entry(id.clone()).or_default().push(rec.seq);
+        }
+        let millis = u64::try_from(rec.time.timestamp_millis()).unwrap_or(0);
+        self.by_time.entry(millis).or_default().push(rec.seq);
+    }
+
+    /// Adds the group's index keys to `writes`; call once, after the group's last append.
+    pub fn write_into(self, writes: &mut Writes) {
+        for (subject, seqs) in self.by_subject {
+            let k = [subject.as_bytes(), &be(seqs[0])].concat();
+            writes.push((T::AuditBySubject, k, Some(run_value(&seqs))));
+        }
+        for (id, seqs) in self.by_message {
+            let k = key(&[id.as_bytes(), &be(seqs[0])]);
+            writes.push((T::AuditByMessage, k, Some(run_value(&seqs))));
+        }
+        for (millis, seqs) in self.by_time {
+            let k = [be(millis), be(seqs[0])].concat();
+            writes.push((T::AuditByTime, k, Some(run_value(&seqs))));
+        }
+    }
+}
+
+fn run_value(seqs: &[u64]) -> Vec<u8> {
+    if seqs.len() == 1 {
+        return Vec::new();
+    }
+    seqs.iter().flat_map(|s| s.to_be_bytes()).collect()
+}
+
+/// The sequence numbers one index entry stands for, given the sequence number at the end
+/// of its key and its value. `None` if the value is malformed.
+pub fn index_run(key_seq: u64, value: &[u8]) -> Option<Vec<u64>> {
+    if value.is_empty() {
+        return Some(vec![key_seq]);
+    }
+    if value.len() % 8 != 0 {
+        return None;
+    }
+    let seqs: Vec<u64> = value
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+        .collect();
+    let ascending = seqs.windows(2).all(|w| w[0] < w[1]);
+    (seqs.first() == Some(&key_seq) && ascending).then_some(seqs)
+}
+
 /// The committer's view of the chain's head.
 pub struct AuditChain {
     next_seq: u64,
@@ -392,12 +466,14 @@ impl AuditChain {
         }
     }
 
-    /// Seals `event` as the next record and adds its writes (record and indexes).
+    /// Seals `event` as the next record, adds its write, and notes it in `index`, which
+    /// the committer writes once for the whole group (see [`GroupIndex`]).
     pub fn append(
         &mut self,
         event: AuditEvent,
         signer: &Signer,
         writes: &mut Writes,
+        index: &mut GroupIndex,
     ) -> Result<(), StoreError> {
         let seq = self.next_seq;
         let time = Utc::now();
@@ -412,26 +488,7 @@ impl AuditChain {
         let bytes = serde_json::to_vec(&rec)
             .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?;
         writes.push((T::Audit, be(seq).to_vec(), Some(bytes)));
-        if let Some(p) = &rec.event.subject {
-            writes.push((
-                T::AuditBySubject,
-                [p.as_bytes(), &be(seq)].concat(),
-                Some(Vec::new()),
-            ));
-        }
-        if let Some(id) = &rec.event.message_id {
-            writes.push((
-                T::AuditByMessage,
-                key(&[id.as_bytes(), &be(seq)]),
-                Some(Vec::new()),
-            ));
-        }
-        let millis = u64::try_from(time.timestamp_millis()).unwrap_or(0);
-        writes.push((
-            T::AuditByTime,
-            [be(millis), be(seq)].concat(),
-            Some(Vec::new()),
-        ));
+        index.add(&rec);
         self.last_hash = hash;
         self.next_seq = seq + 1;
         if seq - self.last_checkpoint >= CHECKPOINT_EVERY {

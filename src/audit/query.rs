@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Actor, AuditError, AuditRecord, AuditTrees, Event, Outcome, Pseudonymiser};
+use super::{index_run, Actor, AuditError, AuditRecord, AuditTrees, Event, Outcome, Pseudonymiser};
 use crate::message::{Bsn, MessageType};
 use crate::store::{be, T};
 
@@ -145,6 +145,26 @@ pub fn read_record(
     })
 }
 
+/// The sequence numbers of one index entry whose key ends in a sequence number (BE).
+fn entry_seqs(
+    key: &[u8],
+    value: &[u8],
+    name: &'static str,
+) -> Box<dyn Iterator<Item = Result<u64, AuditError>>> {
+    let run = key
+        .len()
+        .checked_sub(8)
+        .and_then(|at| key[at..].try_into().ok())
+        .map(u64::from_be_bytes)
+        .and_then(|first| index_run(first, value));
+    match run {
+        Some(seqs) => Box::new(seqs.into_iter().map(Ok)),
+        None => Box::new(std::iter::once(Err(AuditError::MalformedKey {
+            tree: name,
+        }))),
+    }
+}
+
 /// Sequence numbers under `prefix` whose key is `prefix ++ seq BE` exactly.
 fn suffix_seqs<'a>(
     tree: &sled::Tree,
@@ -154,14 +174,11 @@ fn suffix_seqs<'a>(
     let len = prefix.len();
     Box::new(
         tree.scan_prefix(&prefix)
-            .filter_map(move |item| match item {
-                Err(e) => Some(Err(AuditError::from(e))),
-                // A longer key with the same prefix belongs to another id (ids differ in length).
-                Ok((k, _)) if k.len() != len + 8 => None,
-                Ok((k, _)) => match k[len..].try_into() {
-                    Ok(b) => Some(Ok(u64::from_be_bytes(b))),
-                    Err(_) => Some(Err(AuditError::MalformedKey { tree: name })),
-                },
+            // A longer key with the same prefix belongs to another id (ids differ in length).
+            .filter(move |item| !matches!(item, Ok((k, _)) if k.len() != len + 8))
+            .flat_map(move |item| match item {
+                Err(e) => Box::new(std::iter::once(Err(AuditError::from(e)))),
+                Ok((k, v)) => entry_seqs(&k, &v, name),
             }),
     )
 }
@@ -197,18 +214,18 @@ fn time_seqs<'a>(
 ) -> Box<dyn Iterator<Item = Result<u64, AuditError>> + 'a> {
     let start = [be(from.map_or(0, millis)), be(0)].concat();
     let end = [be(to.map_or(u64::MAX, millis)), be(0)].concat();
-    Box::new(trees.tree(T::AuditByTime).range(start..end).map(|item| {
-        match item {
-            Err(e) => Err(AuditError::from(e)),
-            Ok((k, _)) => k
-                .get(8..16)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or(AuditError::MalformedKey {
+    Box::new(
+        trees
+            .tree(T::AuditByTime)
+            .range(start..end)
+            .flat_map(|item| match item {
+                Err(e) => Box::new(std::iter::once(Err(AuditError::from(e)))),
+                Ok((k, v)) if k.len() == 16 => entry_seqs(&k, &v, "audit_by_time"),
+                Ok(_) => Box::new(std::iter::once(Err(AuditError::MalformedKey {
                     tree: "audit_by_time",
-                }),
-        }
-    }))
+                }))),
+            }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

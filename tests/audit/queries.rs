@@ -660,3 +660,106 @@ async fn an_offline_read_of_another_gateways_store_is_not_written_to_it() {
         stderr(&out)
     );
 }
+
+/// Records committed in one group share index entries (one per child, message and
+/// millisecond); each must still be found, exactly, by every index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_committed_together_are_each_found_by_child_message_and_period() {
+    use wijkpoort::audit::query::{records, RecordQuery};
+
+    let mut s = Setup::new().await;
+    let gw = s.start_practice().await;
+    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A)));
+    let pb = gw.gateway.pseudonym(Some(&bsn(BSN_B)));
+    let before = last_record(&gw).seq;
+    let from = chrono::Utc::now();
+    let events = vec![
+        user_event(
+            "dr.jansen",
+            Event::MessageAccepted,
+            pa.clone(),
+            Some("msg-a"),
+        ),
+        user_event(
+            "dr.jansen",
+            Event::MessageAccepted,
+            pb.clone(),
+            Some("msg-b"),
+        ),
+        user_event("dr.jansen", Event::MessageQueued, pa.clone(), Some("msg-a")),
+        user_event("dr.jansen", Event::ConsentRecorded, None, None),
+        user_event("dr.jansen", Event::MessageQueued, pb.clone(), Some("msg-b")),
+        user_event("dr.jansen", Event::MessageSent, pa.clone(), Some("msg-a")),
+    ];
+    gw.gateway.store.commit_audit(events).await.unwrap();
+    let seq = |i: u64| before + i;
+    let found = |q: RecordQuery| -> Vec<u64> {
+        let page = records(&gw.gateway.store, &q).unwrap();
+        page.records.iter().map(|r| r.seq).collect()
+    };
+
+    let by_child = |p: &Option<String>| RecordQuery {
+        subject: p.clone(),
+        ..Default::default()
+    };
+    assert_eq!(found(by_child(&pa)), vec![seq(1), seq(3), seq(6)]);
+    assert_eq!(found(by_child(&pb)), vec![seq(2), seq(5)]);
+    let by_message = |id: &str| RecordQuery {
+        message_id: Some(id.into()),
+        ..Default::default()
+    };
+    assert_eq!(found(by_message("msg-a")), vec![seq(1), seq(3), seq(6)]);
+    assert_eq!(found(by_message("msg-b")), vec![seq(2), seq(5)]);
+    let period = RecordQuery {
+        from: Some(from),
+        ..Default::default()
+    };
+    assert_eq!(found(period), (1..=6).map(seq).collect::<Vec<_>>());
+    gw.stop().await.unwrap();
+}
+
+/// An index entry whose run of sequence numbers is damaged is reported, not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_index_entry_is_reported_as_malformed() {
+    use wijkpoort::audit::query::{records, RecordQuery};
+    use wijkpoort::audit::AuditError;
+
+    let mut s = Setup::new().await;
+    let gw = s.start_practice().await;
+    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A)));
+    let events = vec![
+        user_event(
+            "dr.jansen",
+            Event::MessageAccepted,
+            pa.clone(),
+            Some("msg-a"),
+        ),
+        user_event("dr.jansen", Event::MessageQueued, pa.clone(), Some("msg-a")),
+    ];
+    gw.gateway.store.commit_audit(events).await.unwrap();
+    gw.stop().await.unwrap();
+
+    let raw = Raw::open(&s.practice_store());
+    let index = raw.db.open_tree("audit_by_subject").unwrap();
+    let key = index
+        .scan_prefix(pa.as_deref().unwrap().as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .0;
+    index.insert(&key, vec![1u8, 2, 3]).unwrap();
+    raw.db.flush().unwrap();
+    drop((index, raw));
+
+    let store = retry_open(|| wijkpoort::store::Store::open_read_only(&s.practice_store()));
+    let q = RecordQuery {
+        subject: pa,
+        ..Default::default()
+    };
+    assert!(matches!(
+        records(&store, &q),
+        Err(AuditError::MalformedKey {
+            tree: "audit_by_subject"
+        })
+    ));
+}
