@@ -28,7 +28,8 @@
 //! - [`outbox`], [`relay`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect.
 //! - [`audit`]: records, hash chain, checkpoints, pseudonyms, and the auditor's queries,
 //!   verification, FHIR export, online service and CLI; [`store`]: sled and the commit point.
-//! - [`gateway`]: starting and stopping the tasks; [`server`]: the HTTP faces.
+//! - [`gateway`]: starting and stopping the tasks; [`server`]: the HTTP faces;
+//!   [`cpu`]: a batch's signature checks spread over the cores.
 //! - [`cli`]: the command line; [`client`]: a local API client; [`pki`] and [`devkit`]: the
 //!   development PKI and set-up; [`demo`] and [`mod@bench`]: the whole flow, shown and measured.
 
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consent;
+pub mod cpu;
 pub mod demo;
 pub mod devkit;
 pub mod error;

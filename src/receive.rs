@@ -89,50 +89,14 @@ pub async fn relay_batch(
     caller: &Caller,
     items: Vec<Relayed>,
 ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
-    let mut steps = Vec::with_capacity(items.len());
-    for item in items {
-        let mut about: Option<(String, MessageType)> = None;
-        let step = check(
-            gw,
-            caller,
-            item.signature.as_deref(),
-            &item.envelope,
-            &mut about,
-        )
-        .and_then(|(envelope, effect)| {
-            let receipt = Receipt::issue(
-                &envelope.id,
-                &item.envelope,
-                &gw.config.identity,
-                &gw.config.signer,
-            )
-            .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
-            Ok(Step::Store(Box::new(Checked {
-                hash: receipt.stored_hash.clone(),
-                received: ReceivedMessage {
-                    id: envelope.id.clone(),
-                    message_type: envelope.message_type,
-                    from: envelope.from.clone(),
-                    envelope: String::from_utf8_lossy(&item.envelope).into_owned(),
-                    signature: item.signature.clone().unwrap_or_default(),
-                    received_at: receipt.received_at,
-                    receipt,
-                    acknowledged_at: None,
-                    acknowledged_by: None,
-                    subject: gw.pseudonym(envelope.bsn().as_ref()),
-                    consent_id: envelope.consent_id().map(str::to_string),
-                    inbox_key: None,
-                },
-                effect,
-            })))
-        })
-        .unwrap_or_else(|refusal| {
-            let event = refusal_event(gw, caller, &refusal, about.as_ref());
-            tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
-            Step::Refuse(Box::new((refusal, event)))
-        });
-        steps.push(step);
-    }
+    // Each message is checked on its own; the signature checks are spread over the cores.
+    let steps = {
+        let gw = gw.clone();
+        let caller = Arc::new(caller.clone());
+        crate::cpu::map_batch(items, move |item| check_item(&gw, &caller, item))
+            .await
+            .map_err(|e| Refusal::new(500, "internal", format!("checking the batch failed: {e}")))?
+    };
     let actor = caller.actor();
     let org = gw.config.identity.clone();
     let results = gw
@@ -156,6 +120,51 @@ pub async fn relay_batch(
         tracing::info!(message_id = %r.message_id, "message received");
     }
     Ok(results)
+}
+
+/// Checks one relayed message and, if it passes, signs its receipt; a refusal comes with
+/// its audit record.
+fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> Step {
+    let mut about: Option<(String, MessageType)> = None;
+    check(
+        gw,
+        caller,
+        item.signature.as_deref(),
+        &item.envelope,
+        &mut about,
+    )
+    .and_then(|(envelope, effect)| {
+        let receipt = Receipt::issue(
+            &envelope.id,
+            &item.envelope,
+            &gw.config.identity,
+            &gw.config.signer,
+        )
+        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
+        Ok(Step::Store(Box::new(Checked {
+            hash: receipt.stored_hash.clone(),
+            received: ReceivedMessage {
+                id: envelope.id.clone(),
+                message_type: envelope.message_type,
+                from: envelope.from.clone(),
+                envelope: String::from_utf8_lossy(&item.envelope).into_owned(),
+                signature: item.signature.clone().unwrap_or_default(),
+                received_at: receipt.received_at,
+                receipt,
+                acknowledged_at: None,
+                acknowledged_by: None,
+                subject: gw.pseudonym(envelope.bsn().as_ref()),
+                consent_id: envelope.consent_id().map(str::to_string),
+                inbox_key: None,
+            },
+            effect,
+        })))
+    })
+    .unwrap_or_else(|refusal| {
+        let event = refusal_event(gw, caller, &refusal, about.as_ref());
+        tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
+        Step::Refuse(Box::new((refusal, event)))
+    })
 }
 
 fn refusal_event(

@@ -417,37 +417,52 @@ async fn deliver(
             msgs.len()
         ));
     }
-    Ok(msgs
+    // Each receipt's signature is checked on its own; the checks are spread over the cores.
+    let peer_cert: Arc<[u8]> = c.peer_cert.clone().into();
+    let peer_name = peer.name.clone();
+    let answered: Vec<(String, String, ItemAnswer)> = msgs
         .iter()
         .zip(answer.results)
-        .map(|(m, a)| match (a.receipt, a.refusal) {
-            (Some(receipt), _) => receipt
-                .verify(&m.id, m.envelope.as_bytes(), &c.peer_cert)
-                .map(|()| receipt)
-                .map_err(|e| {
-                    Failure::Transient(format!("{} sent an invalid receipt: {e}", peer.name))
-                }),
-            (None, Some(refusal)) => {
-                let status = a.status.unwrap_or(422);
-                let text = explain(refusal.to_string().as_bytes());
-                if (400..500).contains(&status) && status != 408 && status != 429 {
-                    Err(Failure::Refused(format!(
-                        "refused by {} ({status}): {text}",
-                        peer.name
-                    )))
-                } else {
-                    Err(Failure::Transient(format!(
-                        "{} answered {status}: {text}",
-                        peer.name
-                    )))
-                }
+        .map(|(m, a)| (m.id.clone(), m.envelope.clone(), a))
+        .collect();
+    crate::cpu::map_batch(answered, move |(id, envelope, a)| {
+        outcome(&peer_name, &peer_cert, &id, &envelope, a)
+    })
+    .await
+    .map_err(|e| format!("checking the receipts failed: {e}"))
+}
+
+/// What the peer's answer for one message means: a receipt that verifies against the
+/// peer's certificate, a refusal, or something to retry.
+fn outcome(
+    peer: &str,
+    peer_cert: &[u8],
+    id: &str,
+    envelope: &str,
+    a: ItemAnswer,
+) -> Result<Receipt, Failure> {
+    match (a.receipt, a.refusal) {
+        (Some(receipt), _) => receipt
+            .verify(id, envelope.as_bytes(), peer_cert)
+            .map(|()| receipt)
+            .map_err(|e| Failure::Transient(format!("{peer} sent an invalid receipt: {e}"))),
+        (None, Some(refusal)) => {
+            let status = a.status.unwrap_or(422);
+            let text = explain(refusal.to_string().as_bytes());
+            if (400..500).contains(&status) && status != 408 && status != 429 {
+                Err(Failure::Refused(format!(
+                    "refused by {peer} ({status}): {text}"
+                )))
+            } else {
+                Err(Failure::Transient(format!(
+                    "{peer} answered {status}: {text}"
+                )))
             }
-            (None, None) => Err(Failure::Transient(format!(
-                "{} gave no answer for {}",
-                peer.name, m.id
-            ))),
-        })
-        .collect())
+        }
+        (None, None) => Err(Failure::Transient(format!(
+            "{peer} gave no answer for {id}"
+        ))),
+    }
 }
 
 /// `code: message` from a refusal body, or a short note.
