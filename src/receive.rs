@@ -74,29 +74,39 @@ enum Step {
     Refuse(Box<(Refusal, AuditEvent)>),
 }
 
-/// A message that passed every check, with its receipt already signed.
+/// A message that passed every check, with its receipt signed.
 struct Checked {
     received: ReceivedMessage,
     effect: ConsentEffect,
     hash: String,
 }
 
+/// A message that passed every check, before the batch's receipts are signed.
+struct Passed {
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    signature: String,
+    effect: ConsentEffect,
+}
+
 /// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is checked
-/// on its own, then all of them — stored messages and audited refusals — are committed
-/// together, and each gets its own answer, in order.
+/// on its own, the receipts of those that passed are signed together (one signature,
+/// see [`crate::receipt`]), then all of them — stored messages and audited refusals —
+/// are committed together, and each gets its own answer, in order.
 pub async fn relay_batch(
     gw: &Arc<Gateway>,
     caller: &Caller,
     items: Vec<Relayed>,
 ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
     // Each message is checked on its own; the signature checks are spread over the cores.
-    let steps = {
+    let checked = {
         let gw = gw.clone();
         let caller = Arc::new(caller.clone());
         crate::cpu::map_batch(items, move |item| check_item(&gw, &caller, item))
             .await
             .map_err(|e| Refusal::new(500, "internal", format!("checking the batch failed: {e}")))?
     };
+    let steps = with_receipts(gw, checked)?;
     let actor = caller.actor();
     let org = gw.config.identity.clone();
     let results = gw
@@ -122,49 +132,81 @@ pub async fn relay_batch(
     Ok(results)
 }
 
-/// Checks one relayed message and, if it passes, signs its receipt; a refusal comes with
-/// its audit record.
-fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> Step {
+type CheckResult = Result<Box<Passed>, Box<(Refusal, AuditEvent)>>;
+
+/// Checks one relayed message; a refusal comes with its audit record.
+fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> CheckResult {
     let mut about: Option<(String, MessageType)> = None;
-    check(
+    match check(
         gw,
         caller,
         item.signature.as_deref(),
         &item.envelope,
         &mut about,
-    )
-    .and_then(|(envelope, effect)| {
-        let receipt = Receipt::issue(
-            &envelope.id,
-            &item.envelope,
-            &gw.config.identity,
-            &gw.config.signer,
-        )
-        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
-        Ok(Step::Store(Box::new(Checked {
+    ) {
+        Ok((envelope, effect)) => Ok(Box::new(Passed {
+            envelope,
+            bytes: item.envelope,
+            signature: item.signature.unwrap_or_default(),
+            effect,
+        })),
+        Err(refusal) => {
+            let event = refusal_event(gw, caller, &refusal, about.as_ref());
+            tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
+            Err(Box::new((refusal, event)))
+        }
+    }
+}
+
+/// Signs the receipts of every message that passed, with one signature for the batch,
+/// and turns each into what the commit stores.
+fn with_receipts(gw: &Gateway, checked: Vec<CheckResult>) -> Result<Vec<Step>, Refusal> {
+    let stored: Vec<(&str, &[u8])> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|p| (p.envelope.id.as_str(), p.bytes.as_slice()))
+        .collect();
+    let mut receipts = Receipt::issue_batch(&stored, &gw.config.identity, &gw.config.signer)
+        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?
+        .into_iter();
+    let mut steps = Vec::with_capacity(checked.len());
+    for c in checked {
+        let passed = match c {
+            Ok(passed) => *passed,
+            Err(refused) => {
+                steps.push(Step::Refuse(refused));
+                continue;
+            }
+        };
+        let receipt = receipts
+            .next()
+            .ok_or_else(|| Refusal::new(500, "internal", "a receipt is missing"))?;
+        let Passed {
+            envelope,
+            bytes,
+            signature,
+            effect,
+        } = passed;
+        steps.push(Step::Store(Box::new(Checked {
             hash: receipt.stored_hash.clone(),
             received: ReceivedMessage {
-                id: envelope.id.clone(),
+                subject: gw.pseudonym(envelope.bsn().as_ref()),
+                consent_id: envelope.consent_id().map(str::to_string),
+                id: envelope.id,
                 message_type: envelope.message_type,
-                from: envelope.from.clone(),
-                envelope: String::from_utf8_lossy(&item.envelope).into_owned(),
-                signature: item.signature.clone().unwrap_or_default(),
+                from: envelope.from,
+                envelope: String::from_utf8_lossy(&bytes).into_owned(),
+                signature,
                 received_at: receipt.received_at,
                 receipt,
                 acknowledged_at: None,
                 acknowledged_by: None,
-                subject: gw.pseudonym(envelope.bsn().as_ref()),
-                consent_id: envelope.consent_id().map(str::to_string),
                 inbox_key: None,
             },
             effect,
-        })))
-    })
-    .unwrap_or_else(|refusal| {
-        let event = refusal_event(gw, caller, &refusal, about.as_ref());
-        tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
-        Step::Refuse(Box::new((refusal, event)))
-    })
+        })));
+    }
+    Ok(steps)
 }
 
 fn refusal_event(

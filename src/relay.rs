@@ -30,7 +30,7 @@ use crate::consent::registry;
 use crate::gateway::Gateway;
 use crate::message::{Bsn, Envelope};
 use crate::outbox::{self, SentMessage, Status};
-use crate::receipt::Receipt;
+use crate::receipt::{verify_statement, Receipt};
 
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -417,35 +417,56 @@ async fn deliver(
             msgs.len()
         ));
     }
-    // Each receipt's signature is checked on its own; the checks are spread over the cores.
+    // Each receipt must be for exactly the message sent; the receipts of one batch share
+    // one signed statement (see crate::receipt), so each statement's signature is checked
+    // once, the distinct ones spread over the cores.
+    let mut statements: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut outcomes = Vec::with_capacity(msgs.len());
+    for (m, a) in msgs.iter().zip(answer.results) {
+        let o = outcome(&peer.name, m, a);
+        if let Ok((receipt, statement)) = &o {
+            if !statements
+                .iter()
+                .any(|(st, sig)| st == statement && *sig == receipt.signature)
+            {
+                statements.push((statement.clone(), receipt.signature.clone()));
+            }
+        }
+        outcomes.push(o);
+    }
     let peer_cert: Arc<[u8]> = c.peer_cert.clone().into();
-    let peer_name = peer.name.clone();
-    let answered: Vec<(String, String, ItemAnswer)> = msgs
-        .iter()
-        .zip(answer.results)
-        .map(|(m, a)| (m.id.clone(), m.envelope.clone(), a))
-        .collect();
-    crate::cpu::map_batch(answered, move |(id, envelope, a)| {
-        outcome(&peer_name, &peer_cert, &id, &envelope, a)
+    let checked = crate::cpu::map_batch(statements, move |(statement, signature)| {
+        let valid = verify_statement(&statement, &signature, &peer_cert);
+        (statement, signature, valid)
     })
     .await
-    .map_err(|e| format!("checking the receipts failed: {e}"))
+    .map_err(|e| format!("checking the receipts failed: {e}"))?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            let (receipt, statement) = o?;
+            let (_, _, valid) = checked
+                .iter()
+                .find(|(st, sig, _)| *st == statement && *sig == receipt.signature)
+                .ok_or_else(|| Failure::Transient("a receipt was not checked".into()))?;
+            valid.clone().map(|()| receipt).map_err(|e| {
+                Failure::Transient(format!("{} sent an invalid receipt: {e}", peer.name))
+            })
+        })
+        .collect())
 }
 
-/// What the peer's answer for one message means: a receipt that verifies against the
-/// peer's certificate, a refusal, or something to retry.
-fn outcome(
-    peer: &str,
-    peer_cert: &[u8],
-    id: &str,
-    envelope: &str,
-    a: ItemAnswer,
-) -> Result<Receipt, Failure> {
+/// What the peer's answer for one message means: a receipt for exactly this message,
+/// with the statement its signature must cover (checked by the caller); a refusal; or
+/// something to retry.
+fn outcome(peer: &str, m: &SentMessage, a: ItemAnswer) -> Result<(Receipt, Vec<u8>), Failure> {
     match (a.receipt, a.refusal) {
-        (Some(receipt), _) => receipt
-            .verify(id, envelope.as_bytes(), peer_cert)
-            .map(|()| receipt)
-            .map_err(|e| Failure::Transient(format!("{peer} sent an invalid receipt: {e}"))),
+        (Some(receipt), _) => match receipt.statement_for(&m.id, m.envelope.as_bytes()) {
+            Ok(statement) => Ok((receipt, statement)),
+            Err(e) => Err(Failure::Transient(format!(
+                "{peer} sent an invalid receipt: {e}"
+            ))),
+        },
         (None, Some(refusal)) => {
             let status = a.status.unwrap_or(422);
             let text = explain(refusal.to_string().as_bytes());
@@ -460,7 +481,8 @@ fn outcome(
             }
         }
         (None, None) => Err(Failure::Transient(format!(
-            "{peer} gave no answer for {id}"
+            "{peer} gave no answer for {}",
+            m.id
         ))),
     }
 }

@@ -192,3 +192,48 @@ async fn a_different_message_reusing_a_received_id_is_refused_and_the_first_is_k
 
     wijkteam.stop().await.unwrap();
 }
+
+/// Messages that wait for the wijkteam go out as one batch and come back with one
+/// signature for the batch; each receipt still proves its own message, and only that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_answered_with_one_signature_and_each_receipt_proves_only_its_message() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam); // its port refuses connections until it starts
+    let practice = setup.start(Role::Practice).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let ids = submit_referrals(&mut his, 7).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+
+    let wijkteam_cert = setup.credentials(Role::Wijkteam).cert_der();
+    let mut receipts = Vec::new();
+    for id in &ids {
+        let delivered = wait_delivered(&mut his, id).await;
+        let receipt: Receipt = serde_json::from_value(delivered["receipt"].clone()).unwrap();
+        let sent = wijkpoort::outbox::get(&practice.gateway.store, id)
+            .unwrap()
+            .unwrap();
+        receipt
+            .verify(id, sent.envelope.as_bytes(), &wijkteam_cert)
+            .unwrap();
+        receipts.push((receipt, sent));
+    }
+    let batch = receipts[0].0.batch.clone().expect("a batch receipt");
+    assert_eq!(batch.size, 7, "all seven went in one batch");
+    assert!(receipts.iter().all(|(r, _)| r.signature == receipts[0].0.signature));
+
+    // Another message's receipt, path and all, does not prove this message.
+    let (first, first_sent) = &receipts[0];
+    let (second, _) = &receipts[1];
+    assert!(second
+        .verify(&first.message_id, first_sent.envelope.as_bytes(), &wijkteam_cert)
+        .is_err());
+    let mut forged = second.clone();
+    forged.message_id = first.message_id.clone();
+    forged.stored_hash = first.stored_hash.clone();
+    assert!(forged
+        .verify(&first.message_id, first_sent.envelope.as_bytes(), &wijkteam_cert)
+        .is_err());
+
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
