@@ -10,7 +10,7 @@ use serde_json::json;
 use wijkpoort::audit::{Actor, AuditChain, AuditEvent, Event, GroupIndex, Outcome};
 use wijkpoort::message::{self, Envelope, MessageType};
 use wijkpoort::pki::{Authority, LeafSpec};
-use wijkpoort::receipt::Receipt;
+use wijkpoort::receipt::{self, Receipt};
 use wijkpoort::signing::{self, Signer};
 
 fn envelope_bytes() -> Vec<u8> {
@@ -62,13 +62,35 @@ fn benches(c: &mut Criterion) {
             signing::verify(black_box(&cert), black_box(&bytes), black_box(&signature)).unwrap()
         })
     });
-    c.bench_function("receipt issue + verify", |b| {
+    c.bench_function("receipt issue + verify (a batch of one)", |b| {
         b.iter(|| {
             let r = Receipt::issue("msg-1", black_box(&bytes), "00000001003214345000", &signer)
                 .unwrap();
             r.verify("msg-1", &bytes, &cert).unwrap();
         })
     });
+    // What a full relay batch costs: one signature, 256 paths, the signature checked once
+    // (as the relay does: receipts of one batch share their signed statement).
+    let ids: Vec<String> = (0..256).map(|i| format!("msg-{i:04}")).collect();
+    let stored: Vec<(&str, &[u8])> = ids.iter().map(|id| (id.as_str(), &bytes[..])).collect();
+    c.bench_function(
+        "receipts for a batch of 256: issue + verify, whole batch",
+        |b| {
+            b.iter(|| {
+                let receipts =
+                    Receipt::issue_batch(black_box(&stored), "00000001003214345000", &signer)
+                        .unwrap();
+                let mut checked: Option<Vec<u8>> = None;
+                for (r, id) in receipts.iter().zip(&ids) {
+                    let statement = r.statement_for(id, &bytes).unwrap();
+                    if checked.as_ref() != Some(&statement) {
+                        receipt::verify_statement(&statement, &r.signature, &cert).unwrap();
+                        checked = Some(statement);
+                    }
+                }
+            })
+        },
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();

@@ -219,19 +219,29 @@ async fn a_batch_is_answered_with_one_signature_and_each_receipt_proves_only_its
     }
     let batch = receipts[0].0.batch.clone().expect("a batch receipt");
     assert_eq!(batch.size, 7, "all seven went in one batch");
-    assert!(receipts.iter().all(|(r, _)| r.signature == receipts[0].0.signature));
+    assert!(receipts
+        .iter()
+        .all(|(r, _)| r.signature == receipts[0].0.signature));
 
     // Another message's receipt, path and all, does not prove this message.
     let (first, first_sent) = &receipts[0];
     let (second, _) = &receipts[1];
     assert!(second
-        .verify(&first.message_id, first_sent.envelope.as_bytes(), &wijkteam_cert)
+        .verify(
+            &first.message_id,
+            first_sent.envelope.as_bytes(),
+            &wijkteam_cert
+        )
         .is_err());
     let mut forged = second.clone();
     forged.message_id = first.message_id.clone();
     forged.stored_hash = first.stored_hash.clone();
     assert!(forged
-        .verify(&first.message_id, first_sent.envelope.as_bytes(), &wijkteam_cert)
+        .verify(
+            &first.message_id,
+            first_sent.envelope.as_bytes(),
+            &wijkteam_cert
+        )
         .is_err());
 
     practice.stop().await.unwrap();
