@@ -7,6 +7,8 @@
 //! (consent id, 0, peer name) remembers which peers were sent messages under a consent,
 //! so that a withdrawal reaches each of them.
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
 
 use super::{check_covers, check_covers_at_recipient, ConsentEvent, ConsentRefusal, ConsentState};
@@ -34,31 +36,95 @@ pub fn append(tx: &mut Tx<'_>, pseudonym: &str, event: &ConsentEvent) -> Result<
 
 /// A consent's events as a job sees them (including earlier jobs of its group).
 pub fn events_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<ConsentEvent>, StoreError> {
-    tx.scan_prefix(T::ConsentEvents, &key(&[consent_id.as_bytes(), b""]))?
+    raw_events_in(tx, consent_id)?
         .iter()
-        .map(|(_, v)| decode(v))
+        .map(|v| decode(v))
         .collect()
 }
 
+fn raw_events_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(tx
+        .scan_prefix(T::ConsentEvents, &key(&[consent_id.as_bytes(), b""]))?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// A consent's state as a job sees it.
 pub fn state_in(tx: &Tx<'_>, consent_id: &str) -> Result<Option<ConsentState>, StoreError> {
-    Ok(ConsentState::from_events(&events_in(tx, consent_id)?))
+    derived_state(consent_id, raw_events_in(tx, consent_id)?)
 }
 
 /// A consent's events as committed.
 pub fn events(store: &Store, consent_id: &str) -> Result<Vec<ConsentEvent>, StoreError> {
-    store
-        .tree(T::ConsentEvents)
-        .scan_prefix(key(&[consent_id.as_bytes(), b""]))
-        .map(|entry| {
-            entry
-                .map_err(StoreError::from)
-                .and_then(|(_, v)| decode(&v))
-        })
+    raw_events(store, consent_id)?
+        .iter()
+        .map(|v| decode(v))
         .collect()
 }
 
+fn raw_events(store: &Store, consent_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    store
+        .tree(T::ConsentEvents)
+        .scan_prefix(key(&[consent_id.as_bytes(), b""]))
+        .map(|entry| entry.map(|(_, v)| v.to_vec()).map_err(StoreError::from))
+        .collect()
+}
+
+/// A consent's state as committed.
 pub fn state(store: &Store, consent_id: &str) -> Result<Option<ConsentState>, StoreError> {
-    Ok(ConsentState::from_events(&events(store, consent_id)?))
+    derived_state(consent_id, raw_events(store, consent_id)?)
+}
+
+/// States already folded from their events, keyed by consent id.
+///
+/// Every message is checked against its consent three times (on submit, inside the
+/// commit that queues it, before it is sent), and decoding the JSON events each time was
+/// a tenth of the practice's CPU under load. A state is a pure function of the bytes of
+/// its events, so an entry is used only when the events just read are byte for byte the
+/// ones it was folded from: a consent that gained an event (a withdrawal, an update) is
+/// folded afresh, and there is nothing to invalidate. The cache is shared by every store
+/// in the process, which is safe for the same reason.
+static DERIVED: std::sync::Mutex<Option<HashMap<String, Derived>>> = std::sync::Mutex::new(None);
+
+/// Entries kept at most; past this the cache starts over.
+const DERIVED_MAX: usize = 4096;
+
+struct Derived {
+    events: Vec<Vec<u8>>,
+    state: Option<ConsentState>,
+}
+
+fn derived_state(
+    consent_id: &str,
+    events: Vec<Vec<u8>>,
+) -> Result<Option<ConsentState>, StoreError> {
+    if let Ok(cache) = DERIVED.lock() {
+        if let Some(hit) = cache.as_ref().and_then(|c| c.get(consent_id)) {
+            if hit.events == events {
+                return Ok(hit.state.clone());
+            }
+        }
+    }
+    let decoded = events
+        .iter()
+        .map(|v| decode(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let state = ConsentState::from_events(&decoded);
+    if let Ok(mut cache) = DERIVED.lock() {
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if cache.len() >= DERIVED_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            consent_id.to_string(),
+            Derived {
+                events,
+                state: state.clone(),
+            },
+        );
+    }
+    Ok(state)
 }
 
 /// The ids of every consent about the child with this pseudonym.

@@ -983,3 +983,52 @@ fn fhir_for_a_mirror_still_satisfies_invariants() {
     assert!(r.get("id").is_none());
     assert_eq!(r["identifier"][0]["value"], "not a fhir id");
 }
+
+// ---------------------------------------------------------------------------------------
+// Derived state through a real store (the registry's cache of folded states)
+// ---------------------------------------------------------------------------------------
+
+fn test_store(dir: &std::path::Path) -> crate::store::Store {
+    use crate::pki::{Authority, LeafSpec};
+    use rustls::pki_types::{pem::PemObject, PrivatePkcs8KeyDer};
+    let issued = Authority::new("test")
+        .unwrap()
+        .issue(&LeafSpec::new("90000123", "practice", "practice"))
+        .unwrap();
+    let key = PrivatePkcs8KeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let signer = crate::signing::Signer::from_pkcs8(key.secret_pkcs8_der()).unwrap();
+    crate::store::Store::open(dir, std::sync::Arc::new(signer)).unwrap()
+}
+
+#[tokio::test]
+async fn a_state_read_before_a_withdrawal_is_not_served_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = test_store(dir.path());
+    let id = "c-cache-1";
+    let append = |event: ConsentEvent| {
+        let store = store.clone();
+        async move {
+            store
+                .commit(move |tx| registry::append(tx, "pseudonym", &event))
+                .await
+                .unwrap()
+        }
+    };
+    append(recorded(id)).await;
+    // Read twice, so that the second read can come from the cache.
+    for _ in 0..2 {
+        let s = registry::state(&store, id).unwrap().unwrap();
+        assert!(s.withdrawn.is_none());
+    }
+    append(withdrawn(id, "2026-06-01 09:00")).await;
+    let s = registry::state(&store, id).unwrap().unwrap();
+    assert!(s.withdrawn.is_some(), "the withdrawal must be seen");
+    // Inside a job, the same: the withdrawal is in the events this job reads.
+    let in_job = store
+        .commit(move |tx| registry::state_in(tx, id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(in_job.withdrawn.is_some());
+    store.close();
+}
