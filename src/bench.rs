@@ -74,19 +74,7 @@ impl Gateway {
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self, ticks_per_second: f64) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which is in parentheses and may hold spaces).
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-        (field(11) + field(12)) / ticks_per_second
+        cpu_seconds(self.pid(), ticks_per_second)
     }
 
     /// A `/proc/<pid>/status` memory figure in MB (`VmRSS`, `VmHWM`).
@@ -101,6 +89,22 @@ impl Gateway {
             .map(|kb| kb / 1024.0)
             .unwrap_or(0.0)
     }
+}
+
+/// User + system CPU seconds of process `pid` so far.
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    (field(11) + field(12)) / ticks_per_second
 }
 
 fn ticks_per_second() -> f64 {
@@ -189,6 +193,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
 
     let ticks = ticks_per_second();
     let cpu_before = [practice.cpu_seconds(ticks), wijkteam.cpu_seconds(ticks)];
+    let own_cpu_before = cpu_seconds(std::process::id(), ticks);
     let stats_before = stats(&mut his).await?;
     let mut case_system = LocalApiClient::new(addrs.wijkteam_api, &kit.wijkteam_token, "bench");
     let w_before = stats(&mut case_system).await?;
@@ -254,6 +259,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
     }
     let all_delivered = started.elapsed();
     let cpu_after = [practice.cpu_seconds(ticks), wijkteam.cpu_seconds(ticks)];
+    let own_cpu = cpu_seconds(std::process::id(), ticks) - own_cpu_before;
     let peak_rss = [practice.memory_mb("VmHWM:"), wijkteam.memory_mb("VmHWM:")];
     let p_stats = stats(&mut his).await?;
     let w_stats = stats(&mut case_system).await?;
@@ -334,6 +340,10 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
             syncs as f64 / n,
         );
     }
+    println!(
+        "load generator (this process, on the same cores) CPU {:>7.1} µs/message",
+        own_cpu / n * 1e6
+    );
     println!(
         "TLS handshakes: practice → wijkteam {} (relay connections), wijkteam listener accepted {}",
         p_stats["handshakes_out"], w_stats["handshakes_in"]
