@@ -215,3 +215,16 @@ pub fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError>
     }
     Ok(())
 }
+
+/// For unit tests: a fresh leaf certificate (DER) and a signer with its key.
+#[cfg(test)]
+pub(crate) fn test_credentials() -> (crate::signing::Signer, Vec<u8>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivatePkcs8KeyDer};
+    let issued = Authority::new("test")
+        .and_then(|ca| ca.issue(&LeafSpec::new("90000123", "test", "test")))
+        .expect("a test certificate");
+    let key = PrivatePkcs8KeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key pem");
+    let cert = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert pem");
+    let signer = crate::signing::Signer::from_pkcs8(key.secret_pkcs8_der()).expect("signer");
+    (signer, cert.to_vec())
+}

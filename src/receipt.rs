@@ -261,18 +261,7 @@ mod tests {
     use super::*;
 
     fn signer() -> (Signer, Vec<u8>) {
-        use crate::pki::{Authority, LeafSpec};
-        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivatePkcs8KeyDer};
-        let issued = Authority::new("test")
-            .unwrap()
-            .issue(&LeafSpec::new("90000123", "wijkteam", "wijkteam"))
-            .unwrap();
-        let key = PrivatePkcs8KeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-        let cert = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-        (
-            Signer::from_pkcs8(key.secret_pkcs8_der()).unwrap(),
-            cert.to_vec(),
-        )
+        crate::pki::test_credentials()
     }
 
     #[test]

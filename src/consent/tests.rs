@@ -989,14 +989,7 @@ fn fhir_for_a_mirror_still_satisfies_invariants() {
 // ---------------------------------------------------------------------------------------
 
 fn test_store(dir: &std::path::Path) -> crate::store::Store {
-    use crate::pki::{Authority, LeafSpec};
-    use rustls::pki_types::{pem::PemObject, PrivatePkcs8KeyDer};
-    let issued = Authority::new("test")
-        .unwrap()
-        .issue(&LeafSpec::new("90000123", "practice", "practice"))
-        .unwrap();
-    let key = PrivatePkcs8KeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-    let signer = crate::signing::Signer::from_pkcs8(key.secret_pkcs8_der()).unwrap();
+    let (signer, _) = crate::pki::test_credentials();
     crate::store::Store::open(dir, std::sync::Arc::new(signer)).unwrap()
 }
 
