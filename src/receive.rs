@@ -68,37 +68,27 @@ pub async fn relay(
         .unwrap_or_else(|| Err(Refusal::new(500, "internal", "no result for the message")))
 }
 
-/// What the commit does for one message of a batch.
-enum Step {
-    Store(Box<Checked>),
-    Refuse(Box<(Refusal, AuditEvent)>),
-}
-
-/// A message that passed every check, with its receipt signed.
+/// A message that passed every check, on its way into the batch's commit.
 struct Checked {
-    received: ReceivedMessage,
-    effect: ConsentEffect,
-    hash: String,
-}
-
-/// A message that passed every check, before the batch's receipts are signed.
-struct Passed {
     envelope: Envelope,
+    /// The exact bytes received: what the receipt's hash covers and the inbox keeps.
     bytes: Vec<u8>,
     signature: String,
+    hash: String,
     effect: ConsentEffect,
 }
 
+type CheckResult = Result<Box<Checked>, Box<(Refusal, AuditEvent)>>;
+
 /// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is checked
-/// on its own, the receipts of those that passed are signed together (one signature,
-/// see [`crate::receipt`]), then all of them — stored messages and audited refusals —
-/// are committed together, and each gets its own answer, in order.
+/// on its own (the signature checks spread over the cores), then all of them are
+/// committed together — stored messages with their receipts, refusals with their audit
+/// records — and each gets its own answer, in order.
 pub async fn relay_batch(
     gw: &Arc<Gateway>,
     caller: &Caller,
     items: Vec<Relayed>,
 ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
-    // Each message is checked on its own; the signature checks are spread over the cores.
     let checked = {
         let gw = gw.clone();
         let caller = Arc::new(caller.clone());
@@ -106,33 +96,21 @@ pub async fn relay_batch(
             .await
             .map_err(|e| Refusal::new(500, "internal", format!("checking the batch failed: {e}")))?
     };
-    let steps = with_receipts(gw, checked)?;
     let actor = caller.actor();
-    let org = gw.config.identity.clone();
+    let store_as = StoreAs {
+        org: gw.config.identity.clone(),
+        signer: gw.config.signer.clone(),
+        pseudonymiser: gw.clone(),
+    };
     let results = gw
         .store
-        .commit(move |tx| {
-            let mut results = Vec::with_capacity(steps.len());
-            for step in steps {
-                results.push(match step {
-                    Step::Store(checked) => store_in(tx, *checked, &actor, &org)?,
-                    Step::Refuse(refused) => {
-                        let (refusal, event) = *refused;
-                        tx.audit(event);
-                        Err(refusal)
-                    }
-                });
-            }
-            Ok::<_, Refusal>(results)
-        })
+        .commit(move |tx| store_batch(tx, checked, &actor, &store_as))
         .await?;
     for r in results.iter().flatten() {
         tracing::info!(message_id = %r.message_id, "message received");
     }
     Ok(results)
 }
-
-type CheckResult = Result<Box<Passed>, Box<(Refusal, AuditEvent)>>;
 
 /// Checks one relayed message; a refusal comes with its audit record.
 fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> CheckResult {
@@ -144,8 +122,9 @@ fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> CheckResult {
         &item.envelope,
         &mut about,
     ) {
-        Ok((envelope, effect)) => Ok(Box::new(Passed {
+        Ok((envelope, effect)) => Ok(Box::new(Checked {
             envelope,
+            hash: crate::receipt::sha256_hex(&item.envelope),
             bytes: item.envelope,
             signature: item.signature.unwrap_or_default(),
             effect,
@@ -156,57 +135,6 @@ fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> CheckResult {
             Err(Box::new((refusal, event)))
         }
     }
-}
-
-/// Signs the receipts of every message that passed, with one signature for the batch,
-/// and turns each into what the commit stores.
-fn with_receipts(gw: &Gateway, checked: Vec<CheckResult>) -> Result<Vec<Step>, Refusal> {
-    let stored: Vec<(&str, &[u8])> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok())
-        .map(|p| (p.envelope.id.as_str(), p.bytes.as_slice()))
-        .collect();
-    let mut receipts = Receipt::issue_batch(&stored, &gw.config.identity, &gw.config.signer)
-        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?
-        .into_iter();
-    let mut steps = Vec::with_capacity(checked.len());
-    for c in checked {
-        let passed = match c {
-            Ok(passed) => *passed,
-            Err(refused) => {
-                steps.push(Step::Refuse(refused));
-                continue;
-            }
-        };
-        let receipt = receipts
-            .next()
-            .ok_or_else(|| Refusal::new(500, "internal", "a receipt is missing"))?;
-        let Passed {
-            envelope,
-            bytes,
-            signature,
-            effect,
-        } = passed;
-        steps.push(Step::Store(Box::new(Checked {
-            hash: receipt.stored_hash.clone(),
-            received: ReceivedMessage {
-                subject: gw.pseudonym(envelope.bsn().as_ref()),
-                consent_id: envelope.consent_id().map(str::to_string),
-                id: envelope.id,
-                message_type: envelope.message_type,
-                from: envelope.from,
-                envelope: String::from_utf8_lossy(&bytes).into_owned(),
-                signature,
-                received_at: receipt.received_at,
-                receipt,
-                acknowledged_at: None,
-                acknowledged_by: None,
-                inbox_key: None,
-            },
-            effect,
-        })));
-    }
-    Ok(steps)
 }
 
 fn refusal_event(
@@ -443,38 +371,133 @@ fn consent_effect(
     }
 }
 
-/// Stores one checked message inside the batch's commit. A message stored before is
-/// answered with its first receipt; an id reused for other content is refused.
-fn store_in(
+/// Who stores a batch: this gateway's identity, its signing key and its pseudonyms.
+struct StoreAs {
+    org: String,
+    signer: Arc<crate::signing::Signer>,
+    pseudonymiser: Arc<Gateway>,
+}
+
+/// What the commit decided for one message of a batch.
+enum Decision {
+    Refused(Refusal),
+    /// Stored before (in an earlier batch, or earlier in this one): its first receipt.
+    StoredBefore(Box<Receipt>),
+    SameAsItem(usize),
+    /// New: stored in this commit, under the receipt at this place in the batch's receipts.
+    New(usize),
+}
+
+/// Stores a checked batch inside its commit. A message stored before is answered with
+/// its first receipt; an id reused for other content is refused. The receipts of the
+/// new messages are signed here, together, after those decisions: the signed batch
+/// covers exactly what this commit stores, so no receipt (or Merkle path) can be made
+/// for a message that was refused.
+fn store_batch(
     tx: &mut Tx<'_>,
-    checked: Checked,
+    checked: Vec<CheckResult>,
     actor: &Actor,
-    org: &str,
-) -> Result<Result<Receipt, Refusal>, StoreError> {
-    let Checked {
-        received,
-        effect,
-        hash,
-    } = checked;
-    if let Some(existing) = inbox::load(tx, &received.id)? {
-        if existing.from == received.from && existing.receipt.stored_hash == hash {
-            return Ok(Ok(existing.receipt));
-        }
-        let refusal = Refusal::new(
-            409,
-            "duplicate_id",
-            "a different message with this id was received before",
-        )
-        .field("id");
-        tx.audit(
-            AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor.clone())
-                .on_behalf_of(org)
-                .message(&received.id, received.message_type)
-                .peer(&received.from)
-                .reason(format!("{}: {}", refusal.code, refusal.message)),
-        );
-        return Ok(Err(refusal));
+    by: &StoreAs,
+) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
+    let mut decisions = Vec::with_capacity(checked.len());
+    let mut new: Vec<Checked> = Vec::new();
+    for item in checked {
+        let c = match item {
+            Ok(c) => *c,
+            Err(refused) => {
+                let (refusal, event) = *refused;
+                tx.audit(event);
+                decisions.push(Decision::Refused(refusal));
+                continue;
+            }
+        };
+        let from = &c.envelope.from;
+        let earlier = new.iter().position(|n| n.envelope.id == c.envelope.id);
+        let same = match (earlier, inbox::load(tx, &c.envelope.id)?) {
+            (Some(i), _) => (new[i].envelope.from == *from && new[i].hash == c.hash)
+                .then_some(Decision::SameAsItem(i)),
+            (None, Some(existing)) => (existing.from == *from
+                && existing.receipt.stored_hash == c.hash)
+                .then(|| Decision::StoredBefore(Box::new(existing.receipt))),
+            (None, None) => {
+                decisions.push(Decision::New(new.len()));
+                new.push(c);
+                continue;
+            }
+        };
+        decisions.push(match same {
+            Some(decision) => decision,
+            None => {
+                let refusal = Refusal::new(
+                    409,
+                    "duplicate_id",
+                    "a different message with this id was received before",
+                )
+                .field("id");
+                tx.audit(
+                    AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor.clone())
+                        .on_behalf_of(&by.org)
+                        .message(&c.envelope.id, c.envelope.message_type)
+                        .peer(from)
+                        .reason(format!("{}: {}", refusal.code, refusal.message)),
+                );
+                Decision::Refused(refusal)
+            }
+        });
     }
+
+    let stored: Vec<(&str, &[u8])> = new
+        .iter()
+        .map(|c| (c.envelope.id.as_str(), c.bytes.as_slice()))
+        .collect();
+    let receipts = Receipt::issue_batch(&stored, &by.org, &by.signer)
+        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
+    for (c, receipt) in new.into_iter().zip(&receipts) {
+        store_new(tx, c, receipt.clone(), actor, by)?;
+    }
+    Ok(decisions
+        .into_iter()
+        .map(|d| match d {
+            Decision::Refused(refusal) => Err(refusal),
+            Decision::StoredBefore(receipt) => Ok(*receipt),
+            Decision::SameAsItem(i) | Decision::New(i) => receipts
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Refusal::new(500, "internal", "a receipt is missing")),
+        })
+        .collect())
+}
+
+/// Writes one new message, its consent effect and its audit records.
+fn store_new(
+    tx: &mut Tx<'_>,
+    c: Checked,
+    receipt: Receipt,
+    actor: &Actor,
+    by: &StoreAs,
+) -> Result<(), StoreError> {
+    let org = by.org.as_str();
+    let Checked {
+        envelope,
+        bytes,
+        signature,
+        effect,
+        ..
+    } = c;
+    let received = ReceivedMessage {
+        subject: by.pseudonymiser.pseudonym(envelope.bsn().as_ref()),
+        consent_id: envelope.consent_id().map(str::to_string),
+        id: envelope.id,
+        message_type: envelope.message_type,
+        from: envelope.from,
+        envelope: String::from_utf8_lossy(&bytes).into_owned(),
+        signature,
+        received_at: receipt.received_at,
+        receipt,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        inbox_key: None,
+    };
     if let Some(pseudonym) = &received.subject {
         let consent_event = match effect {
             ConsentEffect::None => None,
@@ -521,7 +544,5 @@ fn store_in(
             .peer(&received.from)
             .consent(received.consent_id.as_deref()),
     );
-    let receipt = received.receipt.clone();
-    inbox::store(tx, received)?;
-    Ok(Ok(receipt))
+    inbox::store(tx, received)
 }

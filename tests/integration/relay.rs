@@ -247,3 +247,72 @@ async fn a_batch_is_answered_with_one_signature_and_each_receipt_proves_only_its
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
 }
+
+/// The signed batch covers exactly what the wijkteam stored: a message refused in the
+/// commit (an id reused for other content) is not in it, so no Merkle path can be made
+/// for it from the other receipts; a message sent twice in one batch is stored once and
+/// both get its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_receipt_covers_only_the_messages_stored_from_it() {
+    let mut setup = Setup::new().await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let practice = setup.credentials(Role::Practice);
+    let wijkteam_cert = setup.credentials(Role::Wijkteam).cert_der();
+    let first = referral_envelope("ref-kept");
+    let answer = relay_signed(&setup, Role::Wijkteam, &practice, &first.to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+
+    let mut reused = first.clone();
+    reused
+        .body
+        .insert("urgency".into(), serde_json::json!("urgent"));
+    let new = referral_envelope("ref-new");
+    // Each envelope goes in as its exact signed bytes (a JSON value re-serialised could
+    // reorder its keys and break the signature).
+    let item = |e: &wijkpoort::message::Envelope| {
+        let bytes = e.to_bytes();
+        let sig = sign(&practice.key_pem, &bytes);
+        format!(
+            r#"{{"signature":"{sig}","envelope":{}}}"#,
+            String::from_utf8(bytes).unwrap()
+        )
+    };
+    let batch = format!(
+        r#"{{"messages":[{},{},{}]}}"#,
+        item(&reused),
+        item(&new),
+        item(&new)
+    );
+    let answer = post_to_listener(
+        setup.listener_addr(Role::Wijkteam),
+        "/v1/relay/batch",
+        &setup.anchors_pem(),
+        Some(&practice),
+        None,
+        batch.into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let results = answer.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["status"], 409, "{:?}", results[0]);
+    let r1: Receipt = serde_json::from_value(results[1]["receipt"].clone()).unwrap();
+    let r2: Receipt = serde_json::from_value(results[2]["receipt"].clone()).unwrap();
+    assert_eq!(r1, r2, "the same message twice gets one receipt");
+    r1.verify("ref-new", &new.to_bytes(), &wijkteam_cert)
+        .unwrap();
+    assert_eq!(
+        r1.batch.as_ref().unwrap().size,
+        1,
+        "only the one stored message is in the signed batch"
+    );
+    let store = &wijkteam.gateway.store;
+    assert_eq!(audit_count(store, Event::MessageReceived, "ref-new"), 1);
+    let kept = wijkpoort::inbox::get(store, "ref-kept").unwrap().unwrap();
+    assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
+
+    wijkteam.stop().await.unwrap();
+}

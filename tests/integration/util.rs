@@ -499,6 +499,18 @@ pub async fn relay(
     signature: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Answer, String> {
+    post_to_listener(addr, "/v1/relay", anchors_pem, client, signature, body).await
+}
+
+/// Posts `body` to `path` on a gateway's mTLS listener, as [`relay`] does.
+pub async fn post_to_listener(
+    addr: SocketAddr,
+    path: &str,
+    anchors_pem: &str,
+    client: Option<&Credentials>,
+    signature: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Answer, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(anchors_pem.as_bytes()) {
@@ -535,7 +547,7 @@ pub async fn relay(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut request = hyper::Request::post("/v1/relay")
+        let mut request = hyper::Request::post(path)
             .header(hyper::header::HOST, addr.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/json");
         if let Some(sig) = signature {
