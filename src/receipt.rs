@@ -3,9 +3,11 @@
 //! keeps it with the message as proof of delivery.
 //!
 //! A relay batch holds up to 256 messages, and an ECDSA signature costs the receiver
-//! ~22 µs to make and the sender ~75 µs to check. So the receiver signs a batch once:
-//! each message's statement is a leaf of a Merkle tree, the signature covers the root,
-//! and each receipt carries its leaf's path to that root ([`BatchProof`]). A receipt
+//! ~22 µs to make and the sender ~75 µs to check. So the receiver signs once for the
+//! messages a batch stored (and only those: it signs inside the commit, after deciding
+//! which are new): each message's statement is a leaf of a Merkle tree, the signature
+//! covers the root, and each receipt carries its leaf's path to that root
+//! ([`BatchProof`]). A receipt
 //! still stands on its own: with the receiver's certificate, anyone can check that this
 //! message id and hash were in what the receiver signed. A receipt without a batch proof
 //! (from an older receiver) is signed on its own and still verifies.
