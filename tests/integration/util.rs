@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use wijkpoort::audit::{AuditRecord, Event, Outcome};
@@ -81,8 +81,26 @@ pub struct Setup {
     pub kit: DevKit,
     pub addrs: Addresses,
     pub trusted_ca: Authority,
-    practice_sockets: Option<Listeners>,
-    wijkteam_sockets: Option<Listeners>,
+    practice_ports: Option<Ports>,
+    wijkteam_ports: Option<Ports>,
+}
+
+/// A gateway's two ports while no gateway of the test serves on them.
+enum Ports {
+    /// Listening: a connection waits until a gateway starts on them.
+    Held(Listeners),
+    /// Bound but not listening: a connection is refused.
+    Down {
+        local_api: TcpSocket,
+        listener: TcpSocket,
+    },
+}
+
+fn bound_not_listening(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    socket
 }
 
 impl Setup {
@@ -117,8 +135,8 @@ impl Setup {
             kit,
             addrs,
             trusted_ca,
-            practice_sockets: Some(practice),
-            wijkteam_sockets: Some(wijkteam),
+            practice_ports: Some(Ports::Held(practice)),
+            wijkteam_ports: Some(Ports::Held(wijkteam)),
         }
     }
 
@@ -186,23 +204,36 @@ impl Setup {
         }
     }
 
-    /// Closes the held sockets of `role`: its ports refuse connections, as if that
-    /// gateway were down, until a gateway is started on them.
-    pub fn release(&mut self, role: Role) {
+    fn ports(&mut self, role: Role) -> &mut Option<Ports> {
         match role {
-            Role::Practice => self.practice_sockets = None,
-            Role::Wijkteam => self.wijkteam_sockets = None,
+            Role::Practice => &mut self.practice_ports,
+            Role::Wijkteam => &mut self.wijkteam_ports,
         }
     }
 
-    /// Starts `role` in this process on its ports (the held sockets, or bound anew).
+    /// Takes `role` down: its ports stay bound to this test but stop listening, so they
+    /// refuse connections, as if that gateway were down, until a gateway is started on
+    /// them — and no other test can take them meanwhile.
+    pub fn release(&mut self, role: Role) {
+        *self.ports(role) = None;
+        let (api, listener) = (self.api_addr(role), self.listener_addr(role));
+        *self.ports(role) = Some(Ports::Down {
+            local_api: bound_not_listening(api),
+            listener: bound_not_listening(listener),
+        });
+    }
+
+    /// Starts `role` in this process on its ports (held, down, or bound anew).
     pub async fn start(&mut self, role: Role) -> RunningGateway {
-        let held = match role {
-            Role::Practice => self.practice_sockets.take(),
-            Role::Wijkteam => self.wijkteam_sockets.take(),
-        };
-        let listeners = match held {
-            Some(l) => l,
+        let listeners = match self.ports(role).take() {
+            Some(Ports::Held(l)) => l,
+            Some(Ports::Down {
+                local_api,
+                listener,
+            }) => Listeners {
+                local_api: local_api.listen(1024).unwrap(),
+                listener: listener.listen(1024).unwrap(),
+            },
             None => Listeners {
                 local_api: bind(self.api_addr(role)).await.unwrap(),
                 listener: bind(self.listener_addr(role)).await.unwrap(),
@@ -216,7 +247,8 @@ impl Setup {
     /// Starts `serve --config` of the real binary as a child process for `role`.
     /// Its log goes to `<role>-<n>.log` in the kit directory.
     pub async fn spawn(&mut self, role: Role, n: u32) -> ChildGateway {
-        self.release(role);
+        // The child binds the ports itself.
+        *self.ports(role) = None;
         let log = self.dir.path().join(format!("{}-{n}.log", role.name()));
         let child = Command::new(env!("CARGO_BIN_EXE_wijkpoort"))
             .arg("serve")
