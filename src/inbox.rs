@@ -47,13 +47,39 @@ pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<ReceivedMessage>, StoreError
         .transpose()
 }
 
+/// Meta key: how many messages this gateway has received, ever (u64, big-endian). It is
+/// kept in the commit that stores each message, so that `/v1/stats` (which monitoring
+/// polls) need not walk every message ever received.
+const RECEIVED_TOTAL: &[u8] = b"received_total";
+
+fn count(bytes: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("meta received_total is not a u64".into()))
+}
+
 /// Stores a new received message and puts it in the inbox (inside a job).
 pub fn store(tx: &mut Tx<'_>, mut msg: ReceivedMessage) -> Result<(), StoreError> {
+    let total = match tx.get(T::Meta, RECEIVED_TOTAL)? {
+        Some(v) => count(&v)?,
+        // A store written before the count existed: count once, here.
+        None => tx.scan_prefix(T::Received, b"")?.len() as u64,
+    };
+    tx.insert(T::Meta, RECEIVED_TOTAL, be(total + 1));
     let inbox_key = be(tx.next_number()?).to_vec();
     tx.insert(T::Inbox, inbox_key.clone(), msg.id.as_bytes());
     msg.inbox_key = Some(inbox_key);
     tx.insert(T::Received, msg.id.as_bytes(), encode(&msg)?);
     Ok(())
+}
+
+/// How many messages this gateway has received, ever, as committed.
+pub fn received_total(store: &Store) -> Result<u64, StoreError> {
+    match store.get(T::Meta, RECEIVED_TOTAL)? {
+        Some(v) => count(&v),
+        None => Ok(store.tree(T::Received).len() as u64),
+    }
 }
 
 /// Marks a message acknowledged and takes it out of the inbox (inside a job).

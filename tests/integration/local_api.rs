@@ -229,3 +229,46 @@ async fn a_malformed_submission_is_refused_with_400_without_its_content_in_the_a
     }
     practice.stop().await.unwrap();
 }
+
+/// `/v1/stats` counts from a counter kept with each received message and from the head
+/// of the audit chain, not by walking the store; a store from before the counter is
+/// counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_received_messages_and_audit_records() {
+    let (setup, practice, wijkteam) = pair().await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let mut case_system = setup.client(Role::Wijkteam, "k.bakker");
+    let stats = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(u64::MAX);
+
+    for id in submit_referrals(&mut his, 3).await {
+        wait_delivered(&mut his, &id).await;
+    }
+    let (code, s) = case_system.get("/v1/stats").await.unwrap();
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(stats(&s, "received_total"), 3, "{s}");
+    assert_eq!(stats(&s, "inbox_unacknowledged"), 3, "{s}");
+    let store = &wijkteam.gateway.store;
+    assert_eq!(
+        stats(&s, "audit_records"),
+        audit_records(store).len() as u64,
+        "{s}"
+    );
+
+    // As if the store had been written before the counter existed.
+    store
+        .commit(|tx| {
+            tx.remove(T::Meta, b"received_total".to_vec());
+            Ok::<(), wijkpoort::store::StoreError>(())
+        })
+        .await
+        .unwrap();
+    let (_, s) = case_system.get("/v1/stats").await.unwrap();
+    assert_eq!(stats(&s, "received_total"), 3, "{s}");
+    let id = submit_referrals(&mut his, 1).await.remove(0);
+    wait_delivered(&mut his, &id).await;
+    let (_, s) = case_system.get("/v1/stats").await.unwrap();
+    assert_eq!(stats(&s, "received_total"), 4, "{s}");
+
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
