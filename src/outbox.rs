@@ -132,17 +132,23 @@ pub fn save(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreE
     Ok(msg)
 }
 
-/// The first `max` queued messages for `peer`, in the order they were accepted.
+/// The first `max` queued messages for `peer`, in the order they were accepted, leaving
+/// out those in `skip` (delivered, with the outcome not yet committed).
 pub fn next_batch(
     store: &crate::store::Store,
     peer: &str,
     max: usize,
+    skip: &std::collections::HashSet<String>,
 ) -> Result<Vec<SentMessage>, StoreError> {
     let prefix = key(&[peer.as_bytes(), b""]);
     let mut batch = Vec::new();
     for entry in store.tree(T::Outbox).scan_prefix(&prefix) {
         let (_, id) = entry?;
-        if let Some(msg) = get(store, &String::from_utf8_lossy(&id))? {
+        let id = String::from_utf8_lossy(&id);
+        if skip.contains(id.as_ref()) {
+            continue;
+        }
+        if let Some(msg) = get(store, &id)? {
             if msg.status == Status::Queued {
                 batch.push(msg);
                 if batch.len() == max {

@@ -65,18 +65,28 @@ pub async fn run(
     let connector = TlsConnector::from(tls);
     let mut conn: Option<Connection> = None;
     let mut failures: u32 = 0;
+    // Outcomes of the last exchange, committed together with the next admission: one
+    // commit per round instead of two. Their messages are still in the outbox until
+    // then, so the next batch skips them. Outcomes lost to a crash (or to an error
+    // before that commit) cost nothing but a resend: the messages are still queued, and
+    // the peer answers a message it stored with its first receipt.
+    let mut unrecorded: Vec<Step> = Vec::new();
     loop {
         if *stop.borrow() {
+            if let Err(e) = record(&gw, std::mem::take(&mut unrecorded)).await {
+                tracing::error!(peer = %peer.name, error = %e, "cannot record delivery outcomes");
+            }
             return;
         }
-        let batch = match outbox::next_batch(&gw.store, &peer.name, MAX_BATCH) {
+        let skip = unrecorded.iter().map(|s| s.msg.id.clone()).collect();
+        let batch = match outbox::next_batch(&gw.store, &peer.name, MAX_BATCH, &skip) {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(peer = %peer.name, error = %e, "cannot read the outbox");
                 Vec::new()
             }
         };
-        if batch.is_empty() {
+        if batch.is_empty() && unrecorded.is_empty() {
             tokio::select! {
                 _ = wakeup.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -84,16 +94,21 @@ pub async fn run(
             }
             continue;
         }
-        if let Err(e) = attempt(&gw, &peer, &connector, &mut conn, batch).await {
-            failures += 1;
-            let delay = backoff(&gw.config.relay, failures);
-            tracing::info!(peer = %peer.name, error = %e, retry_in_ms = delay.as_millis() as u64, "delivery will be retried");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.changed() => return,
+        let outcomes = std::mem::take(&mut unrecorded);
+        match attempt(&gw, &peer, &connector, &mut conn, batch, outcomes).await {
+            Ok(delivered) => {
+                failures = 0;
+                unrecorded = delivered;
             }
-        } else {
-            failures = 0;
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(&gw.config.relay, failures);
+                tracing::info!(peer = %peer.name, error = %e, retry_in_ms = delay.as_millis() as u64, "delivery will be retried");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+            }
         }
     }
 }
@@ -107,16 +122,19 @@ struct Step {
     receipt: Option<Receipt>,
 }
 
-/// One round for the messages at the head of the queue: expire what is too old, admit
-/// the rest (withholding what consent no longer covers), send what was admitted as one
-/// batch, and record every outcome. `Err` means: wait, then retry.
+/// One round for the messages at the head of the queue: commit the last round's
+/// outcomes together with this round's admission (expire what is too old, withhold what
+/// consent no longer covers), send what was admitted as one batch, and return its
+/// outcomes for the next round's commit when all were delivered or refused. When some
+/// must be retried, the outcomes are committed at once and `Err` means: wait, then retry.
 async fn attempt(
     gw: &Arc<Gateway>,
     peer: &Peer,
     connector: &TlsConnector,
     conn: &mut Option<Connection>,
     queued: Vec<SentMessage>,
-) -> Result<(), String> {
+    last_round: Vec<Step>,
+) -> Result<Vec<Step>, String> {
     let mut expired = Vec::new();
     let mut candidates = Vec::with_capacity(queued.len());
     let mut bytes = 0;
@@ -156,7 +174,9 @@ async fn attempt(
             Err(reason) => unreachable = Some(reason),
         }
     }
-    let to_send = admit(gw, peer, expired, candidates, unreachable.clone()).await?;
+    let mut settled = last_round;
+    settled.extend(expired);
+    let to_send = admit(gw, peer, settled, candidates, unreachable.clone()).await?;
     if let Some(reason) = unreachable {
         return Err(reason);
     }
@@ -192,41 +212,45 @@ async fn attempt(
                 }));
             }
         }
-        record(gw, steps).await?;
     }
     match retry {
-        Some(reason) => Err(reason),
-        None => Ok(()),
+        Some(reason) => {
+            record(gw, steps).await?;
+            Err(reason)
+        }
+        None => Ok(steps),
     }
 }
 
-/// Admission, in one commit before anything goes out. Consent is checked once more,
-/// against the state this commit sees: a consent withdrawn or expired while the message
-/// waited withholds it here. For what may go, the peer is noted as a recipient of its
-/// consent *before* it is sent, so that a withdrawal committed after this point finds
-/// the peer and tells it — and one committed before withholds the message instead.
-/// Expired messages leave the queue in the same commit. When the peer is `unreachable`,
-/// what may go counts a failed attempt instead and nothing is returned. Returns what may
-/// be sent.
+/// Admission, in one commit before anything goes out, which also records `settled`:
+/// the last round's outcomes and the messages that expired. Consent is checked once
+/// more, against the state this commit sees: a consent withdrawn or expired while the
+/// message waited withholds it here. For what may go, the peer is noted as a recipient
+/// of its consent *before* it is sent, so that a withdrawal committed after this point
+/// finds the peer and tells it — and one committed before withholds the message instead.
+/// When the peer is `unreachable`, what may go counts a failed attempt instead and
+/// nothing is returned. Returns what may be sent.
 async fn admit(
     gw: &Arc<Gateway>,
     peer: &Peer,
-    expired: Vec<Step>,
+    settled: Vec<Step>,
     candidates: Vec<(SentMessage, Option<Bsn>)>,
     unreachable: Option<String>,
 ) -> Result<Vec<SentMessage>, String> {
     if unreachable.is_none()
-        && expired.is_empty()
+        && settled.is_empty()
         && candidates.iter().all(|(m, _)| m.consent_id.is_none())
     {
         return Ok(candidates.into_iter().map(|(m, _)| m).collect());
     }
+    let delivered = delivered_ids(&settled);
     let org = gw.config.identity.clone();
     let role = gw.config.role;
     let peer = peer.clone();
-    gw.store
+    let admitted = gw
+        .store
         .commit(move |tx| {
-            for step in expired {
+            for step in settled {
                 apply(tx, step, &org)?;
             }
             let today = registry::today();
@@ -263,17 +287,33 @@ async fn admit(
             Ok(admitted)
         })
         .await
-        .map_err(|e: crate::store::StoreError| e.to_string())
+        .map_err(|e: crate::store::StoreError| e.to_string())?;
+    log_delivered(delivered);
+    Ok(admitted)
 }
 
-/// Records the outcomes of a delivery attempt in one commit.
-async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
-    let org = gw.config.identity.clone();
-    let delivered: Vec<String> = steps
+fn delivered_ids(steps: &[Step]) -> Vec<String> {
+    steps
         .iter()
         .filter(|s| s.status == Status::Delivered)
         .map(|s| s.msg.id.clone())
-        .collect();
+        .collect()
+}
+
+fn log_delivered(ids: Vec<String>) {
+    for id in ids {
+        tracing::info!(message_id = %id, "message delivered");
+    }
+}
+
+/// Records outcomes in a commit of their own (a round that will be retried, or the
+/// last round before the relay stops).
+async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let org = gw.config.identity.clone();
+    let delivered = delivered_ids(&steps);
     gw.store
         .commit(move |tx| {
             for step in steps {
@@ -283,9 +323,7 @@ async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
         })
         .await
         .map_err(|e: crate::store::StoreError| e.to_string())?;
-    for id in delivered {
-        tracing::info!(message_id = %id, "message delivered");
-    }
+    log_delivered(delivered);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! a gateway killed with SIGKILL, and a clean stop on SIGTERM.
 
 use wijkpoort::audit::Event;
-use wijkpoort::store::T;
+use wijkpoort::store::{Store, T};
 
 use crate::util::*;
 
@@ -252,4 +252,48 @@ async fn a_message_not_delivered_within_the_maximum_age_expires_and_is_never_sen
     let wijkteam = setup.start(Role::Wijkteam).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(received_ids(&wijkteam.gateway.store).is_empty());
+}
+
+/// The relay commits a round's outcomes with the next round's admission; a gateway
+/// stopped just after a delivery must still have recorded it, with its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practice_stopped_right_after_a_delivery_has_recorded_it() {
+    let (setup, practice, wijkteam) = pair().await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let ids = submit_referrals(&mut his, 5).await;
+    // Stop the practice the moment the wijkteam has applied the batch — before its
+    // fdatasync and its answer — so that the stop lands while the practice's relay
+    // waits for that answer, and the outcomes can only be recorded on the way out.
+    let store = wijkteam.gateway.store.clone();
+    let started = std::time::Instant::now();
+    while !ids.iter().all(|id| {
+        store
+            .get(T::Received, id.as_bytes())
+            .ok()
+            .flatten()
+            .is_some()
+    }) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the wijkteam never had every referral"
+        );
+        tokio::task::yield_now().await;
+    }
+    practice.stop().await.unwrap();
+
+    let config = setup.config(Role::Practice);
+    let dir = setup.store_dir(Role::Practice);
+    let store = wait_until("the stopped practice's store opens", || {
+        let opened = Store::open(&dir, config.signer.clone()).ok();
+        async move { opened }
+    })
+    .await;
+    for id in &ids {
+        let sent = wijkpoort::outbox::get(&store, id).unwrap().unwrap();
+        assert_eq!(sent.status.as_str(), "delivered", "{id}");
+        assert!(sent.receipt.is_some(), "{id}");
+    }
+    assert_eq!(wijkpoort::outbox::queued_for_peer(&store, "wijkteam"), 0);
+    store.close();
+    wijkteam.stop().await.unwrap();
 }
