@@ -381,11 +381,11 @@ struct StoreAs {
 /// What the commit decided for one message of a batch.
 enum Decision {
     Refused(Refusal),
-    /// Stored before (in an earlier batch, or earlier in this one): its first receipt.
+    /// Stored by an earlier commit: answered with its first receipt.
     StoredBefore(Box<Receipt>),
-    SameAsItem(usize),
-    /// New: stored in this commit, under the receipt at this place in the batch's receipts.
-    New(usize),
+    /// Stored by this commit (this item, or the same message earlier in the batch):
+    /// answered with the receipt at this place among the batch's new receipts.
+    Stored(usize),
 }
 
 /// Stores a checked batch inside its commit. A message stored before is answered with
@@ -415,12 +415,12 @@ fn store_batch(
         let earlier = new.iter().position(|n| n.envelope.id == c.envelope.id);
         let same = match (earlier, inbox::load(tx, &c.envelope.id)?) {
             (Some(i), _) => (new[i].envelope.from == *from && new[i].hash == c.hash)
-                .then_some(Decision::SameAsItem(i)),
+                .then_some(Decision::Stored(i)),
             (None, Some(existing)) => (existing.from == *from
                 && existing.receipt.stored_hash == c.hash)
                 .then(|| Decision::StoredBefore(Box::new(existing.receipt))),
             (None, None) => {
-                decisions.push(Decision::New(new.len()));
+                decisions.push(Decision::Stored(new.len()));
                 new.push(c);
                 continue;
             }
@@ -460,7 +460,7 @@ fn store_batch(
         .map(|d| match d {
             Decision::Refused(refusal) => Err(refusal),
             Decision::StoredBefore(receipt) => Ok(*receipt),
-            Decision::SameAsItem(i) | Decision::New(i) => receipts
+            Decision::Stored(i) => receipts
                 .get(i)
                 .cloned()
                 .ok_or_else(|| Refusal::new(500, "internal", "a receipt is missing")),
