@@ -1,10 +1,11 @@
 //! CPU-bound work on a batch, taken off the async runtime and spread over the cores.
 //!
-//! A relay batch holds up to 256 messages, and each needs an ECDSA verification of
-//! about 75 µs: the wijkteam verifies every envelope, the practice every receipt. Done
-//! in a loop on an async task that is ~20 ms during which one core works and the other
-//! waits for the answer. The items are independent, so they are checked in one slice
-//! per core on tokio's blocking pool, and the results come back in the items' order.
+//! A relay batch holds up to 256 messages, and the wijkteam verifies the ECDSA
+//! signature of every envelope (about 75 µs each); the practice verifies each distinct
+//! signed receipt statement (one per batch, normally). Done in a loop on an async task,
+//! a batch is ~20 ms during which one core works and the other waits. The items are
+//! independent, so they are checked in one slice per core on tokio's blocking pool, and
+//! the results come back in the items' order.
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@
 //! so that a withdrawal reaches each of them.
 
 use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use chrono::NaiveDate;
 
@@ -36,10 +37,11 @@ pub fn append(tx: &mut Tx<'_>, pseudonym: &str, event: &ConsentEvent) -> Result<
 
 /// A consent's events as a job sees them (including earlier jobs of its group).
 pub fn events_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<ConsentEvent>, StoreError> {
-    raw_events_in(tx, consent_id)?
-        .iter()
-        .map(|v| decode(v))
-        .collect()
+    decode_all(&raw_events_in(tx, consent_id)?)
+}
+
+fn decode_all(raw: &[Vec<u8>]) -> Result<Vec<ConsentEvent>, StoreError> {
+    raw.iter().map(|v| decode(v)).collect()
 }
 
 fn raw_events_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -57,10 +59,7 @@ pub fn state_in(tx: &Tx<'_>, consent_id: &str) -> Result<Option<ConsentState>, S
 
 /// A consent's events as committed.
 pub fn events(store: &Store, consent_id: &str) -> Result<Vec<ConsentEvent>, StoreError> {
-    raw_events(store, consent_id)?
-        .iter()
-        .map(|v| decode(v))
-        .collect()
+    decode_all(&raw_events(store, consent_id)?)
 }
 
 fn raw_events(store: &Store, consent_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -85,7 +84,7 @@ pub fn state(store: &Store, consent_id: &str) -> Result<Option<ConsentState>, St
 /// ones it was folded from: a consent that gained an event (a withdrawal, an update) is
 /// folded afresh, and there is nothing to invalidate. The cache is shared by every store
 /// in the process, which is safe for the same reason.
-static DERIVED: std::sync::Mutex<Option<HashMap<String, Derived>>> = std::sync::Mutex::new(None);
+static DERIVED: LazyLock<Mutex<HashMap<String, Derived>>> = LazyLock::new(Mutex::default);
 
 /// Entries kept at most; past this the cache starts over.
 const DERIVED_MAX: usize = 4096;
@@ -100,19 +99,14 @@ fn derived_state(
     events: Vec<Vec<u8>>,
 ) -> Result<Option<ConsentState>, StoreError> {
     if let Ok(cache) = DERIVED.lock() {
-        if let Some(hit) = cache.as_ref().and_then(|c| c.get(consent_id)) {
+        if let Some(hit) = cache.get(consent_id) {
             if hit.events == events {
                 return Ok(hit.state.clone());
             }
         }
     }
-    let decoded = events
-        .iter()
-        .map(|v| decode(v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let state = ConsentState::from_events(&decoded);
+    let state = ConsentState::from_events(&decode_all(&events)?);
     if let Ok(mut cache) = DERIVED.lock() {
-        let cache = cache.get_or_insert_with(HashMap::new);
         if cache.len() >= DERIVED_MAX {
             cache.clear();
         }
