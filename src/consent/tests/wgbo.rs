@@ -1,0 +1,240 @@
+//! WGBO: which performers a consent needs at each age, and the exception for 12 to 15.
+
+use super::*;
+
+/// What each performer combination yields, per age band: Ok(basis) or the missing role.
+type Expect = Result<WgboBasis, MissingPerformer>;
+
+fn expected_for(age: u32, roles: &[Role]) -> Expect {
+    use MissingPerformer as M;
+    use Role::{Child as C, Guardian as G, Parent as P};
+    // Literal tables, written from the law rather than from the implementation.
+    let under_12: &[(&[Role], Expect)] = &[
+        (&[], Err(M::ParentOrGuardian)),
+        (&[C], Err(M::ParentOrGuardian)),
+        (&[P], Ok(WgboBasis::ParentOrGuardian)),
+        (&[G], Ok(WgboBasis::ParentOrGuardian)),
+        (&[C, P], Ok(WgboBasis::ParentOrGuardian)),
+        (&[G, C], Ok(WgboBasis::ParentOrGuardian)),
+        (&[P, P], Ok(WgboBasis::ParentOrGuardian)),
+    ];
+    let from_12: &[(&[Role], Expect)] = &[
+        (&[], Err(M::ChildAndParentOrGuardian)),
+        (&[C], Err(M::ParentOrGuardian)),
+        (&[P], Err(M::Child)),
+        (&[G], Err(M::Child)),
+        (&[C, P], Ok(WgboBasis::ChildAndParent)),
+        (&[G, C], Ok(WgboBasis::ChildAndParent)),
+        (&[P, P], Err(M::Child)),
+    ];
+    let from_16: &[(&[Role], Expect)] = &[
+        (&[], Err(M::Child)),
+        (&[C], Ok(WgboBasis::Child)),
+        (&[P], Err(M::Child)),
+        (&[G], Err(M::Child)),
+        (&[C, P], Ok(WgboBasis::Child)),
+        (&[G, C], Ok(WgboBasis::Child)),
+        (&[P, P], Err(M::Child)),
+    ];
+    let table = match age {
+        0..=11 => under_12,
+        12..=15 => from_12,
+        _ => from_16,
+    };
+    table
+        .iter()
+        .find(|(r, _)| *r == roles)
+        .map(|(_, e)| e.clone())
+        .unwrap()
+}
+
+/// (birth date, day consent is given, age on that day)
+const BOUNDARIES: &[(&str, &str, u32)] = &[
+    ("2014-03-02", "2026-03-01", 11), // day before the 12th birthday
+    ("2014-03-01", "2026-03-01", 12), // 12th birthday
+    ("2010-03-02", "2026-03-01", 15), // day before the 16th birthday
+    ("2010-03-01", "2026-03-01", 16), // 16th birthday
+    ("2014-12-31", "2026-12-30", 11),
+    ("2014-12-31", "2026-12-31", 12),
+    ("2012-02-29", "2024-02-28", 11),
+    ("2012-02-29", "2024-02-29", 12),
+    ("2008-02-29", "2024-02-28", 15),
+    ("2008-02-29", "2024-02-29", 16),
+    ("2012-02-29", "2025-02-28", 12), // 13th birthday not yet: it counts on 1 March
+    ("2012-02-29", "2025-03-01", 13),
+    ("2084-02-29", "2100-02-28", 15), // 2100 is no leap year: 16 only on 1 March
+    ("2084-02-29", "2100-03-01", 16),
+    ("2026-03-01", "2026-03-01", 0), // consent on the day of birth
+];
+
+#[test]
+fn wgbo_boundary_table() {
+    use Role::{Child as C, Guardian as G, Parent as P};
+    let combos: &[&[Role]] = &[&[], &[C], &[P], &[G], &[C, P], &[G, C], &[P, P]];
+    for &(birth, given, age) in BOUNDARIES {
+        for &roles in combos {
+            let req = request(birth, given, roles, None);
+            let got = validate_request(&req, d(given));
+            let ctx = format!("born {birth}, given {given}, performers {roles:?}");
+            match expected_for(age, roles) {
+                Ok(basis) => assert_eq!(got, Ok(basis), "{ctx}"),
+                Err(missing) => {
+                    let want = ConsentError::WgboMissingPerformer {
+                        age,
+                        given_on: d(given),
+                        missing,
+                    };
+                    assert_eq!(got, Err(want), "{ctx}");
+                    let err = got.unwrap_err();
+                    assert_eq!(err.code(), "wgbo_missing_performer");
+                    assert_eq!(err.field(), Some("performers"));
+                    assert!(
+                        err.to_string().contains(&format!("missing: {missing}")),
+                        "{ctx}: {err}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wgbo_message_names_the_missing_performer_and_no_personal_data() {
+    let req = request("2013-01-15", "2026-03-01", &[Role::Parent], None);
+    let err = validate_request(&req, d(TODAY)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the child is 13 on the day of consent (2026-03-01): WGBO requires the consent of \
+         the child and of a parent or guardian; missing: the child"
+    );
+
+    let mut messages = Vec::new();
+    for (birth, roles, needle) in [
+        (
+            "2013-01-15",
+            &[Role::Child][..],
+            "missing: a parent or guardian (or, where",
+        ),
+        (
+            "2020-06-01",
+            &[Role::Child][..],
+            "is 5 on the day of consent (2026-03-01)",
+        ),
+        (
+            "2009-06-01",
+            &[Role::Parent][..],
+            "does not replace it); missing: the child",
+        ),
+    ] {
+        let req = request(birth, "2026-03-01", roles, None);
+        let msg = validate_request(&req, d(TODAY)).unwrap_err().to_string();
+        assert!(msg.contains(needle), "{msg}");
+        assert!(!msg.contains(birth), "{msg}");
+        messages.push(msg);
+    }
+    assert!(messages[1].ends_with("missing: a parent or guardian"));
+    for m in &messages {
+        assert!(!m.contains(BSN) && !m.contains("Vries"), "{m}");
+    }
+}
+
+#[test]
+fn given_on_defaults_to_valid_from_for_the_age() {
+    // Born 2014-03-01: 11 on 2026-02-28, 12 on 2026-03-01.
+    let mut req = request("2014-03-01", "2026-02-28", &[Role::Parent], None);
+    req.given_on = None;
+    assert_eq!(
+        validate_request(&req, d(TODAY)),
+        Ok(WgboBasis::ParentOrGuardian)
+    );
+    req.valid_from = d("2026-03-01");
+    let err = validate_request(&req, d(TODAY)).unwrap_err();
+    assert!(matches!(
+        err,
+        ConsentError::WgboMissingPerformer {
+            age: 12,
+            missing: MissingPerformer::Child,
+            ..
+        }
+    ));
+    // An explicit given_on wins over valid_from.
+    req.given_on = Some(d("2026-02-28"));
+    assert_eq!(
+        validate_request(&req, d(TODAY)),
+        Ok(WgboBasis::ParentOrGuardian)
+    );
+}
+
+#[test]
+fn exception_accepted_for_12_to_15_with_reason() {
+    for (birth, given) in [("2014-03-01", "2026-03-01"), ("2010-03-02", "2026-03-01")] {
+        let req = request(birth, given, &[Role::Child], Some("vader is pleger"));
+        assert_eq!(
+            validate_request(&req, d(TODAY)),
+            Ok(WgboBasis::ExceptionSeriousHarm {
+                reason: "vader is pleger".into()
+            }),
+            "born {birth}"
+        );
+    }
+}
+
+#[test]
+fn exception_refused_without_reason() {
+    for exception in [None, Some(""), Some("  \t ")] {
+        let req = request("2013-01-15", "2026-03-01", &[Role::Child], exception);
+        let err = validate_request(&req, d(TODAY)).unwrap_err();
+        match exception {
+            None => assert!(matches!(
+                err,
+                ConsentError::WgboMissingPerformer {
+                    missing: MissingPerformer::ParentOrGuardian,
+                    ..
+                }
+            )),
+            Some(_) => assert_eq!(err, ConsentError::Empty { field: "exception" }),
+        }
+    }
+}
+
+#[test]
+fn exception_refused_at_11_and_16() {
+    for (birth, age, roles) in [
+        ("2014-03-02", 11, &[Role::Child][..]),
+        ("2014-03-02", 11, &[Role::Parent][..]),
+        ("2010-03-01", 16, &[Role::Child][..]),
+    ] {
+        let req = request(birth, "2026-03-01", roles, Some("ernstig nadeel"));
+        let err = validate_request(&req, d(TODAY)).unwrap_err();
+        assert_eq!(
+            err,
+            ConsentError::WgboExceptionOutsideAge {
+                age,
+                given_on: d("2026-03-01")
+            }
+        );
+        assert_eq!(err.code(), "wgbo_exception_outside_age");
+        assert_eq!(err.field(), Some("exception"));
+    }
+}
+
+#[test]
+fn exception_refused_when_parent_consented_and_does_not_replace_the_child() {
+    let req = request(
+        "2013-01-15",
+        "2026-03-01",
+        &[Role::Child, Role::Parent],
+        Some("x"),
+    );
+    let err = validate_request(&req, d(TODAY)).unwrap_err();
+    assert_eq!(err.code(), "wgbo_exception_with_parent");
+
+    let req = request("2013-01-15", "2026-03-01", &[Role::Parent], Some("x"));
+    assert!(matches!(
+        validate_request(&req, d(TODAY)),
+        Err(ConsentError::WgboMissingPerformer {
+            missing: MissingPerformer::Child,
+            ..
+        })
+    ));
+}

@@ -1,0 +1,131 @@
+//! Scrubber: BSNs, phone numbers and e-mail addresses found and replaced in free text.
+
+use super::*;
+use crate::message::elfproef;
+
+fn scrubbed(s: &str) -> String {
+    scrub(s).0
+}
+
+#[test]
+fn scrub_bsn_forms() {
+    assert!(elfproef("111222333") && elfproef("123456782"));
+    assert_eq!(scrubbed("bsn 111222333."), "bsn [bsn].");
+    assert_eq!(scrubbed("123456782"), "[bsn]");
+    assert_eq!(scrubbed("(123 456 782)"), "([bsn])");
+    assert_eq!(scrubbed("123.456.782, ok"), "[bsn], ok");
+    assert_eq!(scrubbed("nr 1234.56.782"), "nr [bsn]");
+    assert_eq!(scrubbed("a 123-456-782 b"), "a [bsn] b");
+    let (_, counts) = scrub("111222333 en 123456782");
+    assert_eq!(
+        counts,
+        ScrubCounts {
+            bsn: 2,
+            phone: 0,
+            email: 0
+        }
+    );
+}
+
+#[test]
+fn scrub_leaves_non_bsns() {
+    assert!(!elfproef("123456789"));
+    for s in [
+        "order 123456789",
+        "123 456 789",
+        "1234567820",             // ten digits: not a BSN
+        "X123456782",             // part of a token
+        "123456782b",             // part of a token
+        "NL91ABNA0417164300",     // IBAN, compact
+        "NL91 ABNA 0417 1643 00", // IBAN, grouped: not a phone either
+        "000000000",
+        "12345678",
+        "geboren 06-12-2023 om 14:00",
+        "prijs 1.234.567",
+    ] {
+        assert_eq!(scrubbed(s), s, "{s:?} was changed");
+        assert_eq!(scrub(s).1.total(), 0, "{s:?}");
+    }
+}
+
+#[test]
+fn scrub_phones() {
+    for p in [
+        "06-12345678",
+        "0612345678",
+        "06 12 34 56 78",
+        "06 - 1234 5678",
+        "+31 6 12345678",
+        "+31612345678",
+        "+31 (0)6 12345678",
+        "0031 6 12345678",
+        "0031612345678",
+        "030-1234567",
+        "020 123 4567",
+        "(030) 123 45 67",
+        "020/1234567",
+    ] {
+        let (out, c) = scrub(&format!("bel {p} vandaag"));
+        assert_eq!(out, "bel [telefoon] vandaag", "{p:?}");
+        assert_eq!(
+            c,
+            ScrubCounts {
+                bsn: 0,
+                phone: 1,
+                email: 0
+            },
+            "{p:?}"
+        );
+        assert_eq!(
+            scrubbed(&format!("{p}.")),
+            "[telefoon].",
+            "{p:?} at end of sentence"
+        );
+    }
+    // A phone number wins over a BSN hidden in it: "612345678" passes the elfproef.
+    assert!(elfproef("612345671"));
+    assert_eq!(scrubbed("+31 612345671"), "[telefoon]");
+    // Ten digits are a phone number, never a BSN.
+    assert_eq!(scrubbed("0612345678"), "[telefoon]");
+    // A date followed by a time is not a phone number, but a phone number written like a
+    // date with an implausible year still is.
+    assert_eq!(scrubbed("op 06-12-2023 14:00"), "op 06-12-2023 14:00");
+    assert_eq!(scrubbed("bel 06-12-3456 78"), "bel [telefoon]");
+    // Not phones: too long, too short, inside a token.
+    for s in ["06123456789", "061234567", "a0612345678", "0012345678"] {
+        assert_eq!(scrubbed(s), s);
+    }
+}
+
+#[test]
+fn scrub_emails() {
+    assert_eq!(
+        scrubbed("mail jan.de-vries+x@example.nl."),
+        "mail [e-mail]."
+    );
+    assert_eq!(scrubbed("<a_b@sub.domain.org>"), "<[e-mail]>");
+    assert_eq!(scrubbed("0612345678@sms.example.nl"), "[e-mail]");
+    for s in ["twitter @handle", "a@b", "x@y.1"] {
+        assert_eq!(scrubbed(s), s);
+    }
+    let (_, c) = scrub("a@b.nl, c@d.com; 111222333 en 06-12345678");
+    assert_eq!(
+        c,
+        ScrubCounts {
+            bsn: 1,
+            phone: 1,
+            email: 2
+        }
+    );
+}
+
+#[test]
+fn scrub_unicode_and_plain_text() {
+    assert_eq!(scrubbed(""), "");
+    assert_eq!(
+        scrubbed("geen nummers hier — één"),
+        "geen nummers hier — één"
+    );
+    assert_eq!(scrubbed("é 111222333 ü"), "é [bsn] ü");
+    assert_eq!(scrubbed("é111222333"), "é111222333");
+}
