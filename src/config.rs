@@ -173,8 +173,39 @@ pub struct Config {
     pub api_token: String,
     pub listener: SocketAddr,
     pub relay: RelaySettings,
-    pub peers: Vec<Peer>,
+    pub peers: Peers,
     pub auditors: Vec<String>,
+}
+
+/// The configured peers, found by the name the local system uses or by the
+/// organisation identifier a certificate carries.
+#[derive(Debug, Clone, Default)]
+pub struct Peers(Vec<Peer>);
+
+impl Peers {
+    pub fn new(peers: Vec<Peer>) -> Peers {
+        Peers(peers)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Peer> {
+        self.0.iter().find(|p| p.name == name)
+    }
+
+    pub fn by_identity(&self, identity: &str) -> Option<&Peer> {
+        self.0.iter().find(|p| p.identity == identity)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Peer> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Config {
@@ -195,11 +226,11 @@ impl Config {
     }
 
     pub fn peer_by_name(&self, name: &str) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.name == name)
+        self.peers.by_name(name)
     }
 
     pub fn peer_by_identity(&self, identity: &str) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.identity == identity)
+        self.peers.by_identity(identity)
     }
 }
 
@@ -395,7 +426,7 @@ impl RawConfig {
                 max_backoff: Duration::from_millis(r.max_backoff_ms),
                 request_timeout: Duration::from_millis(r.request_timeout_ms.max(100)),
             },
-            peers,
+            peers: Peers::new(peers),
             auditors,
         })
     }

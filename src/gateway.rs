@@ -1,119 +1,233 @@
-//! A running gateway: its shared state, and the tasks that serve it — the local API,
-//! the mTLS listener, one relay per peer — started together and stopped together.
+//! A gateway: the place where its parts are built from the validated [`Config`] and
+//! started together — the local API, the mTLS listener, one relay per peer — and stopped
+//! together. Each part gets only the handles it needs:
+//!
+//! | part | holds |
+//! | --- | --- |
+//! | [`Local`] | role, identity, signing key, clock |
+//! | [`SendPath`] | local, peers, store, minimiser, pseudonymiser, relay wakers |
+//! | [`ConsentDesk`] | local, store, pseudonymiser, the send path |
+//! | [`ReceivePath`] | local, peers, store, minimiser, pseudonymiser |
+//! | [`Relay`] (per peer) | its peer, relay settings, TLS client config, store, waker, local |
+//! | [`AuditService`] | auditors, pseudonymiser, store, local, own certificate |
+//! | [`LocalApi`] | API token, send path, consent desk, store, stats |
+//! | [`Listener`] | TLS server config, receive path, audit service, store, local |
 //!
 //! Shutdown follows mini-redis: a `watch` signal reaches every task; servers stop
 //! accepting and let open connections finish their request; relays stop between
 //! attempts. The drain is bounded by [`GRACE`]. Last, the gateway audits its own stop and
 //! closes the store, whose committer writes a signed checkpoint before it exits.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::audit::{Actor, AuditEvent, Event, Outcome, Pseudonymiser};
+use crate::chain::{Event, Outcome};
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::consent_desk::ConsentDesk;
 use crate::error::StartError;
+use crate::local::Local;
 use crate::message::Bsn;
 use crate::minimise::Minimiser;
+use crate::outbox::Wakers;
+use crate::pseudonym::Pseudonymiser;
+use crate::receive::ReceivePath;
+use crate::relay::Relay;
+use crate::send::SendPath;
+use crate::server::audit::AuditService;
+use crate::server::listener::Listener;
+use crate::server::local_api::LocalApi;
+use crate::stats::{Counters, Stats};
 use crate::store::{Durability, Store};
 
 /// How long open connections and relay attempts get to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// Counters the benchmark and tests read.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// TLS handshakes this gateway's relays made (connections to peers).
-    pub handshakes_out: AtomicU64,
-    /// TLS handshakes the mTLS listener completed.
-    pub handshakes_in: AtomicU64,
-}
-
-/// State shared by every task of one gateway.
+/// A gateway's parts, built and ready to start.
 pub struct Gateway {
-    pub config: Config,
-    pub store: Store,
-    pub pseudonymiser: Pseudonymiser,
-    pub minimiser: Minimiser,
-    pub counters: Counters,
-    relay_wakeups: HashMap<String, Arc<Notify>>,
+    local: Arc<Local>,
+    store: Store,
+    pseudonymiser: Pseudonymiser,
+    stats: Stats,
+    local_api: LocalApi,
+    listener: Listener,
+    relays: Vec<Relay>,
+    peers: usize,
 }
 
 impl Gateway {
-    pub fn open(config: Config, durability: Durability) -> Result<Arc<Gateway>, StartError> {
+    /// Opens the store and builds every part from `config`.
+    pub fn open(config: Config, durability: Durability) -> Result<Gateway, StartError> {
+        Gateway::open_with_clock(config, durability, Clock::system())
+    }
+
+    /// As [`Gateway::open`], with the clock every part reads "now" and "today" from.
+    pub fn open_with_clock(
+        config: Config,
+        durability: Durability,
+        clock: Clock,
+    ) -> Result<Gateway, StartError> {
         let store = Store::open_with(&config.store_dir, config.signer.clone(), durability)?;
-        let relay_wakeups = config
-            .peers
-            .iter()
-            .map(|p| (p.name.clone(), Arc::new(Notify::new())))
-            .collect();
+        let server_tls = crate::tls::server_config(&config)?;
+        let client_tls = crate::tls::client_config(&config)?;
+        let local = Arc::new(Local {
+            role: config.role,
+            identity: config.identity.clone(),
+            signer: config.signer.clone(),
+            clock,
+        });
+        let counters = Arc::new(Counters::default());
+        let stats = Stats {
+            store: store.clone(),
+            counters: counters.clone(),
+        };
         // The minimisation HMAC gets its own key, derived from the gateway's secret.
         let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &config.secret);
         let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
-        Ok(Arc::new(Gateway {
-            minimiser: Minimiser::new(config.policy.clone(), minimisation_key.as_ref()),
-            pseudonymiser: Pseudonymiser::new(&config.secret),
-            config,
+        let minimiser = Arc::new(Minimiser::new(
+            config.policy.clone(),
+            minimisation_key.as_ref(),
+        ));
+        let pseudonymiser = Pseudonymiser::new(&config.secret);
+        let peers = Arc::new(config.peers.clone());
+        let wakers = Wakers::for_peers(peers.iter().map(|p| p.name.as_str()));
+
+        let send = SendPath::new(
+            local.clone(),
+            peers.clone(),
+            store.clone(),
+            minimiser.clone(),
+            pseudonymiser.clone(),
+            wakers.clone(),
+        );
+        let desk = ConsentDesk::new(
+            local.clone(),
+            store.clone(),
+            pseudonymiser.clone(),
+            send.clone(),
+        );
+        let receive = ReceivePath::new(
+            local.clone(),
+            peers.clone(),
+            store.clone(),
+            minimiser,
+            pseudonymiser.clone(),
+        );
+        let relays = peers
+            .iter()
+            .map(|peer| {
+                Relay::new(
+                    peer.clone(),
+                    config.relay.clone(),
+                    client_tls.clone(),
+                    store.clone(),
+                    wakers.waker(&peer.name),
+                    local.clone(),
+                    counters.clone(),
+                )
+            })
+            .collect();
+        let audit = AuditService::new(
+            config.auditors.clone(),
+            pseudonymiser.clone(),
+            store.clone(),
+            local.clone(),
+            config.cert_chain.first().map(|c| c.to_vec()),
+        );
+        let local_api = LocalApi::new(
+            &config.api_token,
+            send,
+            desk,
+            store.clone(),
+            local.clone(),
+            stats.clone(),
+        );
+        let listener = Listener::new(
+            server_tls,
+            receive,
+            audit,
+            store.clone(),
+            local.clone(),
+            counters,
+        );
+        Ok(Gateway {
+            local,
             store,
-            counters: Counters::default(),
-            relay_wakeups,
-        }))
-    }
-
-    /// Tells the relay for `peer` that its outbox has work.
-    pub fn wake_relay(&self, peer: &str) {
-        if let Some(n) = self.relay_wakeups.get(peer) {
-            n.notify_one();
-        }
-    }
-
-    pub(crate) fn relay_wakeup(&self, peer: &str) -> Arc<Notify> {
-        self.relay_wakeups
-            .get(peer)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Notify::new()))
-    }
-
-    pub fn pseudonym(&self, bsn: Option<&Bsn>) -> Option<String> {
-        bsn.map(|b| self.pseudonymiser.pseudonym(b))
-    }
-
-    /// Counters for operators and the benchmark.
-    pub fn stats(&self) -> serde_json::Value {
-        let c = self.store.stats();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "commit_groups": load(&c.groups),
-            "commit_jobs": load(&c.jobs),
-            "commit_syncs": load(&c.syncs),
-            "handshakes_in": load(&self.counters.handshakes_in),
-            "handshakes_out": load(&self.counters.handshakes_out),
-            // The queue and the inbox hold only what is waiting, so counting them is
-            // cheap; the totals come from a counter and the head of the audit chain.
-            "outbox_queued": self.store.tree(crate::store::T::Outbox).len(),
-            "received_total": crate::inbox::received_total(&self.store).ok(),
-            "inbox_unacknowledged": self.store.tree(crate::store::T::Inbox).len(),
-            "audit_records": self.audit_records(),
+            pseudonymiser,
+            stats,
+            local_api,
+            listener,
+            relays,
+            peers: peers.len(),
         })
     }
 
-    /// The sequence number of the last audit record: the chain is numbered from 1 with
-    /// no gaps, so this is how many there are.
-    fn audit_records(&self) -> Option<u64> {
-        let (key, _) = self.store.tree(crate::store::T::Audit).last().ok()??;
-        key.as_ref().try_into().ok().map(u64::from_be_bytes)
-    }
+    /// Serves until `shutdown` completes, then drains and stops.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        let Gateway {
+            local,
+            store,
+            local_api,
+            listener,
+            relays,
+            peers,
+            ..
+        } = self;
+        store
+            .commit_audit(vec![
+                local.own_event(Event::GatewayStarted, Outcome::Success)
+            ])
+            .await?;
+        tracing::info!(
+            role = ?local.role,
+            identity = %local.identity,
+            local_api = %listeners.local_api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            listener = %listeners.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            peers,
+            "gateway started"
+        );
 
-    /// An audit event for a step this gateway takes by itself.
-    pub fn own_event(&self, event: Event, outcome: Outcome) -> AuditEvent {
-        AuditEvent::new(event, outcome, Actor::Gateway).on_behalf_of(&self.config.identity)
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for relay in relays {
+            tasks.spawn(relay.run(stop_rx.clone()));
+        }
+        tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
+        tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
+
+        shutdown.await;
+        tracing::info!("stopping: draining connections and relays");
+        let _ = stop_tx.send(true);
+        let drained =
+            tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_secs = GRACE.as_secs(),
+                "some tasks did not stop in time; aborting them"
+            );
+            tasks.abort_all();
+        }
+        store
+            .commit_audit(vec![
+                local.own_event(Event::GatewayStopped, Outcome::Success)
+            ])
+            .await?;
+        let closing = store.clone();
+        tokio::task::spawn_blocking(move || closing.close())
+            .await
+            .map_err(|e| StartError::Other(format!("closing the store: {e}")))?;
+        tracing::info!("gateway stopped");
+        Ok(())
     }
 }
 
@@ -146,86 +260,20 @@ pub async fn run(
     durability: Durability,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let gateway = Gateway::open(config, durability)?;
-    serve(gateway, listeners, shutdown).await
-}
-
-/// Serves an opened gateway until `shutdown` completes.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    let tls = crate::tls::server_config(&gateway.config)?;
-    let client_tls = crate::tls::client_config(&gateway.config)?;
-    gateway
-        .store
-        .commit_audit(vec![
-            gateway.own_event(Event::GatewayStarted, Outcome::Success)
-        ])
-        .await?;
-    tracing::info!(
-        role = ?gateway.config.role,
-        identity = %gateway.config.identity,
-        local_api = %listeners.local_api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        listener = %listeners.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        peers = gateway.config.peers.len(),
-        "gateway started"
-    );
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    for peer in gateway.config.peers.clone() {
-        tasks.spawn(crate::relay::run(
-            gateway.clone(),
-            peer,
-            client_tls.clone(),
-            stop_rx.clone(),
-        ));
-    }
-    tasks.spawn(crate::server::local_api::serve(
-        gateway.clone(),
-        listeners.local_api,
-        stop_rx.clone(),
-    ));
-    tasks.spawn(crate::server::listener::serve(
-        gateway.clone(),
-        tls,
-        listeners.listener,
-        stop_rx.clone(),
-    ));
-
-    shutdown.await;
-    tracing::info!("stopping: draining connections and relays");
-    let _ = stop_tx.send(true);
-    let drained =
-        tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            grace_secs = GRACE.as_secs(),
-            "some tasks did not stop in time; aborting them"
-        );
-        tasks.abort_all();
-    }
-    gateway
-        .store
-        .commit_audit(vec![
-            gateway.own_event(Event::GatewayStopped, Outcome::Success)
-        ])
-        .await?;
-    let store = gateway.store.clone();
-    tokio::task::spawn_blocking(move || store.close())
+    Gateway::open(config, durability)?
+        .serve(listeners, shutdown)
         .await
-        .map_err(|e| StartError::Other(format!("closing the store: {e}")))?;
-    tracing::info!("gateway stopped");
-    Ok(())
 }
 
-/// A gateway started in this process, for the demo, the benchmark and the tests.
+/// A gateway started in this process, for the demo, the benchmark and the tests: its
+/// addresses, and read access to its store and pseudonyms.
 pub struct RunningGateway {
-    pub gateway: Arc<Gateway>,
     pub local_api: SocketAddr,
     pub listener: SocketAddr,
+    store: Store,
+    pseudonymiser: Pseudonymiser,
+    stats: Stats,
+    clock: Clock,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), StartError>>,
 }
@@ -236,7 +284,17 @@ impl RunningGateway {
         listeners: Listeners,
         durability: Durability,
     ) -> Result<RunningGateway, StartError> {
-        let gateway = Gateway::open(config, durability)?;
+        RunningGateway::start_with_clock(config, listeners, durability, Clock::system()).await
+    }
+
+    /// As [`RunningGateway::start`], on a clock the caller can move.
+    pub async fn start_with_clock(
+        config: Config,
+        listeners: Listeners,
+        durability: Durability,
+        clock: Clock,
+    ) -> Result<RunningGateway, StartError> {
+        let gateway = Gateway::open_with_clock(config, durability, clock.clone())?;
         let local_api = listeners
             .local_api
             .local_addr()
@@ -245,17 +303,43 @@ impl RunningGateway {
             .listener
             .local_addr()
             .map_err(|e| StartError::Other(e.to_string()))?;
+        let store = gateway.store.clone();
+        let pseudonymiser = gateway.pseudonymiser.clone();
+        let stats = gateway.stats.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(gateway.clone(), listeners, async move {
+        let task = tokio::spawn(gateway.serve(listeners, async move {
             let _ = stopped.await;
         }));
         Ok(RunningGateway {
-            gateway,
             local_api,
             listener,
+            store,
+            pseudonymiser,
+            stats,
+            clock,
             stop: Some(stop),
             task,
         })
+    }
+
+    /// The gateway's store (to read it, or to commit audit records in tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The pseudonym the gateway gives a child's BSN.
+    pub fn pseudonym(&self, bsn: Option<&Bsn>) -> Option<String> {
+        bsn.map(|b| self.pseudonymiser.pseudonym(b))
+    }
+
+    /// What `/v1/stats` would answer.
+    pub fn stats(&self) -> serde_json::Value {
+        self.stats.snapshot()
+    }
+
+    /// The clock every part of this gateway reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Stops the gateway and waits until its store is closed.

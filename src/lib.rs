@@ -37,10 +37,13 @@
 
 pub mod audit;
 pub mod bench;
+pub mod chain;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod consent;
+pub mod consent_desk;
 pub mod cpu;
 pub mod demo;
 pub mod devkit;
@@ -48,18 +51,22 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod inbox;
+pub mod local;
 pub mod message;
 pub mod minimise;
 pub mod outbox;
 pub mod pki;
+pub mod pseudonym;
 pub mod receipt;
 pub mod receive;
 pub mod relay;
 pub mod send;
 pub mod server;
 pub mod signing;
+pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod wire;
 
 pub use config::Config;
 pub use error::{Refusal, StartError};

@@ -3,10 +3,14 @@
 //! records in one commit) and leaves the queue only in the commit that records its
 //! final status, so a crash at any moment leaves it either queued or finished.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
-use crate::audit::{Actor, AuditEvent, Event, Outcome};
+use crate::chain::{Actor, AuditEvent, Event, Outcome};
 use crate::message::MessageType;
 use crate::receipt::Receipt;
 use crate::store::{be, key, StoreError, Tx, T};
@@ -174,5 +178,41 @@ pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>,
             let envelope = store.get(T::SentEnvelopes, id.as_bytes())?;
             decode(&record, envelope.as_deref()).map(Some)
         }
+    }
+}
+
+/// The signal that a peer's queue has work: the send path wakes the relay of the peer it
+/// queued for, so a relay that found its queue empty does not wait for its next poll.
+#[derive(Clone, Default)]
+pub struct Wakers {
+    by_peer: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    /// One waker per peer, by the peer's configured name (the outbox's queue key).
+    pub fn for_peers<'a>(names: impl IntoIterator<Item = &'a str>) -> Wakers {
+        Wakers {
+            by_peer: Arc::new(
+                names
+                    .into_iter()
+                    .map(|n| (n.to_string(), Arc::new(Notify::new())))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Tells the relay for `peer` that its queue has work.
+    pub fn wake(&self, peer: &str) {
+        if let Some(n) = self.by_peer.get(peer) {
+            n.notify_one();
+        }
+    }
+
+    /// What the relay for `peer` waits on.
+    pub fn waker(&self, peer: &str) -> Arc<Notify> {
+        self.by_peer
+            .get(peer)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Notify::new()))
     }
 }

@@ -3,69 +3,44 @@
 //! and validates, `from` is the certificate's organisation, the message is addressed to
 //! us and of a type this peer may send. Then it is stored once in the inbox and answered
 //! with a signed receipt. Every refusal is answered with its reason and audited.
+//!
+//! [`ReceivePath`] holds what these checks need: who this gateway is ([`Local`]), its
+//! peers and what each may send, the minimiser (the receive-side policy check), the
+//! pseudonymiser and the store. The listener (`crate::server::listener`) hands it a
+//! [`Caller`] and the batch; it knows nothing of HTTP.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::Utc;
-
-use crate::audit::{Actor, AuditEvent, Event, Outcome};
-use crate::config::Peer;
+use crate::chain::{Actor, AuditEvent, Event, Outcome};
+use crate::config::{Peer, Peers};
 use crate::consent::{
-    registry, ConsentEvent, ConsentRefusal, ConsentState, ConsentStatus, ConsentSummary,
+    self, registry, ConsentEvent, ConsentRefusal, ConsentState, ConsentStatus, ConsentSummary,
+    Exchange,
 };
-use crate::error::Refusal;
-use crate::gateway::Gateway;
-use crate::identity::{CertIdentity, IdentityError};
+use crate::error::{Code, Refusal};
+use crate::identity::Caller;
 use crate::inbox::{self, ReceivedMessage};
+use crate::local::Local;
 use crate::message::{self, Envelope, MessageType};
+use crate::minimise::Minimiser;
+use crate::pseudonym::Pseudonymiser;
 use crate::receipt::Receipt;
-use crate::store::{StoreError, Tx};
+use crate::store::{Store, StoreError, Tx};
 
-/// Who is on the other end of an mTLS connection, as established after the handshake.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub remote: SocketAddr,
-    /// The verified leaf certificate (DER).
-    pub cert: Vec<u8>,
-    pub identity: Result<CertIdentity, IdentityError>,
-}
-
-impl Caller {
-    pub fn actor(&self) -> Actor {
-        match &self.identity {
-            Ok(id) => Actor::Peer {
-                organisation: id.organisation_id.clone(),
-                certificate_serial: id.serial.clone(),
-            },
-            Err(_) => Actor::Unknown {
-                remote: self.remote.to_string(),
-            },
-        }
-    }
-}
-
-/// One relayed message as it arrived: its signature header and the exact envelope bytes.
+/// One relayed message as it arrived: its signature and the exact envelope bytes.
 pub struct Relayed {
     pub signature: Option<String>,
     pub envelope: Vec<u8>,
 }
 
-/// Runs the receive path for one relayed envelope (`POST /v1/relay`): a batch of one.
-pub async fn relay(
-    gw: &Arc<Gateway>,
-    caller: &Caller,
-    signature: Option<&str>,
-    body: &[u8],
-) -> Result<Receipt, Refusal> {
-    let item = Relayed {
-        signature: signature.map(str::to_string),
-        envelope: body.to_vec(),
-    };
-    relay_batch(gw, caller, vec![item])
-        .await?
-        .pop()
-        .unwrap_or_else(|| Err(Refusal::new(500, "internal", "no result for the message")))
+/// The receive path: what checking and storing a relayed batch needs.
+#[derive(Clone)]
+pub struct ReceivePath {
+    local: Arc<Local>,
+    peers: Arc<Peers>,
+    store: Store,
+    minimiser: Arc<Minimiser>,
+    pseudonymiser: Pseudonymiser,
 }
 
 /// A message that passed every check, on its way into the batch's commit.
@@ -80,177 +55,289 @@ struct Checked {
 
 type CheckResult = Result<Box<Checked>, Box<(Refusal, AuditEvent)>>;
 
-/// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is checked
-/// on its own (the signature checks spread over the cores), then all of them are
-/// committed together — stored messages with their receipts, refusals with their audit
-/// records — and each gets its own answer, in order.
-pub async fn relay_batch(
-    gw: &Arc<Gateway>,
-    caller: &Caller,
-    items: Vec<Relayed>,
-) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
-    let checked = {
-        let gw = gw.clone();
-        let caller = Arc::new(caller.clone());
-        crate::cpu::map_batch(items, move |item| check_item(&gw, &caller, item))
-            .await
-            .map_err(|e| Refusal::new(500, "internal", format!("checking the batch failed: {e}")))?
-    };
-    let actor = caller.actor();
-    let store_as = StoreAs {
-        org: gw.config.identity.clone(),
-        signer: gw.config.signer.clone(),
-        pseudonymiser: gw.clone(),
-    };
-    let results = gw
-        .store
-        .commit(move |tx| store_batch(tx, checked, &actor, &store_as))
-        .await?;
-    for r in results.iter().flatten() {
-        tracing::info!(message_id = %r.message_id, "message received");
-    }
-    Ok(results)
-}
-
-/// Checks one relayed message; a refusal comes with its audit record.
-fn check_item(gw: &Gateway, caller: &Caller, item: Relayed) -> CheckResult {
-    let mut about: Option<(String, MessageType)> = None;
-    match check(
-        gw,
-        caller,
-        item.signature.as_deref(),
-        &item.envelope,
-        &mut about,
-    ) {
-        Ok((envelope, effect)) => Ok(Box::new(Checked {
-            envelope,
-            hash: crate::receipt::sha256_hex(&item.envelope),
-            bytes: item.envelope,
-            signature: item.signature.unwrap_or_default(),
-            effect,
-        })),
-        Err(refusal) => {
-            let event = refusal_event(gw, caller, &refusal, about.as_ref());
-            tracing::warn!(code = refusal.code, remote = %caller.remote, "relayed message refused");
-            Err(Box::new((refusal, event)))
+impl ReceivePath {
+    pub fn new(
+        local: Arc<Local>,
+        peers: Arc<Peers>,
+        store: Store,
+        minimiser: Arc<Minimiser>,
+        pseudonymiser: Pseudonymiser,
+    ) -> ReceivePath {
+        ReceivePath {
+            local,
+            peers,
+            store,
+            minimiser,
+            pseudonymiser,
         }
     }
-}
 
-fn refusal_event(
-    gw: &Gateway,
-    caller: &Caller,
-    refusal: &Refusal,
-    about: Option<&(String, MessageType)>,
-) -> AuditEvent {
-    let event = if refusal.code == "unknown_peer" {
-        Event::CertificateRefused
-    } else {
-        Event::MessageRefused
-    };
-    let mut audit = AuditEvent::new(event, Outcome::Refused, caller.actor())
-        .on_behalf_of(&gw.config.identity)
-        .reason(format!("{}: {}", refusal.code, refusal.message));
-    if let Some((id, t)) = about {
-        audit = audit.message(id, *t);
+    /// Whether the caller's certificate names a configured peer: the listener asks this
+    /// before it reads a batch.
+    pub fn knows(&self, caller: &Caller) -> bool {
+        caller
+            .organisation()
+            .is_some_and(|org| self.peers.by_identity(org).is_some())
     }
-    if let Ok(id) = &caller.identity {
-        audit = audit.peer(&id.organisation_id);
-    }
-    audit
-}
 
-fn check(
-    gw: &Gateway,
-    caller: &Caller,
-    signature: Option<&str>,
-    body: &[u8],
-    about: &mut Option<(String, MessageType)>,
-) -> Result<(Envelope, ConsentEffect), Refusal> {
-    let identity = caller.identity.as_ref().map_err(|e| {
-        Refusal::new(
-            403,
-            "unknown_peer",
-            format!("the client certificate names no organisation: {e}"),
-        )
-    })?;
-    let peer = gw
-        .config
-        .peer_by_identity(&identity.organisation_id)
-        .ok_or_else(|| {
+    /// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is
+    /// checked on its own (the signature checks spread over the cores), then all of them
+    /// are committed together — stored messages with their receipts, refusals with their
+    /// audit records — and each gets its own answer, in order.
+    pub async fn receive_batch(
+        &self,
+        caller: &Caller,
+        items: Vec<Relayed>,
+    ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
+        let checked = {
+            let path = self.clone();
+            let caller = Arc::new(caller.clone());
+            crate::cpu::map_batch(items, move |item| path.check_item(&caller, item))
+                .await
+                .map_err(|e| Refusal::internal(format!("checking the batch failed: {e}")))?
+        };
+        let actor = caller.actor();
+        let by = StoreAs {
+            local: self.local.clone(),
+            pseudonymiser: self.pseudonymiser.clone(),
+        };
+        let results = self
+            .store
+            .commit(move |tx| store_batch(tx, checked, &actor, &by))
+            .await?;
+        for r in results.iter().flatten() {
+            tracing::info!(message_id = %r.message_id, "message received");
+        }
+        Ok(results)
+    }
+
+    /// Checks one relayed message; a refusal comes with its audit record.
+    fn check_item(&self, caller: &Caller, item: Relayed) -> CheckResult {
+        let mut about: Option<(String, MessageType)> = None;
+        match self.check(
+            caller,
+            item.signature.as_deref(),
+            &item.envelope,
+            &mut about,
+        ) {
+            Ok((envelope, effect)) => Ok(Box::new(Checked {
+                envelope,
+                hash: crate::receipt::sha256_hex(&item.envelope),
+                bytes: item.envelope,
+                signature: item.signature.unwrap_or_default(),
+                effect,
+            })),
+            Err(refusal) => {
+                let event = self.refusal_event(caller, &refusal, about.as_ref());
+                tracing::warn!(code = %refusal.code, remote = %caller.remote, "relayed message refused");
+                Err(Box::new((refusal, event)))
+            }
+        }
+    }
+
+    fn refusal_event(
+        &self,
+        caller: &Caller,
+        refusal: &Refusal,
+        about: Option<&(String, MessageType)>,
+    ) -> AuditEvent {
+        let event = if refusal.code == Code::UnknownPeer {
+            Event::CertificateRefused
+        } else {
+            Event::MessageRefused
+        };
+        let mut audit = self
+            .local
+            .event(event, Outcome::Refused, caller.actor())
+            .reason(refusal.reason());
+        if let Some((id, t)) = about {
+            audit = audit.message(id, *t);
+        }
+        if let Some(org) = caller.organisation() {
+            audit = audit.peer(org);
+        }
+        audit
+    }
+
+    fn check(
+        &self,
+        caller: &Caller,
+        signature: Option<&str>,
+        body: &[u8],
+        about: &mut Option<(String, MessageType)>,
+    ) -> Result<(Envelope, ConsentEffect), Refusal> {
+        let identity = caller.identity.as_ref().map_err(|e| {
             Refusal::new(
-                403,
-                "unknown_peer",
-                format!(
-                    "organisation {} is not a configured peer of this gateway",
-                    identity.organisation_id
-                ),
+                Code::UnknownPeer,
+                format!("the client certificate names no organisation: {e}"),
             )
         })?;
-    let signature = signature.ok_or_else(|| {
-        Refusal::new(
-            400,
-            "missing_signature",
-            "the X-Wijkpoort-Signature header is missing",
-        )
-    })?;
-    let signature = hex::decode(signature)
-        .map_err(|_| Refusal::new(400, "bad_signature", "the signature header is not hex"))?;
-    crate::signing::verify(&caller.cert, body, &signature).map_err(|_| {
-        Refusal::new(
-            422,
-            "bad_signature",
-            "the envelope's signature does not verify against the sender's certificate",
-        )
-    })?;
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-        Refusal::malformed(format!(
-            "the envelope is not valid: {}",
-            crate::error::describe_json_error(&e)
-        ))
-    })?;
-    *about = Some((envelope.id.clone(), envelope.message_type));
-    if envelope.from != identity.organisation_id {
-        return Err(Refusal::new(
-            403,
-            "from_mismatch",
-            format!(
-                "the envelope says it is from {} but the certificate is of {}",
-                envelope.from, identity.organisation_id
-            ),
-        )
-        .field("from"));
+        let peer = self
+            .peers
+            .by_identity(&identity.organisation_id)
+            .ok_or_else(|| {
+                Refusal::new(
+                    Code::UnknownPeer,
+                    format!(
+                        "organisation {} is not a configured peer of this gateway",
+                        identity.organisation_id
+                    ),
+                )
+            })?;
+        let signature = signature.ok_or_else(|| {
+            Refusal::new(Code::MissingSignature, "the message carries no signature")
+        })?;
+        let signature = hex::decode(signature)
+            .map_err(|_| Refusal::new(Code::SignatureNotHex, "the signature is not hex"))?;
+        crate::signing::verify(&caller.cert, body, &signature).map_err(|_| {
+            Refusal::new(
+                Code::BadSignature,
+                "the envelope's signature does not verify against the sender's certificate",
+            )
+        })?;
+        let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+            Refusal::malformed(format!(
+                "the envelope is not valid: {}",
+                crate::error::describe_json_error(&e)
+            ))
+        })?;
+        *about = Some((envelope.id.clone(), envelope.message_type));
+        if envelope.from != identity.organisation_id {
+            return Err(Refusal::new(
+                Code::FromMismatch,
+                format!(
+                    "the envelope says it is from {} but the certificate is of {}",
+                    envelope.from, identity.organisation_id
+                ),
+            )
+            .field("from"));
+        }
+        if envelope.to != self.local.identity {
+            return Err(Refusal::new(
+                Code::WrongRecipient,
+                format!(
+                    "the envelope is addressed to {}, not to this gateway",
+                    envelope.to
+                ),
+            )
+            .field("to"));
+        }
+        if !peer.may_send.contains(&envelope.message_type) {
+            return Err(Refusal::new(
+                Code::TypeNotAllowed,
+                format!(
+                    "peer {} may not send {} messages to this gateway",
+                    peer.name, envelope.message_type
+                ),
+            )
+            .field("type"));
+        }
+        message::validate(&envelope).map_err(Refusal::invalid)?;
+        self.minimiser
+            .check(envelope.message_type, &envelope.content())
+            .map_err(Refusal::from)?;
+        message::check_anonymous(&envelope)
+            .map_err(|e| Refusal::new(Code::PolicyViolation, e.to_string()).field(e.field))?;
+        let effect = self.consent_effect(peer, &envelope)?;
+        Ok((envelope, effect))
     }
-    if envelope.to != gw.config.identity {
-        return Err(Refusal::new(
-            422,
-            "wrong_recipient",
-            format!(
-                "the envelope is addressed to {}, not to this gateway",
-                envelope.to
-            ),
-        )
-        .field("to"));
+
+    /// Checks a received message against consent — a withdrawn consent stops the flow in
+    /// both directions — and says what it changes in the registry.
+    fn consent_effect(&self, peer: &Peer, envelope: &Envelope) -> Result<ConsentEffect, Refusal> {
+        let t = envelope.message_type;
+        if !consent::needs_consent(t) {
+            return Ok(ConsentEffect::None);
+        }
+        let bsn = envelope.bsn().ok_or_else(|| {
+            Refusal::new(Code::InvalidField, "subject.bsn: is required").field("subject.bsn")
+        })?;
+        let consent = envelope.consent.clone().ok_or_else(|| {
+            Refusal::new(
+                Code::ConsentMissing,
+                format!("a {t} must travel under a consent"),
+            )
+            .field("consent")
+        })?;
+        let exchange = Exchange {
+            role: self.local.role,
+            own: &self.local.identity,
+            peer: &peer.identity,
+            bsn: &bsn,
+            message_type: t,
+            today: self.local.clock.today(),
+        };
+        match t {
+            MessageType::Referral => {
+                let summary: ConsentSummary = serde_json::from_value(consent).map_err(|e| {
+                    Refusal::new(
+                        Code::ConsentInvalid,
+                        format!(
+                            "the consent summary is not valid: {}",
+                            crate::error::describe_json_error(&e)
+                        ),
+                    )
+                    .field("consent")
+                })?;
+                summary.validate()?;
+                let mut events = registry::events(&self.store, &summary.id)?;
+                events.push(ConsentEvent::Mirrored {
+                    summary: summary.clone(),
+                    from_peer: peer.identity.clone(),
+                    at: self.local.clock.now(),
+                });
+                let state = ConsentState::from_events(&events);
+                consent::covers(state.as_ref(), &exchange)?;
+                match summary.status {
+                    ConsentStatus::Active => {}
+                    ConsentStatus::Withdrawn => return Err(ConsentRefusal::Withdrawn.into()),
+                    ConsentStatus::Expired => return Err(ConsentRefusal::Expired.into()),
+                    ConsentStatus::NotYetValid => return Err(ConsentRefusal::NotYetValid.into()),
+                }
+                Ok(ConsentEffect::Mirror(summary))
+            }
+            MessageType::ConsentUpdate => {
+                let consent_id = envelope
+                    .consent_id()
+                    .ok_or_else(|| {
+                        Refusal::new(Code::ConsentMissing, "the consent update names no consent")
+                            .field("consent.id")
+                    })?
+                    .to_string();
+                if envelope.body.get("consent_id").and_then(|v| v.as_str())
+                    != Some(consent_id.as_str())
+                {
+                    return Err(Refusal::new(
+                        Code::ConsentMismatch,
+                        "body.consent_id differs from the envelope's consent",
+                    )
+                    .field("body.consent_id"));
+                }
+                let status: ConsentStatus = envelope
+                    .body
+                    .get("status")
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .ok_or_else(|| {
+                        Refusal::new(Code::InvalidField, "body.status: not a consent status")
+                            .field("body.status")
+                    })?;
+                if let Some(state) = registry::state(&self.store, &consent_id)? {
+                    consent::covers(Some(&state), &exchange)?;
+                }
+                Ok(ConsentEffect::Update { consent_id, status })
+            }
+            _ => {
+                let consent_id = envelope.consent_id().ok_or_else(|| {
+                    Refusal::new(Code::ConsentMissing, format!("a {t} must name its consent"))
+                        .field("consent.id")
+                })?;
+                let state = registry::state(&self.store, consent_id)?;
+                consent::covers(state.as_ref(), &exchange)?;
+                Ok(ConsentEffect::None)
+            }
+        }
     }
-    if !peer.may_send.contains(&envelope.message_type) {
-        return Err(Refusal::new(
-            403,
-            "type_not_allowed",
-            format!(
-                "peer {} may not send {} messages to this gateway",
-                peer.name, envelope.message_type
-            ),
-        )
-        .field("type"));
-    }
-    message::validate(&envelope).map_err(Refusal::invalid)?;
-    gw.minimiser
-        .check(envelope.message_type, &envelope.content())
-        .map_err(Refusal::from)?;
-    message::check_anonymous(&envelope)
-        .map_err(|e| Refusal::new(422, "policy_violation", e.to_string()).field(e.field))?;
-    let effect = consent_effect(gw, peer, &envelope)?;
-    Ok((envelope, effect))
 }
 
 /// What a received message does to the consent registry.
@@ -265,117 +352,11 @@ enum ConsentEffect {
     },
 }
 
-/// Checks a received message against consent — a withdrawn consent stops the flow in
-/// both directions — and says what it changes in the registry.
-fn consent_effect(
-    gw: &Gateway,
-    peer: &Peer,
-    envelope: &Envelope,
-) -> Result<ConsentEffect, Refusal> {
-    let t = envelope.message_type;
-    if !registry::needs_consent(t) {
-        return Ok(ConsentEffect::None);
-    }
-    let bsn = envelope.bsn().ok_or_else(|| {
-        Refusal::new(400, "invalid_field", "subject.bsn: is required").field("subject.bsn")
-    })?;
-    let consent = envelope.consent.clone().ok_or_else(|| {
-        Refusal::new(
-            422,
-            "consent_missing",
-            format!("a {t} must travel under a consent"),
-        )
-        .field("consent")
-    })?;
-    let today = registry::today();
-    let role = gw.config.role;
-    let own = gw.config.identity.as_str();
-    match t {
-        MessageType::Referral => {
-            let summary: ConsentSummary = serde_json::from_value(consent).map_err(|e| {
-                Refusal::new(
-                    422,
-                    "consent_invalid",
-                    format!(
-                        "the consent summary is not valid: {}",
-                        crate::error::describe_json_error(&e)
-                    ),
-                )
-                .field("consent")
-            })?;
-            summary.validate()?;
-            let mut events = registry::events(&gw.store, &summary.id)?;
-            events.push(ConsentEvent::Mirrored {
-                summary: summary.clone(),
-                from_peer: peer.identity.clone(),
-                at: Utc::now(),
-            });
-            let state = ConsentState::from_events(&events);
-            registry::covers(role, own, &peer.identity, state.as_ref(), &bsn, t, today)?;
-            match summary.status {
-                ConsentStatus::Active => {}
-                ConsentStatus::Withdrawn => return Err(ConsentRefusal::Withdrawn.into()),
-                ConsentStatus::Expired => return Err(ConsentRefusal::Expired.into()),
-                ConsentStatus::NotYetValid => return Err(ConsentRefusal::NotYetValid.into()),
-            }
-            Ok(ConsentEffect::Mirror(summary))
-        }
-        MessageType::ConsentUpdate => {
-            let consent_id = envelope
-                .consent_id()
-                .ok_or_else(|| {
-                    Refusal::new(
-                        422,
-                        "consent_missing",
-                        "the consent update names no consent",
-                    )
-                    .field("consent.id")
-                })?
-                .to_string();
-            if envelope.body.get("consent_id").and_then(|v| v.as_str()) != Some(consent_id.as_str())
-            {
-                return Err(Refusal::new(
-                    422,
-                    "consent_mismatch",
-                    "body.consent_id differs from the envelope's consent",
-                )
-                .field("body.consent_id"));
-            }
-            let status: ConsentStatus = envelope
-                .body
-                .get("status")
-                .cloned()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .ok_or_else(|| {
-                    Refusal::new(400, "invalid_field", "body.status: not a consent status")
-                        .field("body.status")
-                })?;
-            if let Some(state) = registry::state(&gw.store, &consent_id)? {
-                registry::covers(role, own, &peer.identity, Some(&state), &bsn, t, today)?;
-            }
-            Ok(ConsentEffect::Update { consent_id, status })
-        }
-        _ => {
-            let consent_id = envelope.consent_id().ok_or_else(|| {
-                Refusal::new(
-                    422,
-                    "consent_missing",
-                    format!("a {t} must name its consent"),
-                )
-                .field("consent.id")
-            })?;
-            let state = registry::state(&gw.store, consent_id)?;
-            registry::covers(role, own, &peer.identity, state.as_ref(), &bsn, t, today)?;
-            Ok(ConsentEffect::None)
-        }
-    }
-}
-
-/// Who stores a batch: this gateway's identity, its signing key and its pseudonyms.
+/// Who stores a batch: this gateway (its identity, signing key and clock) and its
+/// pseudonyms.
 struct StoreAs {
-    org: String,
-    signer: Arc<crate::signing::Signer>,
-    pseudonymiser: Arc<Gateway>,
+    local: Arc<Local>,
+    pseudonymiser: Pseudonymiser,
 }
 
 /// What the commit decided for one message of a batch.
@@ -429,17 +410,16 @@ fn store_batch(
             Some(decision) => decision,
             None => {
                 let refusal = Refusal::new(
-                    409,
-                    "duplicate_id",
+                    Code::DuplicateId,
                     "a different message with this id was received before",
                 )
                 .field("id");
                 tx.audit(
-                    AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor.clone())
-                        .on_behalf_of(&by.org)
+                    by.local
+                        .event(Event::MessageRefused, Outcome::Refused, actor.clone())
                         .message(&c.envelope.id, c.envelope.message_type)
                         .peer(from)
-                        .reason(format!("{}: {}", refusal.code, refusal.message)),
+                        .reason(refusal.reason()),
                 );
                 Decision::Refused(refusal)
             }
@@ -450,8 +430,8 @@ fn store_batch(
         .iter()
         .map(|c| (c.envelope.id.as_str(), c.bytes.as_slice()))
         .collect();
-    let receipts = Receipt::issue_batch(&stored, &by.org, &by.signer)
-        .map_err(|e| Refusal::new(500, "signing_failed", e.to_string()))?;
+    let receipts = Receipt::issue_batch(&stored, &by.local.identity, &by.local.signer)
+        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
     for (c, receipt) in new.into_iter().zip(&receipts) {
         store_new(tx, c, receipt.clone(), actor, by)?;
     }
@@ -463,7 +443,7 @@ fn store_batch(
             Decision::Stored(i) => receipts
                 .get(i)
                 .cloned()
-                .ok_or_else(|| Refusal::new(500, "internal", "a receipt is missing")),
+                .ok_or_else(|| Refusal::internal("a receipt is missing")),
         })
         .collect())
 }
@@ -476,7 +456,6 @@ fn store_new(
     actor: &Actor,
     by: &StoreAs,
 ) -> Result<(), StoreError> {
-    let org = by.org.as_str();
     let Checked {
         envelope,
         bytes,
@@ -485,7 +464,7 @@ fn store_new(
         ..
     } = c;
     let received = ReceivedMessage {
-        subject: by.pseudonymiser.pseudonym(envelope.bsn().as_ref()),
+        subject: envelope.bsn().map(|b| by.pseudonymiser.pseudonym(&b)),
         consent_id: envelope.consent_id().map(str::to_string),
         id: envelope.id,
         message_type: envelope.message_type,
@@ -509,7 +488,7 @@ fn store_new(
                         ConsentEvent::Mirrored {
                             summary,
                             from_peer: received.from.clone(),
-                            at: Utc::now(),
+                            at: by.local.clock.now(),
                         },
                     )
                 })
@@ -519,7 +498,7 @@ fn store_new(
                 ConsentEvent::UpdatedFromPeer {
                     consent_id,
                     status,
-                    at: Utc::now(),
+                    at: by.local.clock.now(),
                     from_peer: received.from.clone(),
                 },
             )),
@@ -527,8 +506,8 @@ fn store_new(
         if let Some((audit_event, consent_event)) = consent_event {
             registry::append(tx, pseudonym, &consent_event)?;
             tx.audit(
-                AuditEvent::new(audit_event, Outcome::Success, actor.clone())
-                    .on_behalf_of(org)
+                by.local
+                    .event(audit_event, Outcome::Success, actor.clone())
                     .message(&received.id, received.message_type)
                     .subject(received.subject.clone())
                     .peer(&received.from)
@@ -537,8 +516,8 @@ fn store_new(
         }
     }
     tx.audit(
-        AuditEvent::new(Event::MessageReceived, Outcome::Success, actor.clone())
-            .on_behalf_of(org)
+        by.local
+            .event(Event::MessageReceived, Outcome::Success, actor.clone())
             .message(&received.id, received.message_type)
             .subject(received.subject.clone())
             .peer(&received.from)

@@ -9,13 +9,16 @@
 //! killed at any moment and restarted delivers everything it accepted, exactly once in
 //! effect: a message sent but not yet marked delivered is sent again and answered with
 //! the first receipt.
+//!
+//! A [`Relay`] owns what delivering to its one peer needs: the peer, the relay
+//! settings, the TLS client config, the store, its waker, who this gateway is and the
+//! handshake counter. It cannot see the HMAC secret or the API token.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -24,18 +27,21 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
-use crate::audit::{Actor, Event, Outcome as AuditOutcome};
-use crate::config::Peer;
-use crate::consent::registry;
-use crate::gateway::Gateway;
+use tokio::sync::Notify;
+
+use crate::chain::{Actor, Event, Outcome as AuditOutcome};
+use crate::config::{Peer, RelaySettings};
+use crate::consent::{self, registry, Exchange};
+use crate::local::Local;
 use crate::message::{Bsn, Envelope};
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::{verify_statement, Receipt};
+use crate::stats::Counters;
+use crate::store::Store;
+use crate::wire::{
+    BatchAnswer, BatchItem, BatchRequest, ItemAnswer, BATCH_PATH, MAX_BATCH, MAX_BATCH_BYTES,
+};
 
-/// Most messages in one batch.
-pub const MAX_BATCH: usize = 256;
-/// Largest batch request the listener reads.
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// The relay stops adding messages to a batch past this size.
 const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
@@ -54,15 +60,47 @@ struct Connection {
     peer_cert: Vec<u8>,
 }
 
-/// Delivers `peer`'s outbox until `stop` is signalled.
-pub async fn run(
-    gw: Arc<Gateway>,
+/// The relay for one peer.
+pub struct Relay {
     peer: Peer,
-    tls: Arc<rustls::ClientConfig>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let wakeup = gw.relay_wakeup(&peer.name);
-    let connector = TlsConnector::from(tls);
+    settings: RelaySettings,
+    connector: TlsConnector,
+    store: Store,
+    waker: Arc<Notify>,
+    local: Arc<Local>,
+    counters: Arc<Counters>,
+}
+
+impl Relay {
+    pub fn new(
+        peer: Peer,
+        settings: RelaySettings,
+        tls: Arc<rustls::ClientConfig>,
+        store: Store,
+        waker: Arc<Notify>,
+        local: Arc<Local>,
+        counters: Arc<Counters>,
+    ) -> Relay {
+        Relay {
+            peer,
+            settings,
+            connector: TlsConnector::from(tls),
+            store,
+            waker,
+            local,
+            counters,
+        }
+    }
+
+    /// Delivers the peer's outbox until `stop` is signalled.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        run(&self, stop).await
+    }
+}
+
+async fn run(relay: &Relay, mut stop: watch::Receiver<bool>) {
+    let peer = &relay.peer;
+    let wakeup = relay.waker.clone();
     let mut conn: Option<Connection> = None;
     let mut failures: u32 = 0;
     // Outcomes of the last exchange, committed together with the next admission: one
@@ -73,13 +111,13 @@ pub async fn run(
     let mut unrecorded: Vec<Step> = Vec::new();
     loop {
         if *stop.borrow() {
-            if let Err(e) = record(&gw, std::mem::take(&mut unrecorded)).await {
+            if let Err(e) = record(relay, std::mem::take(&mut unrecorded)).await {
                 tracing::error!(peer = %peer.name, error = %e, "cannot record delivery outcomes");
             }
             return;
         }
         let skip = unrecorded.iter().map(|s| s.msg.id.clone()).collect();
-        let batch = match outbox::next_batch(&gw.store, &peer.name, MAX_BATCH, &skip) {
+        let batch = match outbox::next_batch(&relay.store, &peer.name, MAX_BATCH, &skip) {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(peer = %peer.name, error = %e, "cannot read the outbox");
@@ -95,14 +133,14 @@ pub async fn run(
             continue;
         }
         let outcomes = std::mem::take(&mut unrecorded);
-        match attempt(&gw, &peer, &connector, &mut conn, batch, outcomes).await {
+        match attempt(relay, &mut conn, batch, outcomes).await {
             Ok(delivered) => {
                 failures = 0;
                 unrecorded = delivered;
             }
             Err(e) => {
                 failures += 1;
-                let delay = backoff(&gw.config.relay, failures);
+                let delay = backoff(&relay.settings, failures);
                 tracing::info!(peer = %peer.name, error = %e, retry_in_ms = delay.as_millis() as u64, "delivery will be retried");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -128,22 +166,25 @@ struct Step {
 /// outcomes for the next round's commit when all were delivered or refused. When some
 /// must be retried, the outcomes are committed at once and `Err` means: wait, then retry.
 async fn attempt(
-    gw: &Arc<Gateway>,
-    peer: &Peer,
-    connector: &TlsConnector,
+    relay: &Relay,
     conn: &mut Option<Connection>,
     queued: Vec<SentMessage>,
     last_round: Vec<Step>,
 ) -> Result<Vec<Step>, String> {
+    let max_age = relay.settings.max_age;
     let mut expired = Vec::new();
     let mut candidates = Vec::with_capacity(queued.len());
     let mut bytes = 0;
     for msg in queued {
-        let age = Utc::now().signed_duration_since(msg.created_at);
-        if age.to_std().unwrap_or_default() > gw.config.relay.max_age {
+        let age = relay
+            .local
+            .clock
+            .now()
+            .signed_duration_since(msg.created_at);
+        if age.to_std().unwrap_or_default() > max_age {
             let reason = format!(
                 "not delivered within the maximum age of {} s",
-                gw.config.relay.max_age.as_secs()
+                max_age.as_secs()
             );
             expired.push(Step {
                 msg,
@@ -169,14 +210,14 @@ async fn attempt(
     // peer we cannot reach has been sent nothing.
     let mut unreachable = None;
     if !candidates.is_empty() && conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
-        match connect(gw, peer, connector).await {
+        match connect(relay).await {
             Ok(c) => *conn = Some(c),
             Err(reason) => unreachable = Some(reason),
         }
     }
     let mut settled = last_round;
     settled.extend(expired);
-    let to_send = admit(gw, peer, settled, candidates, unreachable.clone()).await?;
+    let to_send = admit(relay, settled, candidates, unreachable.clone()).await?;
     if let Some(reason) = unreachable {
         return Err(reason);
     }
@@ -184,13 +225,13 @@ async fn attempt(
     let mut steps = Vec::with_capacity(to_send.len());
     let mut retry = None;
     if !to_send.is_empty() {
-        match deliver(gw, peer, conn, &to_send).await {
+        match deliver(relay, conn, &to_send).await {
             Ok(results) => {
                 for (msg, result) in to_send.into_iter().zip(results) {
                     steps.push(match result {
                         Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: Some(receipt) },
                         Err(Failure::Refused(reason)) => {
-                            tracing::warn!(message_id = %msg.id, peer = %peer.name, "the peer refused the message");
+                            tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
                             Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(reason), receipt: None }
                         }
                         Err(Failure::Transient(reason)) => {
@@ -215,7 +256,7 @@ async fn attempt(
     }
     match retry {
         Some(reason) => {
-            record(gw, steps).await?;
+            record(relay, steps).await?;
             Err(reason)
         }
         None => Ok(steps),
@@ -231,8 +272,7 @@ async fn attempt(
 /// When the peer is `unreachable`, what may go counts a failed attempt instead and
 /// nothing is returned. Returns what may be sent.
 async fn admit(
-    gw: &Arc<Gateway>,
-    peer: &Peer,
+    relay: &Relay,
     settled: Vec<Step>,
     candidates: Vec<(SentMessage, Option<Bsn>)>,
     unreachable: Option<String>,
@@ -244,23 +284,23 @@ async fn admit(
         return Ok(candidates.into_iter().map(|(m, _)| m).collect());
     }
     let delivered = delivered_ids(&settled);
-    let org = gw.config.identity.clone();
-    let role = gw.config.role;
-    let peer = peer.clone();
-    let admitted = gw
+    let local = relay.local.clone();
+    let org = local.identity.clone();
+    let peer = relay.peer.clone();
+    let admitted = relay
         .store
         .commit(move |tx| {
             for step in settled {
                 apply(tx, step, &org)?;
             }
-            let today = registry::today();
+            let today = local.clock.today();
             let mut admitted = Vec::with_capacity(candidates.len());
             for (msg, bsn) in candidates {
                 let covered = match (&msg.consent_id, bsn) {
                     (Some(consent_id), Some(bsn)) => {
                         let state = registry::state_in(tx, consent_id)?;
-                        registry::covers(role, &org, &peer.identity, state.as_ref(), &bsn, msg.message_type, today)
-                            .map(|()| Some(consent_id.clone()))
+                        let exchange = Exchange { role: local.role, own: &org, peer: &peer.identity, bsn: &bsn, message_type: msg.message_type, today };
+                        consent::covers(state.as_ref(), &exchange).map(|()| Some(consent_id.clone()))
                     }
                     _ => Ok(None),
                 };
@@ -272,7 +312,7 @@ async fn admit(
                         }
                         None => {
                             if let Some(consent_id) = consent {
-                                registry::note_recipient(tx, &consent_id, &peer.name)?;
+                                registry::note_recipient(tx, &consent_id, &peer.identity)?;
                             }
                             admitted.push(msg);
                         }
@@ -308,13 +348,14 @@ fn log_delivered(ids: Vec<String>) {
 
 /// Records outcomes in a commit of their own (a round that will be retried, or the
 /// last round before the relay stops).
-async fn record(gw: &Arc<Gateway>, steps: Vec<Step>) -> Result<(), String> {
+async fn record(relay: &Relay, steps: Vec<Step>) -> Result<(), String> {
     if steps.is_empty() {
         return Ok(());
     }
-    let org = gw.config.identity.clone();
+    let org = relay.local.identity.clone();
     let delivered = delivered_ids(&steps);
-    gw.store
+    relay
+        .store
         .commit(move |tx| {
             for step in steps {
                 apply(tx, step, &org)?;
@@ -358,39 +399,13 @@ fn apply(
     outbox::save(tx, msg).map(|_| ())
 }
 
-#[derive(serde::Serialize)]
-struct BatchRequest<'a> {
-    messages: Vec<BatchItem<'a>>,
-}
-
-#[derive(serde::Serialize)]
-struct BatchItem<'a> {
-    signature: &'a str,
-    envelope: &'a serde_json::value::RawValue,
-}
-
-#[derive(serde::Deserialize)]
-struct BatchAnswer {
-    results: Vec<ItemAnswer>,
-}
-
-#[derive(serde::Deserialize)]
-struct ItemAnswer {
-    #[serde(default)]
-    receipt: Option<Receipt>,
-    #[serde(default)]
-    refusal: Option<serde_json::Value>,
-    #[serde(default)]
-    status: Option<u16>,
-}
-
 /// Sends a batch and checks each receipt. `Err` is a failure of the whole exchange.
 async fn deliver(
-    gw: &Arc<Gateway>,
-    peer: &Peer,
+    relay: &Relay,
     conn: &mut Option<Connection>,
     msgs: &[SentMessage],
 ) -> Result<Vec<Result<Receipt, Failure>>, String> {
+    let peer = &relay.peer;
     let Some(c) = conn.as_mut() else {
         return Err("no connection".into());
     };
@@ -399,17 +414,17 @@ async fn deliver(
         let envelope: &serde_json::value::RawValue = serde_json::from_str(&m.envelope)
             .map_err(|e| format!("queued envelope {} cannot be read: {e}", m.id))?;
         items.push(BatchItem {
-            signature: &m.signature,
+            signature: Some(m.signature.as_str().into()),
             envelope,
         });
     }
     let body = serde_json::to_vec(&BatchRequest { messages: items }).map_err(|e| e.to_string())?;
-    let request = hyper::Request::post("/v1/relay/batch")
+    let request = hyper::Request::post(BATCH_PATH)
         .header(hyper::header::HOST, format!("{}:{}", peer.host, peer.port))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("building the request: {e}"))?;
-    let timeout = gw.config.relay.request_timeout;
+    let timeout = relay.settings.request_timeout;
     let exchange = async {
         c.sender
             .ready()
@@ -539,12 +554,9 @@ fn explain(body: &[u8]) -> String {
         .unwrap_or_else(|| "no explanation".into())
 }
 
-async fn connect(
-    gw: &Arc<Gateway>,
-    peer: &Peer,
-    connector: &TlsConnector,
-) -> Result<Connection, String> {
-    let timeout = gw.config.relay.request_timeout;
+async fn connect(relay: &Relay) -> Result<Connection, String> {
+    let peer = &relay.peer;
+    let timeout = relay.settings.request_timeout;
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((peer.host.as_str(), peer.port)))
         .await
         .map_err(|_| format!("connecting to {}:{} timed out", peer.host, peer.port))?
@@ -552,11 +564,14 @@ async fn connect(
     let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(peer.host.clone())
         .map_err(|e| format!("{:?} is not a valid server name: {e}", peer.host))?;
-    let tls = tokio::time::timeout(timeout, connector.connect(server_name, tcp))
+    let tls = tokio::time::timeout(timeout, relay.connector.connect(server_name, tcp))
         .await
         .map_err(|_| format!("TLS handshake with {} timed out", peer.name))?
         .map_err(|e| format!("TLS handshake with {} failed: {e}", peer.name))?;
-    gw.counters.handshakes_out.fetch_add(1, Ordering::Relaxed);
+    relay
+        .counters
+        .handshakes_out
+        .fetch_add(1, Ordering::Relaxed);
     let peer_cert = tls
         .get_ref()
         .1
@@ -585,7 +600,7 @@ async fn connect(
 
 /// Exponential backoff with jitter: a random delay between half and all of
 /// `initial · 2^(failures−1)`, capped at the maximum.
-fn backoff(settings: &crate::config::RelaySettings, failures: u32) -> Duration {
+fn backoff(settings: &RelaySettings, failures: u32) -> Duration {
     let exp = settings
         .initial_backoff
         .saturating_mul(1u32 << failures.saturating_sub(1).min(20));

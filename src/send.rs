@@ -12,22 +12,28 @@
 //!
 //! Only after that commit is durable does the caller hear "queued"; every refusal on
 //! the way is explained and audited.
+//!
+//! [`SendPath`] holds what these steps need and nothing more: who this gateway is
+//! ([`Local`]), the peers it may address, the minimiser, the pseudonymiser, the store
+//! and the relays' wakers. It knows nothing of HTTP (the local API calls it) nor of how
+//! messages are delivered (the relay reads the outbox it fills).
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::audit::{Actor, AuditEvent, Event, Outcome};
-use crate::config::{Peer, Role};
-use crate::consent::registry;
-use crate::error::Refusal;
-use crate::gateway::Gateway;
+use crate::chain::{Actor, Event, Outcome};
+use crate::config::{Peer, Peers};
+use crate::consent::{self, registry, Exchange};
+use crate::error::{Code, Refusal};
+use crate::local::Local;
 use crate::message::{self, Bsn, Envelope, MessageType, SCHEMA_VERSION};
-use crate::outbox::{self, SentMessage, Status};
+use crate::minimise::Minimiser;
+use crate::outbox::{self, SentMessage, Status, Wakers};
+use crate::pseudonym::Pseudonymiser;
 use crate::receipt::sha256_hex;
-use crate::store::Tx;
+use crate::store::{Store, Tx};
 
 /// What the local system submits (`POST /v1/messages`).
 #[derive(Debug, Deserialize)]
@@ -56,61 +62,255 @@ pub struct Accepted {
     pub status: &'static str,
 }
 
-/// Runs the send path for one submission by local user `user`.
-pub async fn submit(gw: &Arc<Gateway>, user: &str, raw: &[u8]) -> Result<Accepted, Refusal> {
-    let actor = Actor::User {
-        id: user.to_string(),
-    };
-    let prepared = serde_json::from_slice::<Submission>(raw)
-        .map_err(|e| {
-            (
-                Refusal::malformed(format!(
-                    "the submission is not valid: {}",
-                    crate::error::describe_json_error(&e)
-                )),
-                None,
-            )
-        })
-        .and_then(|sub| prepare(gw, sub));
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err((refusal, about)) => return Err(audit_refusal(gw, actor, refusal, about).await),
-    };
-    let submitted_hash = sha256_hex(raw);
-    let peer = prepared.peer.name.clone();
-    let about = Some((prepared.envelope.id.clone(), prepared.envelope.message_type));
-    let queued_actor = actor.clone();
-    let result = gw
-        .store
-        .commit(move |tx| queue(tx, prepared, queued_actor, submitted_hash))
-        .await;
-    match result {
-        Ok(accepted) => {
-            gw.wake_relay(&peer);
-            Ok(accepted)
-        }
-        Err(refusal) if refusal.status < 500 => Err(audit_refusal(gw, actor, refusal, about).await),
-        Err(refusal) => Err(refusal),
-    }
+/// The send path: everything a submission needs on its way into the outbox.
+#[derive(Clone)]
+pub struct SendPath {
+    local: Arc<Local>,
+    peers: Arc<Peers>,
+    store: Store,
+    minimiser: Arc<Minimiser>,
+    pseudonymiser: Pseudonymiser,
+    wakers: Wakers,
 }
 
-async fn audit_refusal(
-    gw: &Gateway,
-    actor: Actor,
-    refusal: Refusal,
-    about: Option<(String, MessageType)>,
-) -> Refusal {
-    let mut event = AuditEvent::new(Event::MessageRefused, Outcome::Refused, actor)
-        .on_behalf_of(&gw.config.identity)
-        .reason(format!("{}: {}", refusal.code, refusal.message));
-    if let Some((id, t)) = about {
-        event = event.message(&id, t);
+impl SendPath {
+    pub fn new(
+        local: Arc<Local>,
+        peers: Arc<Peers>,
+        store: Store,
+        minimiser: Arc<Minimiser>,
+        pseudonymiser: Pseudonymiser,
+        wakers: Wakers,
+    ) -> SendPath {
+        SendPath {
+            local,
+            peers,
+            store,
+            minimiser,
+            pseudonymiser,
+            wakers,
+        }
     }
-    if let Err(e) = gw.store.commit_audit(vec![event]).await {
-        return Refusal::from(e);
+
+    /// The configured peers.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
-    tracing::info!(code = refusal.code, field = ?refusal.field, "submission refused");
-    refusal
+
+    /// Tells the relay for `peer` (by name) that its outbox has work.
+    pub fn wake(&self, peer: &str) {
+        self.wakers.wake(peer);
+    }
+
+    /// Runs the send path for one submission by local user `user`.
+    pub async fn submit(&self, user: &str, raw: &[u8]) -> Result<Accepted, Refusal> {
+        let actor = Actor::User {
+            id: user.to_string(),
+        };
+        let prepared = serde_json::from_slice::<Submission>(raw)
+            .map_err(|e| {
+                (
+                    Refusal::malformed(format!(
+                        "the submission is not valid: {}",
+                        crate::error::describe_json_error(&e)
+                    )),
+                    None,
+                )
+            })
+            .and_then(|sub| self.prepare(sub));
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err((refusal, about)) => return Err(self.audit_refusal(actor, refusal, about).await),
+        };
+        let submitted_hash = sha256_hex(raw);
+        let peer = prepared.peer.name.clone();
+        let about = Some((prepared.envelope.id.clone(), prepared.envelope.message_type));
+        let queued_actor = actor.clone();
+        let result = self
+            .store
+            .commit(move |tx| queue(tx, prepared, queued_actor, submitted_hash))
+            .await;
+        match result {
+            Ok(accepted) => {
+                self.wake(&peer);
+                Ok(accepted)
+            }
+            Err(refusal) if refusal.code.is_gateway_failure() => Err(refusal),
+            Err(refusal) => Err(self.audit_refusal(actor, refusal, about).await),
+        }
+    }
+
+    async fn audit_refusal(
+        &self,
+        actor: Actor,
+        refusal: Refusal,
+        about: Option<(String, MessageType)>,
+    ) -> Refusal {
+        let mut event = self
+            .local
+            .event(Event::MessageRefused, Outcome::Refused, actor)
+            .reason(refusal.reason());
+        if let Some((id, t)) = about {
+            event = event.message(&id, t);
+        }
+        if let Err(e) = self.store.commit_audit(vec![event]).await {
+            return Refusal::from(e);
+        }
+        tracing::info!(code = %refusal.code, field = ?refusal.field, "submission refused");
+        refusal
+    }
+
+    /// Steps 1–5 of the send path; everything but the commit.
+    pub fn prepare(&self, sub: Submission) -> Result<Prepared, PrepareError> {
+        let local = &self.local;
+        let id = sub.id.clone().unwrap_or_else(|| message::new_id("msg"));
+        let about = Some((id.clone(), sub.message_type));
+        let fail = |r: Refusal| (r, about.clone());
+
+        let peer = self
+            .peers
+            .by_name(&sub.to)
+            .or_else(|| self.peers.by_identity(&sub.to))
+            .cloned()
+            .ok_or_else(|| {
+                fail(
+                    Refusal::new(
+                        Code::UnknownRecipient,
+                        format!("no peer {:?} is configured", sub.to),
+                    )
+                    .field("to"),
+                )
+            })?;
+        if !local.role.sends().contains(&sub.message_type) {
+            return Err(fail(
+                Refusal::new(
+                    Code::TypeNotSentHere,
+                    format!(
+                        "a {:?} gateway does not send {} messages",
+                        local.role, sub.message_type
+                    ),
+                )
+                .field("type"),
+            ));
+        }
+        let mut envelope = Envelope {
+            id,
+            message_type: sub.message_type,
+            schema_version: SCHEMA_VERSION,
+            created_at: local.clock.now(),
+            from: local.identity.clone(),
+            to: peer.identity.clone(),
+            consent: None,
+            subject: sub.subject,
+            body: sub.body,
+        };
+        message::validate(&envelope).map_err(|e| fail(Refusal::invalid(e)))?;
+        let bsn = envelope.bsn();
+
+        envelope.consent = self
+            .consent_for(&peer, sub.consent_id.as_deref(), &envelope)
+            .map_err(fail)?;
+
+        let mut content = envelope.take_content();
+        let changes = self
+            .minimiser
+            .apply(
+                envelope.message_type,
+                &mut content,
+                envelope.created_at.date_naive(),
+            )
+            .map_err(|r| fail(r.into()))?;
+        envelope.put_content(content);
+        message::validate(&envelope)
+        .and_then(|()| message::check_anonymous(&envelope))
+        .map_err(|e| {
+            fail(Refusal::new(
+                Code::PolicyRemovesRequiredField,
+                format!("after minimisation the message is no longer valid ({e}); check the minimisation policy"),
+            ))
+        })?;
+        let changed_fields: Vec<String> = changes
+            .changed
+            .iter()
+            .map(|c| format!("{} ({})", c.path, c.action))
+            .collect();
+
+        let bytes = envelope.to_bytes();
+        if bytes.len() > message::MAX_MESSAGE_BYTES {
+            return Err(fail(Refusal::too_large(message::MAX_MESSAGE_BYTES)));
+        }
+        let signature = local
+            .signer
+            .sign(&bytes)
+            .map_err(|e| fail(Refusal::new(Code::SigningFailed, e.to_string())))?;
+        Ok(Prepared {
+            subject: bsn.as_ref().map(|b| self.pseudonymiser.pseudonym(b)),
+            bsn,
+            envelope,
+            bytes,
+            signature,
+            peer,
+            changed_fields,
+            local: self.local.clone(),
+        })
+    }
+
+    /// Step 3: the consent block the envelope carries, after checking that the consent
+    /// covers this message. A referral carries the consent's summary (for the wijkteam's
+    /// mirror); feedback and consent updates carry the consent id.
+    fn consent_for(
+        &self,
+        peer: &Peer,
+        consent_id: Option<&str>,
+        envelope: &Envelope,
+    ) -> Result<Option<Value>, Refusal> {
+        let t = envelope.message_type;
+        if !consent::needs_consent(t) {
+            return match consent_id {
+                None => Ok(None),
+                Some(_) => Err(Refusal::new(
+                    Code::ConsentNotApplicable,
+                    format!("a {t} is anonymous and is not sent under a consent"),
+                )
+                .field("consent_id")),
+            };
+        }
+        let consent_id = consent_id.ok_or_else(|| {
+            Refusal::new(
+                Code::ConsentMissing,
+                format!("a {t} carries personal data and must name the consent it is sent under"),
+            )
+            .field("consent_id")
+        })?;
+        let bsn = envelope.bsn().ok_or_else(|| {
+            Refusal::invalid(message::InvalidField {
+                field: "subject.bsn".into(),
+                reason: "is required".into(),
+            })
+        })?;
+        let today = self.local.clock.today();
+        let state = registry::state(&self.store, consent_id)?;
+        consent::covers(
+            state.as_ref(),
+            &Exchange {
+                role: self.local.role,
+                own: &self.local.identity,
+                peer: &peer.identity,
+                bsn: &bsn,
+                message_type: t,
+                today,
+            },
+        )?;
+        match (t, state) {
+            (MessageType::Referral, Some(state)) => {
+                let summary = state.summary(today);
+                Ok(Some(serde_json::to_value(summary).map_err(|e| {
+                    Refusal::internal(format!("consent summary: {e}"))
+                })?))
+            }
+            _ => Ok(Some(json!({ "id": consent_id }))),
+        }
+    }
 }
 
 /// A submission that passed every check, ready to be queued.
@@ -122,175 +322,20 @@ pub struct Prepared {
     changed_fields: Vec<String>,
     subject: Option<String>,
     bsn: Option<Bsn>,
-    role: Role,
-    own_identity: String,
+    local: Arc<Local>,
 }
 
 impl Prepared {
     pub fn id(&self) -> &str {
         &self.envelope.id
     }
-    pub fn peer(&self) -> &str {
-        &self.peer.name
+    /// The peer it is for.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
     }
 }
 
 type PrepareError = (Refusal, Option<(String, MessageType)>);
-
-/// Steps 1–5 of the send path; everything but the commit.
-pub fn prepare(gw: &Gateway, sub: Submission) -> Result<Prepared, PrepareError> {
-    let id = sub.id.clone().unwrap_or_else(|| message::new_id("msg"));
-    let about = Some((id.clone(), sub.message_type));
-    let fail = |r: Refusal| (r, about.clone());
-
-    let peer = gw
-        .config
-        .peer_by_name(&sub.to)
-        .or_else(|| gw.config.peer_by_identity(&sub.to))
-        .cloned()
-        .ok_or_else(|| {
-            fail(
-                Refusal::new(
-                    422,
-                    "unknown_peer",
-                    format!("no peer {:?} is configured", sub.to),
-                )
-                .field("to"),
-            )
-        })?;
-    if !gw.config.role.sends().contains(&sub.message_type) {
-        return Err(fail(
-            Refusal::new(
-                422,
-                "type_not_sent_here",
-                format!(
-                    "a {:?} gateway does not send {} messages",
-                    gw.config.role, sub.message_type
-                ),
-            )
-            .field("type"),
-        ));
-    }
-    let mut envelope = Envelope {
-        id,
-        message_type: sub.message_type,
-        schema_version: SCHEMA_VERSION,
-        created_at: Utc::now(),
-        from: gw.config.identity.clone(),
-        to: peer.identity.clone(),
-        consent: None,
-        subject: sub.subject,
-        body: sub.body,
-    };
-    message::validate(&envelope).map_err(|e| fail(Refusal::invalid(e)))?;
-    let bsn = envelope.bsn();
-
-    envelope.consent =
-        consent_for(gw, &peer, sub.consent_id.as_deref(), &envelope).map_err(fail)?;
-
-    let mut content = envelope.take_content();
-    let changes = gw
-        .minimiser
-        .apply(
-            envelope.message_type,
-            &mut content,
-            envelope.created_at.date_naive(),
-        )
-        .map_err(|r| fail(r.into()))?;
-    envelope.put_content(content);
-    message::validate(&envelope)
-        .and_then(|()| message::check_anonymous(&envelope))
-        .map_err(|e| {
-            fail(Refusal::new(
-                422,
-                "policy_removes_required_field",
-                format!("after minimisation the message is no longer valid ({e}); check the minimisation policy"),
-            ))
-        })?;
-    let changed_fields: Vec<String> = changes
-        .changed
-        .iter()
-        .map(|c| format!("{} ({})", c.path, c.action))
-        .collect();
-
-    let bytes = envelope.to_bytes();
-    if bytes.len() > message::MAX_MESSAGE_BYTES {
-        return Err(fail(Refusal::too_large(message::MAX_MESSAGE_BYTES)));
-    }
-    let signature = gw
-        .config
-        .signer
-        .sign(&bytes)
-        .map_err(|e| fail(Refusal::new(500, "signing_failed", e.to_string())))?;
-    Ok(Prepared {
-        subject: gw.pseudonym(bsn.as_ref()),
-        bsn,
-        envelope,
-        bytes,
-        signature,
-        peer,
-        changed_fields,
-        role: gw.config.role,
-        own_identity: gw.config.identity.clone(),
-    })
-}
-
-/// Step 3: the consent block the envelope carries, after checking that the consent
-/// covers this message. A referral carries the consent's summary (for the wijkteam's
-/// mirror); feedback and consent updates carry the consent id.
-fn consent_for(
-    gw: &Gateway,
-    peer: &Peer,
-    consent_id: Option<&str>,
-    envelope: &Envelope,
-) -> Result<Option<Value>, Refusal> {
-    let t = envelope.message_type;
-    if !registry::needs_consent(t) {
-        return match consent_id {
-            None => Ok(None),
-            Some(_) => Err(Refusal::new(
-                422,
-                "consent_not_applicable",
-                format!("a {t} is anonymous and is not sent under a consent"),
-            )
-            .field("consent_id")),
-        };
-    }
-    let consent_id = consent_id.ok_or_else(|| {
-        Refusal::new(
-            422,
-            "consent_missing",
-            format!("a {t} carries personal data and must name the consent it is sent under"),
-        )
-        .field("consent_id")
-    })?;
-    let bsn = envelope.bsn().ok_or_else(|| {
-        Refusal::invalid(message::InvalidField {
-            field: "subject.bsn".into(),
-            reason: "is required".into(),
-        })
-    })?;
-    let today = registry::today();
-    let state = registry::state(&gw.store, consent_id)?;
-    registry::covers(
-        gw.config.role,
-        &gw.config.identity,
-        &peer.identity,
-        state.as_ref(),
-        &bsn,
-        t,
-        today,
-    )?;
-    match (t, state) {
-        (MessageType::Referral, Some(state)) => {
-            let summary = state.summary(today);
-            Ok(Some(serde_json::to_value(summary).map_err(|e| {
-                Refusal::new(500, "internal", format!("consent summary: {e}"))
-            })?))
-        }
-        _ => Ok(Some(json!({ "id": consent_id }))),
-    }
-}
 
 /// Step 6, inside a store job: check consent again against the state this commit sees,
 /// recognise a retried submission, audit, and put the message in the outbox.
@@ -303,14 +348,16 @@ pub fn queue(
     let consent_id = p.envelope.consent_id().map(str::to_string);
     if let (Some(id), Some(bsn)) = (&consent_id, &p.bsn) {
         let state = registry::state_in(tx, id)?;
-        registry::covers(
-            p.role,
-            &p.own_identity,
-            &p.peer.identity,
+        consent::covers(
             state.as_ref(),
-            bsn,
-            p.envelope.message_type,
-            registry::today(),
+            &Exchange {
+                role: p.local.role,
+                own: &p.local.identity,
+                peer: &p.peer.identity,
+                bsn,
+                message_type: p.envelope.message_type,
+                today: p.local.clock.today(),
+            },
         )?;
     }
     if let Some(existing) = outbox::load(tx, &p.envelope.id)? {
@@ -321,13 +368,12 @@ pub fn queue(
             });
         }
         return Err(Refusal::new(
-            409,
-            "duplicate_id",
+            Code::DuplicateId,
             "a different message with this id was submitted before",
         )
         .field("id"));
     }
-    let now = Utc::now();
+    let now = p.local.clock.now();
     let msg = SentMessage {
         id: p.envelope.id.clone(),
         message_type: p.envelope.message_type,
@@ -350,7 +396,7 @@ pub fn queue(
         updated_at: now,
         queue_key: None,
     };
-    let org = &p.own_identity;
+    let org = &p.local.identity;
     tx.audit(
         msg.audit(Event::MessageAccepted, Outcome::Success, actor.clone())
             .on_behalf_of(org),

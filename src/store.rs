@@ -31,7 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::oneshot;
 
-use crate::audit::{AuditChain, AuditEvent, GroupIndex};
+use crate::chain::{run_value, AuditChain, AuditEvent, ChainError, Sealed};
 use crate::signing::Signer;
 
 /// The trees of the store. Each is one concept; keys are documented where they are built.
@@ -51,7 +51,7 @@ pub enum T {
     /// Audit records: sequence (BE) → record.
     Audit,
     /// Audit index: subject pseudonym, first sequence (BE) → the run of sequences of one
-    /// commit group (format: [`crate::audit::GroupIndex`]).
+    /// commit group (format: [`crate::chain::run_value`]).
     AuditBySubject,
     /// Audit index: message id, 0, first sequence (BE) → run of sequences.
     AuditByMessage,
@@ -130,6 +130,8 @@ pub enum StoreError {
     Closed,
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
+    #[error("the audit chain: {0}")]
+    Chain(#[from] ChainError),
 }
 
 /// One pending write: a tree, a key, and the new value (`None` removes the key).
@@ -256,7 +258,7 @@ impl Store {
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()?;
-        let chain = AuditChain::resume(&trees[T::Audit.index()], &trees[T::Checkpoints.index()])?;
+        let chain = resume_chain(&trees)?;
         let log_file = File::open(dir.join("db"))?;
         // The directory entry of a freshly created store must be durable too.
         File::open(dir)?.sync_all()?;
@@ -302,7 +304,7 @@ impl Store {
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ReadOnlyStore { db, trees })
+        Ok(ReadOnlyStore { _db: db, trees })
     }
 
     /// Runs `job` on the committer and returns its result once the commit that holds its
@@ -384,7 +386,7 @@ impl Store {
 
 /// A store opened for reading only: no committer, no writes.
 pub struct ReadOnlyStore {
-    db: sled::Db,
+    _db: sled::Db,
     trees: Vec<sled::Tree>,
 }
 
@@ -392,8 +394,46 @@ impl ReadOnlyStore {
     pub fn tree(&self, tree: T) -> &sled::Tree {
         &self.trees[tree.index()]
     }
-    pub fn db(&self) -> &sled::Db {
-        &self.db
+}
+
+/// Resumes the audit chain from the last stored record and checkpoint.
+fn resume_chain(trees: &[sled::Tree]) -> Result<AuditChain, StoreError> {
+    let last_checkpoint = match trees[T::Checkpoints.index()].last()? {
+        Some((k, _)) => u64::from_be_bytes(
+            k.as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("checkpoint key".into()))?,
+        ),
+        None => 0,
+    };
+    let last = trees[T::Audit.index()].last()?;
+    Ok(AuditChain::resume(
+        last.as_ref().map(|(_, v)| v.as_ref()),
+        last_checkpoint,
+    )?)
+}
+
+/// The writes for what the chain sealed in one group: records, checkpoints, and one
+/// index entry per child, message and millisecond (key: the run's first sequence).
+fn sealed_writes(sealed: Sealed, writes: &mut Vec<Write>) {
+    for (seq, bytes) in sealed.records {
+        writes.push((T::Audit, be(seq).to_vec(), Some(bytes)));
+    }
+    for (seq, bytes) in sealed.checkpoints {
+        writes.push((T::Checkpoints, be(seq).to_vec(), Some(bytes)));
+    }
+    let index = sealed.index;
+    for (subject, seqs) in index.by_subject {
+        let k = [subject.as_bytes(), &be(seqs[0])].concat();
+        writes.push((T::AuditBySubject, k, Some(run_value(&seqs))));
+    }
+    for (id, seqs) in index.by_message {
+        let k = key(&[id.as_bytes(), &be(seqs[0])]);
+        writes.push((T::AuditByMessage, k, Some(run_value(&seqs))));
+    }
+    for (millis, seqs) in index.by_time {
+        let k = [be(millis), be(seqs[0])].concat();
+        writes.push((T::AuditByTime, k, Some(run_value(&seqs))));
     }
 }
 
@@ -445,11 +485,13 @@ impl Committer {
             self.commit_group(group);
         }
         // All senders are gone: the gateway is stopping. Seal the log with a checkpoint.
-        let mut writes = Vec::new();
-        if let Err(e) = self.chain.checkpoint(&self.signer, &mut writes) {
+        let mut sealed = Sealed::default();
+        if let Err(e) = self.chain.checkpoint(&self.signer, &mut sealed) {
             tracing::error!(error = %e, "could not write the closing audit checkpoint");
             return;
         }
+        let mut writes = Vec::new();
+        sealed_writes(sealed, &mut writes);
         if let Err(e) = self.apply(&writes).and_then(|()| self.commit_point()) {
             tracing::error!(error = %e, "could not write the closing audit checkpoint");
         }
@@ -460,7 +502,7 @@ impl Committer {
         let mut writes: Vec<Write> = Vec::new();
         let mut finishers = Vec::with_capacity(group.len());
         let mut chain_error = None;
-        let mut index = GroupIndex::default();
+        let mut sealed = Sealed::default();
         for job in group {
             let mut tx = Tx {
                 trees: &self.trees,
@@ -476,11 +518,8 @@ impl Committer {
                 ..
             } = tx;
             for event in audit {
-                if let Err(e) = self
-                    .chain
-                    .append(event, &self.signer, &mut writes, &mut index)
-                {
-                    chain_error = Some(e);
+                if let Err(e) = self.chain.append(event, &self.signer, &mut sealed) {
+                    chain_error = Some(StoreError::from(e));
                 }
             }
             for (t, k, v) in job_writes {
@@ -489,7 +528,7 @@ impl Committer {
             }
             finishers.push(finish);
         }
-        index.write_into(&mut writes);
+        sealed_writes(sealed, &mut writes);
         let result = match chain_error {
             Some(e) => Err(e),
             None => self.apply(&writes).and_then(|()| self.commit_point()),

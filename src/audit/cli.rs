@@ -286,7 +286,12 @@ fn filter_params(f: &Filter) -> Result<Params, AuditCliError> {
         bsn: f.bsn.as_ref().map(BsnArg::resolve).transpose()?,
         message_id: f.message_id.clone(),
         peer: f.peer.clone(),
-        event: f.event.as_deref().map(str::parse::<Event>).transpose()?,
+        event: f
+            .event
+            .as_deref()
+            .map(str::parse::<Event>)
+            .transpose()
+            .map_err(AuditError::from)?,
         from,
         to,
         limit: f.limit,

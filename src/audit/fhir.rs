@@ -63,15 +63,13 @@ fn kind(e: Event) -> (&'static str, &'static str, &'static str) {
     match e {
         MessageAccepted | MessageQueued => ("110106", "Export", "C"),
         MessageFiltered => ("110106", "Export", "U"),
-        MessageSent | MessageDelivered | MessageWithheld | MessageExpired => {
-            ("110106", "Export", "E")
-        }
+        MessageDelivered | MessageWithheld | MessageExpired => ("110106", "Export", "E"),
         MessageReceived => ("110107", "Import", "C"),
         MessageAcknowledged => ("110107", "Import", "U"),
         ConsentRecorded | ConsentMirrored => ("110110", "Patient Record", "C"),
         ConsentWithdrawn | ConsentUpdated => ("110110", "Patient Record", "U"),
         AuditRead => ("110101", "Audit Log Used", "R"),
-        MessageRefused | CertificateRefused | RequestRefused => ("110113", "Security Alert", "E"),
+        MessageRefused | CertificateRefused => ("110113", "Security Alert", "E"),
         GatewayStarted | GatewayStopped => ("110100", "Application Activity", "E"),
     }
 }

@@ -129,9 +129,9 @@ impl OnlineAuditor {
     pub async fn ask(&mut self, command: Command, params: &Params) -> Result<Bytes, OnlineError> {
         let query = params.to_query();
         let path = if query.is_empty() {
-            format!("{}{}", super::service::PREFIX, command.as_str())
+            format!("{}{}", crate::wire::AUDIT_PREFIX, command.as_str())
         } else {
-            format!("{}{}?{query}", super::service::PREFIX, command.as_str())
+            format!("{}{}?{query}", crate::wire::AUDIT_PREFIX, command.as_str())
         };
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, &self.authority)

@@ -8,7 +8,8 @@ use chrono::{NaiveDate, SecondsFormat};
 use serde_json::{json, Value};
 
 use super::{
-    check_consent_id, ConsentEvent, ConsentRecord, ConsentState, ConsentStatus, Role, WgboBasis,
+    check_consent_id, ConsentEvent, ConsentRecord, ConsentState, ConsentStatus, PerformerRole,
+    WgboBasis,
 };
 use crate::message::MessageType;
 
@@ -128,13 +129,13 @@ fn performers(record: &ConsentRecord, patient_identifier: &Value) -> (Vec<Value>
     let mut refs = Vec::new();
     for (i, p) in record.performers.iter().enumerate() {
         match p.role {
-            Role::Child => refs.push(json!({
+            PerformerRole::Child => refs.push(json!({
                 "type": "Patient",
                 "identifier": patient_identifier,
                 "display": p.name
             })),
-            Role::Parent | Role::Guardian => {
-                let (code, display) = if p.role == Role::Parent {
+            PerformerRole::Parent | PerformerRole::Guardian => {
+                let (code, display) = if p.role == PerformerRole::Parent {
                     ("PRN", "parent")
                 } else {
                     ("GUARD", "guardian")

@@ -11,10 +11,12 @@
 //! to prevent serious harm), from 16 the child alone (art. 7:447). See [`wgbo`] for the
 //! rules themselves.
 //!
-//! This module owns that logic and nothing else: it does no I/O and keeps no state. The
-//! store appends [`ConsentEvent`]s and hands them back to [`ConsentState::from_events`];
-//! the local API validates with [`ConsentRecord::from_request`]; the practice, the relay
-//! and the wijkteam all ask [`check_covers`] (or [`check_covers_at_recipient`]), so there
+//! This module owns that logic, and [`registry`] owns where consent events are kept in
+//! the store (appending, reading, and a cache of folded states); the use cases of the
+//! local API (record, withdraw, list) are [`crate::consent_desk`]'s, above the send path.
+//! Apart from the registry nothing here does I/O. [`ConsentState::from_events`] folds
+//! the events; the local API validates with [`ConsentRecord::from_request`]; the
+//! practice, the relay and the wijkteam all ask [`covers`] with an [`Exchange`], so there
 //! is exactly one coverage rule. Error texts never contain a BSN, a name or a birth date,
 //! because they end up in logs and HTTP responses.
 
@@ -30,9 +32,9 @@ use crate::message::{Bsn, MessageType};
 
 pub use fhir::{fhir_consent, BSN_SYSTEM, CONSENT_ID_SYSTEM, MESSAGE_TYPE_SYSTEM};
 pub use state::{
-    check_covers, check_covers_at_recipient, check_withdrawable, withdrawal_event, ConsentEvent,
-    ConsentOrigin, ConsentRefusal, ConsentState, ConsentStatus, ConsentSummary, Withdrawal,
-    Withdrawer,
+    check_covers, check_covers_at_recipient, check_withdrawable, covers, needs_consent,
+    withdrawal_event, ConsentEvent, ConsentOrigin, ConsentRefusal, ConsentState, ConsentStatus,
+    ConsentSummary, Exchange, Withdrawal, Withdrawer,
 };
 pub use wgbo::{age_on, wgbo_basis, MissingPerformer, WgboBasis};
 
@@ -50,18 +52,18 @@ pub const RECIPIENT_MAX: usize = 200;
 /// Who gave consent, in the WGBO's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub enum PerformerRole {
     Child,
     Parent,
     Guardian,
 }
 
-impl Role {
+impl PerformerRole {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Child => "child",
-            Role::Parent => "parent",
-            Role::Guardian => "guardian",
+            PerformerRole::Child => "child",
+            PerformerRole::Parent => "parent",
+            PerformerRole::Guardian => "guardian",
         }
     }
 }
@@ -80,7 +82,7 @@ pub struct Child {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Performer {
-    pub role: Role,
+    pub role: PerformerRole,
     pub name: String,
 }
 
@@ -339,7 +341,7 @@ pub fn validate_request(req: &ConsentRequest, today: NaiveDate) -> Result<WgboBa
     if req
         .performers
         .iter()
-        .filter(|p| p.role == Role::Child)
+        .filter(|p| p.role == PerformerRole::Child)
         .count()
         > 1
     {

@@ -12,6 +12,7 @@ use super::{
     check_consent_id, check_len, check_recipient, check_text, check_types, ConsentError,
     ConsentRecord, WgboBasis, NAME_MAX, REASON_MAX,
 };
+use crate::config::Role;
 use crate::message::{Bsn, MessageType};
 
 /// Where a consent stands on a given day.
@@ -443,6 +444,42 @@ pub fn check_covers_at_recipient(
 
 /// May a local user withdraw this consent? Not twice (the first withdrawal stands and a
 /// second would only blur the log), and not a wijkteam mirror: the consent is held by the
+
+/// One message between this gateway and a peer, as the coverage check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    /// This gateway's role: the practice checks its own records, the wijkteam its mirrors.
+    pub role: Role,
+    /// This gateway's organisation identifier.
+    pub own: &'a str,
+    /// The peer's organisation identifier (the recipient, or the sender of a received message).
+    pub peer: &'a str,
+    pub bsn: &'a Bsn,
+    pub message_type: MessageType,
+    pub today: NaiveDate,
+}
+
+/// Does `state` cover this exchange, in either direction? At the practice the consent
+/// was recorded here with the wijkteam as recipient; at the wijkteam it is the mirror,
+/// which must name this wijkteam as recipient and have come from that practice. The
+/// one coverage rule of the gateway: send, receive and relay all ask it.
+pub fn covers(state: Option<&ConsentState>, x: &Exchange<'_>) -> Result<(), ConsentRefusal> {
+    match x.role {
+        Role::Practice => check_covers(state, x.bsn, x.message_type, x.peer, x.today),
+        Role::Wijkteam => {
+            check_covers_at_recipient(state, x.bsn, x.message_type, x.own, x.peer, x.today)
+        }
+    }
+}
+
+/// Whether messages of this type may carry personal data only under a consent.
+pub fn needs_consent(t: MessageType) -> bool {
+    matches!(
+        t,
+        MessageType::Referral | MessageType::Feedback | MessageType::ConsentUpdate
+    )
+}
+
 /// practice, which withdraws it and tells the wijkteam.
 pub fn check_withdrawable(state: &ConsentState) -> Result<(), ConsentError> {
     if let Some(w) = &state.withdrawn {

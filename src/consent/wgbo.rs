@@ -11,7 +11,7 @@
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use super::{ConsentError, Performer, Role};
+use super::{ConsentError, Performer, PerformerRole};
 
 /// On what legal ground a recorded consent stands. Stored with the record so that an
 /// auditor sees *why* the gateway accepted it, not only that it did.
@@ -131,10 +131,10 @@ pub fn wgbo_basis(
     performers: &[Performer],
     exception: Option<&str>,
 ) -> Result<WgboBasis, ConsentError> {
-    let has_child = performers.iter().any(|p| p.role == Role::Child);
+    let has_child = performers.iter().any(|p| p.role == PerformerRole::Child);
     let has_parent = performers
         .iter()
-        .any(|p| matches!(p.role, Role::Parent | Role::Guardian));
+        .any(|p| matches!(p.role, PerformerRole::Parent | PerformerRole::Guardian));
     let exception = exception.map(str::trim).filter(|r| !r.is_empty());
     let missing = |missing| ConsentError::WgboMissingPerformer {
         age,
@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn exception_reason_is_trimmed_and_blank_counts_as_none() {
         let child = [Performer {
-            role: Role::Child,
+            role: PerformerRole::Child,
             name: "K".into(),
         }];
         let day = d("2026-01-01");

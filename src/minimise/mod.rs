@@ -136,20 +136,20 @@ pub struct Violation {
 /// A message the policy does not let through. `paths` lists the offending fields (same
 /// path form as [`Change`]); `violations` says what is wrong with each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusal {
+pub struct PolicyRefusal {
     pub message_type: MessageType,
     pub reason: RefusalReason,
     pub paths: Vec<String>,
     pub violations: Vec<Violation>,
 }
 
-impl Refusal {
+impl PolicyRefusal {
     fn new(
         message_type: MessageType,
         reason: RefusalReason,
         violations: Vec<Violation>,
-    ) -> Refusal {
-        Refusal {
+    ) -> PolicyRefusal {
+        PolicyRefusal {
             message_type,
             reason,
             paths: violations.iter().map(|v| v.path.clone()).collect(),
@@ -158,9 +158,9 @@ impl Refusal {
     }
 }
 
-impl std::error::Error for Refusal {}
+impl std::error::Error for PolicyRefusal {}
 
-impl fmt::Display for Refusal {
+impl fmt::Display for PolicyRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.message_type.as_str();
         match self.reason {
@@ -264,13 +264,13 @@ impl Minimiser {
         t: MessageType,
         content: &mut Map<String, Value>,
         on: NaiveDate,
-    ) -> Result<Changes, Refusal> {
+    ) -> Result<Changes, PolicyRefusal> {
         let tp = self.policy.for_type(t);
         if tp.unknown == Unknown::Refuse {
             let mut unnamed = Vec::new();
             inspect_map(tp, content, &Paths::root(), true, &mut unnamed);
             if !unnamed.is_empty() {
-                return Err(Refusal::new(t, RefusalReason::UnnamedFields, unnamed));
+                return Err(PolicyRefusal::new(t, RefusalReason::UnnamedFields, unnamed));
             }
         }
         let mut walk = Apply {
@@ -290,7 +290,7 @@ impl Minimiser {
     /// number or e-mail address, a truncated field longer than its limit, a pseudonymised
     /// field that is not 64 hex characters, and a generalised field that is not a year or
     /// age band. Content that `apply` produced always passes.
-    pub fn check(&self, t: MessageType, content: &Map<String, Value>) -> Result<(), Refusal> {
+    pub fn check(&self, t: MessageType, content: &Map<String, Value>) -> Result<(), PolicyRefusal> {
         let mut violations = Vec::new();
         inspect_map(
             self.policy.for_type(t),
@@ -302,7 +302,11 @@ impl Minimiser {
         if violations.is_empty() {
             Ok(())
         } else {
-            Err(Refusal::new(t, RefusalReason::PolicyViolation, violations))
+            Err(PolicyRefusal::new(
+                t,
+                RefusalReason::PolicyViolation,
+                violations,
+            ))
         }
     }
 }

@@ -1,7 +1,11 @@
 //! The two HTTP faces of a gateway: the local API for the system next to it, and the
-//! mTLS listener for peers and auditors. Both answer refusals in one JSON shape
-//! (`{"error": code, "message": text, "field": path}`) and read bodies with a size cap.
+//! mTLS listener for peers and auditors (with the auditor's routes in [`audit`]). Both
+//! answer refusals in one JSON shape (`{"error": code, "message": text, "field": path}`)
+//! with the HTTP status that [`status`] gives each refusal code — the only place where a
+//! refusal becomes a status — and read bodies with a size cap. The servers sit on top:
+//! nothing below them imports them.
 
+pub mod audit;
 pub mod listener;
 pub mod local_api;
 
@@ -10,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 
-use crate::error::Refusal;
+use crate::error::{Code, Refusal};
 use crate::message::MAX_MESSAGE_BYTES;
 
 pub type Reply = Response<Full<Bytes>>;
@@ -24,9 +28,48 @@ pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// The HTTP status of a refusal.
+pub fn status(code: Code) -> StatusCode {
+    match code {
+        Code::Malformed
+        | Code::InvalidField
+        | Code::MissingUser
+        | Code::MissingBsn
+        | Code::MissingSignature
+        | Code::SignatureNotHex
+        | Code::InvalidAuditQuery => StatusCode::BAD_REQUEST,
+        Code::Unauthorised => StatusCode::UNAUTHORIZED,
+        Code::UnknownPeer | Code::FromMismatch | Code::TypeNotAllowed | Code::NotAnAuditor => {
+            StatusCode::FORBIDDEN
+        }
+        Code::NotFound | Code::NoSuchEndpoint => StatusCode::NOT_FOUND,
+        Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Code::DuplicateId => StatusCode::CONFLICT,
+        Code::TooLarge | Code::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::UnknownRecipient
+        | Code::TypeNotSentHere
+        | Code::ConsentRecordedAtPractice
+        | Code::WrongRecipient
+        | Code::BadSignature
+        | Code::PolicyUnnamedFields
+        | Code::PolicyViolation
+        | Code::PolicyRemovesRequiredField
+        | Code::ConsentNotApplicable
+        | Code::ConsentMissing
+        | Code::ConsentInvalid
+        | Code::ConsentMismatch
+        | Code::Consent(_)
+        | Code::ConsentRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::SigningFailed | Code::Internal | Code::AuditQueryFailed => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 pub fn refusal(r: &Refusal) -> Reply {
     Response::builder()
-        .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST))
+        .status(status(r.code))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(r.to_json())))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))

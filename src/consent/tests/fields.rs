@@ -85,7 +85,7 @@ fn field_rules() {
             Some("performers.name"),
         ),
         (
-            refused(|r| r.performers.push(performer(Role::Child))),
+            refused(|r| r.performers.push(performer(PerformerRole::Child))),
             "performer_child_duplicate",
             Some("performers"),
         ),

@@ -32,11 +32,11 @@ fn bsn(s: &str) -> Bsn {
     Bsn::try_from(s.to_owned()).unwrap()
 }
 
-fn performer(role: Role) -> Performer {
+fn performer(role: PerformerRole) -> Performer {
     let name = match role {
-        Role::Child => "Sanne de Vries",
-        Role::Parent => "Marieke de Vries",
-        Role::Guardian => "Jan Jansen",
+        PerformerRole::Child => "Sanne de Vries",
+        PerformerRole::Parent => "Marieke de Vries",
+        PerformerRole::Guardian => "Jan Jansen",
     };
     Performer {
         role,
@@ -44,7 +44,12 @@ fn performer(role: Role) -> Performer {
     }
 }
 
-fn request(birth: &str, given: &str, roles: &[Role], exception: Option<&str>) -> ConsentRequest {
+fn request(
+    birth: &str,
+    given: &str,
+    roles: &[PerformerRole],
+    exception: Option<&str>,
+) -> ConsentRequest {
     let given = d(given);
     ConsentRequest {
         child: Child {
@@ -70,7 +75,7 @@ fn good_request() -> ConsentRequest {
     request(
         "2013-01-15",
         "2026-03-01",
-        &[Role::Child, Role::Parent],
+        &[PerformerRole::Child, PerformerRole::Parent],
         None,
     )
 }

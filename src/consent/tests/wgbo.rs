@@ -5,11 +5,11 @@ use super::*;
 /// What each performer combination yields, per age band: Ok(basis) or the missing role.
 type Expect = Result<WgboBasis, MissingPerformer>;
 
-fn expected_for(age: u32, roles: &[Role]) -> Expect {
+fn expected_for(age: u32, roles: &[PerformerRole]) -> Expect {
     use MissingPerformer as M;
-    use Role::{Child as C, Guardian as G, Parent as P};
+    use PerformerRole::{Child as C, Guardian as G, Parent as P};
     // Literal tables, written from the law rather than from the implementation.
-    let under_12: &[(&[Role], Expect)] = &[
+    let under_12: &[(&[PerformerRole], Expect)] = &[
         (&[], Err(M::ParentOrGuardian)),
         (&[C], Err(M::ParentOrGuardian)),
         (&[P], Ok(WgboBasis::ParentOrGuardian)),
@@ -18,7 +18,7 @@ fn expected_for(age: u32, roles: &[Role]) -> Expect {
         (&[G, C], Ok(WgboBasis::ParentOrGuardian)),
         (&[P, P], Ok(WgboBasis::ParentOrGuardian)),
     ];
-    let from_12: &[(&[Role], Expect)] = &[
+    let from_12: &[(&[PerformerRole], Expect)] = &[
         (&[], Err(M::ChildAndParentOrGuardian)),
         (&[C], Err(M::ParentOrGuardian)),
         (&[P], Err(M::Child)),
@@ -27,7 +27,7 @@ fn expected_for(age: u32, roles: &[Role]) -> Expect {
         (&[G, C], Ok(WgboBasis::ChildAndParent)),
         (&[P, P], Err(M::Child)),
     ];
-    let from_16: &[(&[Role], Expect)] = &[
+    let from_16: &[(&[PerformerRole], Expect)] = &[
         (&[], Err(M::Child)),
         (&[C], Ok(WgboBasis::Child)),
         (&[P], Err(M::Child)),
@@ -69,8 +69,8 @@ const BOUNDARIES: &[(&str, &str, u32)] = &[
 
 #[test]
 fn wgbo_boundary_table() {
-    use Role::{Child as C, Guardian as G, Parent as P};
-    let combos: &[&[Role]] = &[&[], &[C], &[P], &[G], &[C, P], &[G, C], &[P, P]];
+    use PerformerRole::{Child as C, Guardian as G, Parent as P};
+    let combos: &[&[PerformerRole]] = &[&[], &[C], &[P], &[G], &[C, P], &[G, C], &[P, P]];
     for &(birth, given, age) in BOUNDARIES {
         for &roles in combos {
             let req = request(birth, given, roles, None);
@@ -100,7 +100,7 @@ fn wgbo_boundary_table() {
 
 #[test]
 fn wgbo_message_names_the_missing_performer_and_no_personal_data() {
-    let req = request("2013-01-15", "2026-03-01", &[Role::Parent], None);
+    let req = request("2013-01-15", "2026-03-01", &[PerformerRole::Parent], None);
     let err = validate_request(&req, d(TODAY)).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -112,17 +112,17 @@ fn wgbo_message_names_the_missing_performer_and_no_personal_data() {
     for (birth, roles, needle) in [
         (
             "2013-01-15",
-            &[Role::Child][..],
+            &[PerformerRole::Child][..],
             "missing: a parent or guardian (or, where",
         ),
         (
             "2020-06-01",
-            &[Role::Child][..],
+            &[PerformerRole::Child][..],
             "is 5 on the day of consent (2026-03-01)",
         ),
         (
             "2009-06-01",
-            &[Role::Parent][..],
+            &[PerformerRole::Parent][..],
             "does not replace it); missing: the child",
         ),
     ] {
@@ -141,7 +141,7 @@ fn wgbo_message_names_the_missing_performer_and_no_personal_data() {
 #[test]
 fn given_on_defaults_to_valid_from_for_the_age() {
     // Born 2014-03-01: 11 on 2026-02-28, 12 on 2026-03-01.
-    let mut req = request("2014-03-01", "2026-02-28", &[Role::Parent], None);
+    let mut req = request("2014-03-01", "2026-02-28", &[PerformerRole::Parent], None);
     req.given_on = None;
     assert_eq!(
         validate_request(&req, d(TODAY)),
@@ -168,7 +168,12 @@ fn given_on_defaults_to_valid_from_for_the_age() {
 #[test]
 fn exception_accepted_for_12_to_15_with_reason() {
     for (birth, given) in [("2014-03-01", "2026-03-01"), ("2010-03-02", "2026-03-01")] {
-        let req = request(birth, given, &[Role::Child], Some("vader is pleger"));
+        let req = request(
+            birth,
+            given,
+            &[PerformerRole::Child],
+            Some("vader is pleger"),
+        );
         assert_eq!(
             validate_request(&req, d(TODAY)),
             Ok(WgboBasis::ExceptionSeriousHarm {
@@ -182,7 +187,12 @@ fn exception_accepted_for_12_to_15_with_reason() {
 #[test]
 fn exception_refused_without_reason() {
     for exception in [None, Some(""), Some("  \t ")] {
-        let req = request("2013-01-15", "2026-03-01", &[Role::Child], exception);
+        let req = request(
+            "2013-01-15",
+            "2026-03-01",
+            &[PerformerRole::Child],
+            exception,
+        );
         let err = validate_request(&req, d(TODAY)).unwrap_err();
         match exception {
             None => assert!(matches!(
@@ -200,9 +210,9 @@ fn exception_refused_without_reason() {
 #[test]
 fn exception_refused_at_11_and_16() {
     for (birth, age, roles) in [
-        ("2014-03-02", 11, &[Role::Child][..]),
-        ("2014-03-02", 11, &[Role::Parent][..]),
-        ("2010-03-01", 16, &[Role::Child][..]),
+        ("2014-03-02", 11, &[PerformerRole::Child][..]),
+        ("2014-03-02", 11, &[PerformerRole::Parent][..]),
+        ("2010-03-01", 16, &[PerformerRole::Child][..]),
     ] {
         let req = request(birth, "2026-03-01", roles, Some("ernstig nadeel"));
         let err = validate_request(&req, d(TODAY)).unwrap_err();
@@ -223,13 +233,18 @@ fn exception_refused_when_parent_consented_and_does_not_replace_the_child() {
     let req = request(
         "2013-01-15",
         "2026-03-01",
-        &[Role::Child, Role::Parent],
+        &[PerformerRole::Child, PerformerRole::Parent],
         Some("x"),
     );
     let err = validate_request(&req, d(TODAY)).unwrap_err();
     assert_eq!(err.code(), "wgbo_exception_with_parent");
 
-    let req = request("2013-01-15", "2026-03-01", &[Role::Parent], Some("x"));
+    let req = request(
+        "2013-01-15",
+        "2026-03-01",
+        &[PerformerRole::Parent],
+        Some("x"),
+    );
     assert!(matches!(
         validate_request(&req, d(TODAY)),
         Err(ConsentError::WgboMissingPerformer {
