@@ -562,30 +562,13 @@ async fn a_real_consultation_is_found_by_message_id_on_both_gateways() {
     let mut s = Setup::new().await;
     let practice = s.start_practice().await;
     let wijkteam = s.start_wijkteam().await;
-    let mut his = wijkpoort::client::LocalApiClient::new(
-        practice.local_api,
-        &s.kit.practice_token,
-        "poh.jeugd",
-    );
-    let (code, answer) = his
-        .post(
-            "/v1/messages",
-            &json!({"type": "consultation", "to": "wijkteam", "body": {"question": "Hoe verwijzen wij bij slaapproblemen?"}}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{answer}");
-    let id = answer["id"].as_str().unwrap().to_string();
-    let mut delivered = false;
-    for _ in 0..200 {
-        let (_, status) = his.get(&format!("/v1/messages/{id}")).await.unwrap();
-        if status["status"] == "delivered" {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(delivered);
+    let mut his = s.client(Role::Practice, "poh.jeugd");
+    let id = submit(
+        &mut his,
+        &json!({"type": "consultation", "to": "wijkteam", "body": {"question": "Hoe verwijzen wij bij slaapproblemen?"}}),
+    )
+    .await;
+    wait_delivered(&mut his, &id).await;
     for (gw, expected) in [
         (&practice, Event::MessageDelivered),
         (&wijkteam, Event::MessageReceived),

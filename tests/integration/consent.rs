@@ -482,6 +482,14 @@ async fn a_referral_whose_consent_is_withdrawn_while_it_waits_in_the_outbox_is_w
     for update in &updates {
         wait_settled(&mut his, update).await;
     }
+    // A consultation (it needs no consent) submitted now is delivered: the relay has
+    // had a round with the wijkteam up, and the withheld referral was not in it.
+    let consultation = submit(
+        &mut his,
+        &json!({"type": "consultation", "to": "wijkteam", "body": {"question": "Hoe verwijs ik?"}}),
+    )
+    .await;
+    wait_delivered(&mut his, &consultation).await;
     let again = status(&mut his, &id).await;
     assert_eq!(again["status"], "withheld", "{again}");
     assert_eq!(again["attempts"], withheld["attempts"], "no attempt after");
@@ -491,6 +499,7 @@ async fn a_referral_whose_consent_is_withdrawn_while_it_waits_in_the_outbox_is_w
         "the referral arrived"
     );
     assert_eq!(audit_count(received, Event::MessageReceived, &id), 0);
+    assert!(received_ids(received).contains(&consultation));
     let mirrored = registry::state(received, &consent).unwrap();
     assert!(
         mirrored.as_ref().is_none_or(|m| m.withdrawn.is_some()),
