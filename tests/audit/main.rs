@@ -6,6 +6,11 @@
 //! - `queries`: by BSN exactly one child's records, never the BSN; the access report;
 //!   consents; FHIR export; auditors only (403 and audited otherwise); offline reads
 //!   recorded; a locked store pointing to the online way.
+//!
+//! Set-up shared with the other integration tests lives in `fixture` (`tests/fixture/`).
+
+#[path = "../fixture/mod.rs"]
+mod fixture;
 
 mod queries;
 mod tamper;

@@ -12,15 +12,14 @@ use wijkpoort::RunningGateway;
 use crate::util::*;
 
 fn last_record(gw: &RunningGateway) -> AuditRecord {
-    let (_, v) = gw.gateway.store.tree(T::Audit).last().unwrap().unwrap();
-    serde_json::from_slice(&v).unwrap()
+    last_audit_record(store(gw)).expect("an audit record")
 }
 
 /// Records about child A (3, one message), child B (2) and no child (filler), interleaved.
 /// Returns the sequence numbers of A's and B's records.
 async fn two_children(gw: &RunningGateway) -> (Vec<u64>, Vec<u64>) {
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A)));
-    let pb = gw.gateway.pseudonym(Some(&bsn(BSN_B)));
+    let pa = Some(pseudonym(gw, BSN_A));
+    let pb = Some(pseudonym(gw, BSN_B));
     let steps = [
         (pa.clone(), Event::MessageAccepted, Some("msg-a")),
         (pb.clone(), Event::MessageAccepted, Some("msg-b")),
@@ -33,8 +32,7 @@ async fn two_children(gw: &RunningGateway) -> (Vec<u64>, Vec<u64>) {
     for (subject, event, msg) in steps {
         let is_a = subject == pa && subject.is_some();
         let is_b = subject == pb && subject.is_some();
-        gw.gateway
-            .store
+        store(gw)
             .commit_audit(vec![user_event("dr.jansen", event, subject, msg)])
             .await
             .unwrap();
@@ -61,8 +59,8 @@ async fn records_by_bsn_are_exactly_that_childs_online_and_offline() {
     let mut s = Setup::new().await;
     let gw = s.start_practice().await;
     let (seqs_a, seqs_b) = two_children(&gw).await;
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A))).unwrap();
-    let pb = gw.gateway.pseudonym(Some(&bsn(BSN_B))).unwrap();
+    let pa = pseudonym(&gw, BSN_A);
+    let pb = pseudonym(&gw, BSN_B);
     for (p, b) in [(&pa, BSN_A), (&pb, BSN_B)] {
         assert_ne!(p, b);
         assert!(!p.contains(b), "the pseudonym must not contain the BSN");
@@ -173,7 +171,7 @@ async fn records_by_bsn_are_exactly_that_childs_online_and_offline() {
     assert_eq!(lines.len(), 1 + seqs_b.len() + 1, "{text}");
     assert!(!text.contains(BSN_B));
 
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let last = raw.record(raw.last_seq());
     assert_eq!(last.event.event, Event::AuditRead);
     assert_eq!(
@@ -280,7 +278,7 @@ async fn the_access_report_is_chronological_with_who_what_and_consent() {
     let gw = s.start_practice().await;
     let (seqs_a, _) = two_children(&gw).await;
     // A peer acted on the child too.
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A)));
+    let pa = Some(pseudonym(&gw, BSN_A));
     let peer_event = wijkpoort::audit::AuditEvent::new(
         Event::MessageReceived,
         Outcome::Success,
@@ -292,11 +290,7 @@ async fn the_access_report_is_chronological_with_who_what_and_consent() {
     .subject(pa)
     .message("fb-1", wijkpoort::message::MessageType::Feedback)
     .consent(Some("consent-1"));
-    gw.gateway
-        .store
-        .commit_audit(vec![peer_event])
-        .await
-        .unwrap();
+    store(&gw).commit_audit(vec![peer_event]).await.unwrap();
 
     let online = s.online_args(&gw, "auditor");
     let out = wijkpoort(cmd(
@@ -361,8 +355,8 @@ async fn the_access_report_is_chronological_with_who_what_and_consent() {
 /// The consent log as the consent module writes it: `consent_events` (id, 0, number BE →
 /// event JSON) and `consent_by_subject` (pseudonym, 0, id → ()).
 async fn record_consents(gw: &RunningGateway) {
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A))).unwrap();
-    let pb = gw.gateway.pseudonym(Some(&bsn(BSN_B))).unwrap();
+    let pa = pseudonym(gw, BSN_A);
+    let pb = pseudonym(gw, BSN_B);
     let recorded = |id: &str, b: &str| {
         json!({"event": "recorded", "record": {
             "id": id,
@@ -403,7 +397,7 @@ async fn consents_of_a_child_with_status_and_no_personal_details() {
     let mut s = Setup::new().await;
     let gw = s.start_practice().await;
     record_consents(&gw).await;
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A))).unwrap();
+    let pa = pseudonym(&gw, BSN_A);
     let online = s.online_args(&gw, "auditor");
 
     let out = wijkpoort(cmd(
@@ -493,7 +487,7 @@ async fn fhir_export_has_the_required_r4_elements() {
     let mut s = Setup::new().await;
     let gw = s.start_practice().await;
     two_children(&gw).await;
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A))).unwrap();
+    let pa = pseudonym(&gw, BSN_A);
     let out = wijkpoort(cmd(
         &s.online_args(&gw, "auditor"),
         &["export", "--format", "fhir", "--bsn", BSN_A],
@@ -568,30 +562,13 @@ async fn a_real_consultation_is_found_by_message_id_on_both_gateways() {
     let mut s = Setup::new().await;
     let practice = s.start_practice().await;
     let wijkteam = s.start_wijkteam().await;
-    let mut his = wijkpoort::client::LocalApiClient::new(
-        practice.local_api,
-        &s.kit.practice_token,
-        "poh.jeugd",
-    );
-    let (code, answer) = his
-        .post(
-            "/v1/messages",
-            &json!({"type": "consultation", "to": "wijkteam", "body": {"question": "Hoe verwijzen wij bij slaapproblemen?"}}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{answer}");
-    let id = answer["id"].as_str().unwrap().to_string();
-    let mut delivered = false;
-    for _ in 0..200 {
-        let (_, status) = his.get(&format!("/v1/messages/{id}")).await.unwrap();
-        if status["status"] == "delivered" {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(delivered);
+    let mut his = s.client(Role::Practice, "poh.jeugd");
+    let id = submit(
+        &mut his,
+        &json!({"type": "consultation", "to": "wijkteam", "body": {"question": "Hoe verwijzen wij bij slaapproblemen?"}}),
+    )
+    .await;
+    wait_delivered(&mut his, &id).await;
     for (gw, expected) in [
         (&practice, Event::MessageDelivered),
         (&wijkteam, Event::MessageReceived),
@@ -628,7 +605,7 @@ async fn the_demo_epilogue_report_and_verify_run_in_process() {
     assert_eq!(wijkpoort::audit::cli::run_words(report).await, 0);
     let verify = ["--config", &cfg, "--user", "demo", "verify"];
     assert_eq!(wijkpoort::audit::cli::run_words(verify).await, 0);
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let reads = (1..=raw.last_seq())
         .filter(|q| raw.record(*q).event.event == Event::AuditRead)
         .count();
@@ -669,8 +646,8 @@ async fn records_committed_together_are_each_found_by_child_message_and_period()
 
     let mut s = Setup::new().await;
     let gw = s.start_practice().await;
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A)));
-    let pb = gw.gateway.pseudonym(Some(&bsn(BSN_B)));
+    let pa = Some(pseudonym(&gw, BSN_A));
+    let pb = Some(pseudonym(&gw, BSN_B));
     let before = last_record(&gw).seq;
     let from = chrono::Utc::now();
     let events = vec![
@@ -691,10 +668,10 @@ async fn records_committed_together_are_each_found_by_child_message_and_period()
         user_event("dr.jansen", Event::MessageQueued, pb.clone(), Some("msg-b")),
         user_event("dr.jansen", Event::MessageSent, pa.clone(), Some("msg-a")),
     ];
-    gw.gateway.store.commit_audit(events).await.unwrap();
+    store(&gw).commit_audit(events).await.unwrap();
     let seq = |i: u64| before + i;
     let found = |q: RecordQuery| -> Vec<u64> {
-        let page = records(&gw.gateway.store, &q).unwrap();
+        let page = records(store(&gw), &q).unwrap();
         page.records.iter().map(|r| r.seq).collect()
     };
 
@@ -726,7 +703,7 @@ async fn a_damaged_index_entry_is_reported_as_malformed() {
 
     let mut s = Setup::new().await;
     let gw = s.start_practice().await;
-    let pa = gw.gateway.pseudonym(Some(&bsn(BSN_A)));
+    let pa = Some(pseudonym(&gw, BSN_A));
     let events = vec![
         user_event(
             "dr.jansen",
@@ -736,10 +713,10 @@ async fn a_damaged_index_entry_is_reported_as_malformed() {
         ),
         user_event("dr.jansen", Event::MessageQueued, pa.clone(), Some("msg-a")),
     ];
-    gw.gateway.store.commit_audit(events).await.unwrap();
+    store(&gw).commit_audit(events).await.unwrap();
     gw.stop().await.unwrap();
 
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let index = raw.db.open_tree("audit_by_subject").unwrap();
     let key = index
         .scan_prefix(pa.as_deref().unwrap().as_bytes())
@@ -751,7 +728,8 @@ async fn a_damaged_index_entry_is_reported_as_malformed() {
     raw.db.flush().unwrap();
     drop((index, raw));
 
-    let store = retry_open(|| wijkpoort::store::Store::open_read_only(&s.practice_store()));
+    let store =
+        retry_open(|| wijkpoort::store::Store::open_read_only(&s.store_dir(Role::Practice)));
     let q = RecordQuery {
         subject: pa,
         ..Default::default()

@@ -19,8 +19,8 @@ async fn populated() -> Setup {
 }
 
 fn check(s: &Setup, expect: Option<&KnownCheckpoint>) -> VerifyReport {
-    let config = s.practice_config();
-    let store = retry_open(|| Store::open_read_only(&s.practice_store()));
+    let config = s.config(Role::Practice);
+    let store = retry_open(|| Store::open_read_only(&s.store_dir(Role::Practice)));
     verify::verify(&store, &config.cert_chain[0], expect).unwrap()
 }
 
@@ -49,7 +49,7 @@ fn rehash(raw: &Raw, from: u64, to: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untouched_log_is_intact_with_its_checkpoints() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     assert_eq!(raw.last_seq(), 2502);
     assert_eq!(raw.checkpoint_seqs(), vec![1000, 2000, 2502]);
     raw.close();
@@ -64,7 +64,7 @@ async fn an_untouched_log_is_intact_with_its_checkpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_altered_record_is_found_at_its_seq() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let mut r = raw.record(1234);
     r.event.outcome = Outcome::Refused;
     raw.put(1234, &r);
@@ -76,7 +76,7 @@ async fn an_altered_record_is_found_at_its_seq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_added_to_a_record_counts_as_altered() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     // Same fields, same order, same hash — plus one the record never had.
     let bytes = raw
         .audit
@@ -103,7 +103,7 @@ async fn a_field_added_to_a_record_counts_as_altered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_record_is_found_at_its_seq() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     raw.audit.remove(777u64.to_be_bytes()).unwrap();
     raw.close();
     let t = tamper(&s);
@@ -113,7 +113,7 @@ async fn a_removed_record_is_found_at_its_seq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_swapped_records_are_found_at_the_first() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let (a, b) = (raw.record(1500), raw.record(1501));
     raw.put(1500, &b);
     raw.put(1501, &a);
@@ -125,7 +125,7 @@ async fn two_swapped_records_are_found_at_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapped_and_renumbered_records_are_found_at_the_first() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let (mut a, mut b) = (raw.record(1500), raw.record(1501));
     std::mem::swap(&mut a.seq, &mut b.seq);
     raw.put(1500, &b);
@@ -138,7 +138,7 @@ async fn swapped_and_renumbered_records_are_found_at_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_altered_and_rehashed_record_is_found_by_its_successors_link() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let mut r = raw.record(42);
     r.event.reason = Some("nothing happened here".into());
     raw.put(42, &r);
@@ -151,7 +151,7 @@ async fn an_altered_and_rehashed_record_is_found_by_its_successors_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_rewritten_to_the_end_is_caught_by_the_next_checkpoint() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let mut r = raw.record(1200);
     r.event.outcome = Outcome::Failure;
     raw.put(1200, &r);
@@ -170,7 +170,7 @@ async fn a_chain_rewritten_to_the_end_is_caught_by_the_next_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_cut_back_behind_its_last_checkpoint_is_found_at_the_first_missing_seq() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     for seq in 2101..=raw.last_seq() {
         raw.audit.remove(seq.to_be_bytes()).unwrap();
     }
@@ -183,7 +183,7 @@ async fn a_log_cut_back_behind_its_last_checkpoint_is_found_at_the_first_missing
 async fn a_log_cut_back_with_its_checkpoints_is_found_with_a_kept_checkpoint() {
     let s = populated().await;
     let kept = check(&s, None).last_checkpoint.unwrap();
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     for seq in 1501..=raw.last_seq() {
         raw.audit.remove(seq.to_be_bytes()).unwrap();
         raw.checkpoints.remove(seq.to_be_bytes()).unwrap();
@@ -199,7 +199,7 @@ async fn a_log_cut_back_with_its_checkpoints_is_found_with_a_kept_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_checkpoint_fails_its_signature() {
     let s = populated().await;
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     let mut cp: wijkpoort::audit::Checkpoint =
         serde_json::from_slice(&raw.checkpoints.get(1000u64.to_be_bytes()).unwrap().unwrap())
             .unwrap();
@@ -220,7 +220,7 @@ async fn a_forged_checkpoint_fails_its_signature() {
 async fn checkpoints_signed_by_another_key_do_not_verify() {
     let s = populated().await;
     let wijkteam_cert = Config::load(&s.kit.wijkteam_config).unwrap().cert_chain[0].clone();
-    let store = retry_open(|| Store::open_read_only(&s.practice_store()));
+    let store = retry_open(|| Store::open_read_only(&s.store_dir(Role::Practice)));
     let t = verify::verify(&store, &wijkteam_cert, None)
         .unwrap()
         .tamper
@@ -231,7 +231,7 @@ async fn checkpoints_signed_by_another_key_do_not_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_exit_codes_through_the_binary() {
     let s = populated().await;
-    let store = path(&s.practice_store());
+    let store = path(&s.store_dir(Role::Practice));
     let cert = path(&s.kit.pki.cert("practice"));
 
     // Intact: 0, offline with the config (the read is recorded, the log stays sealed).
@@ -268,7 +268,7 @@ async fn verify_exit_codes_through_the_binary() {
     assert!(stderr(&ro).contains("not recorded"), "{}", stderr(&ro));
 
     // Tampered: 1, naming the first bad seq.
-    let raw = Raw::open(&s.practice_store());
+    let raw = Raw::open(&s.store_dir(Role::Practice));
     raw.audit.remove(600u64.to_be_bytes()).unwrap();
     raw.close();
     let out = wijkpoort(a.clone()).await;

@@ -1,109 +1,48 @@
-//! Helpers for the audit tests: a dev kit with two real gateways on loopback, records
-//! committed through a running gateway's store, the real binary, and direct sled access
-//! for tampering with a stopped gateway's store.
+//! What only the audit tests need, on top of the shared [`crate::fixture`]: a gateway
+//! whose start is on record before the test's own records, audit records committed
+//! through a running gateway's store, the auditor's CLI (the real binary), and direct
+//! sled access for tampering with a stopped gateway's store.
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use tokio::net::TcpListener;
 use wijkpoort::audit::{Actor, AuditEvent, AuditRecord, Event, Outcome};
-use wijkpoort::devkit::{self, Addresses, DevKit};
-use wijkpoort::message::{Bsn, MessageType};
-use wijkpoort::store::Durability;
-use wijkpoort::{Config, Listeners, RunningGateway};
+use wijkpoort::message::MessageType;
+use wijkpoort::RunningGateway;
+
+pub use crate::fixture::*;
 
 /// Two fictitious children.
-pub const BSN_A: &str = "111222333";
-pub const BSN_B: &str = "123456782";
+pub use crate::fixture::{BSN as BSN_A, OTHER_BSN as BSN_B};
 
-pub fn bsn(s: &str) -> Bsn {
-    Bsn::try_from(s.to_string()).unwrap()
-}
-
-/// A written dev kit and the sockets each gateway will serve on.
-pub struct Setup {
-    pub dir: tempfile::TempDir,
-    pub kit: DevKit,
-    practice: Option<Listeners>,
-    wijkteam: Option<Listeners>,
-}
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.unwrap()
-}
-
-fn addr(l: &TcpListener) -> SocketAddr {
-    l.local_addr().unwrap()
-}
-
-impl Setup {
-    pub async fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let (pa, pl, wa, wl) = (bind().await, bind().await, bind().await, bind().await);
-        let kit = devkit::write(
-            dir.path(),
-            Addresses {
-                practice_api: addr(&pa),
-                practice_listener: addr(&pl),
-                wijkteam_api: addr(&wa),
-                wijkteam_listener: addr(&wl),
-            },
-            None,
-        )
-        .unwrap();
-        Setup {
-            dir,
-            kit,
-            practice: Some(Listeners {
-                local_api: pa,
-                listener: pl,
-            }),
-            wijkteam: Some(Listeners {
-                local_api: wa,
-                listener: wl,
-            }),
-        }
-    }
-
-    pub fn practice_config(&self) -> Config {
-        Config::load(&self.kit.practice_config).unwrap()
-    }
-
-    pub fn practice_store(&self) -> PathBuf {
-        self.dir.path().join("store-practice")
-    }
-
-    /// Starts the practice gateway on its (first) sockets, or on fresh ones after a stop.
-    pub async fn start_practice(&mut self) -> RunningGateway {
-        let listeners = match self.practice.take() {
-            Some(l) => l,
-            None => Listeners {
-                local_api: bind().await,
-                listener: bind().await,
-            },
-        };
-        let gw = RunningGateway::start(self.practice_config(), listeners, Durability::Synced)
-            .await
-            .unwrap();
-        started(&gw).await;
-        gw
-    }
-
-    pub async fn start_wijkteam(&mut self) -> RunningGateway {
-        let listeners = self.wijkteam.take().expect("wijkteam started once");
-        let config = Config::load(&self.kit.wijkteam_config).unwrap();
-        let gw = RunningGateway::start(config, listeners, Durability::Synced)
-            .await
-            .unwrap();
-        started(&gw).await;
-        gw
-    }
-
+/// The audit tests' ways of starting a gateway and of pointing the CLI at one.
+pub trait AuditSetup {
+    /// Starts the practice gateway, once its start is on record.
+    async fn start_practice(&mut self) -> RunningGateway;
+    /// Starts the wijkteam gateway, once its start is on record.
+    async fn start_wijkteam(&mut self) -> RunningGateway;
     /// `--gateway URL --cert R.pem --key R.key --ca ca.pem` for credentials of `role`.
-    pub fn online_args(&self, gw: &RunningGateway, role: &str) -> Vec<String> {
+    fn online_args(&self, gw: &RunningGateway, role: &str) -> Vec<String>;
+    /// `--config` of the practice, for offline reads of its store.
+    fn offline_args(&self) -> Vec<String>;
+}
+
+impl AuditSetup for Setup {
+    async fn start_practice(&mut self) -> RunningGateway {
+        let gw = self.start(Role::Practice).await;
+        started(&gw).await;
+        gw
+    }
+
+    async fn start_wijkteam(&mut self) -> RunningGateway {
+        let gw = self.start(Role::Wijkteam).await;
+        started(&gw).await;
+        gw
+    }
+
+    fn online_args(&self, gw: &RunningGateway, role: &str) -> Vec<String> {
         vec![
             "--gateway".into(),
             format!("https://127.0.0.1:{}", gw.listener.port()),
@@ -116,25 +55,19 @@ impl Setup {
         ]
     }
 
-    pub fn offline_args(&self) -> Vec<String> {
+    fn offline_args(&self) -> Vec<String> {
         vec!["--config".into(), path(&self.kit.practice_config)]
     }
 }
 
 /// Waits until the gateway has recorded its start, so that the tests' own records follow it.
 async fn started(gw: &RunningGateway) {
-    let audit = gw.gateway.store.tree(wijkpoort::store::T::Audit);
-    for _ in 0..500 {
-        let last: Option<AuditRecord> = audit
-            .last()
-            .unwrap()
-            .map(|(_, v)| serde_json::from_slice(&v).unwrap());
-        if last.is_some_and(|r| r.event.event == Event::GatewayStarted) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the gateway did not record its start");
+    wait_until("the gateway to record its start", || {
+        let last = last_audit_record(store(gw));
+        let is_start = last.is_some_and(|r: AuditRecord| r.event.event == Event::GatewayStarted);
+        async move { is_start.then_some(()) }
+    })
+    .await
 }
 
 pub fn path(p: &Path) -> String {
@@ -172,7 +105,7 @@ pub async fn fill(gw: &RunningGateway, n: usize) {
                     .reason(format!("filler {i}"))
             })
             .collect();
-        gw.gateway.store.commit_audit(events).await.unwrap();
+        store(gw).commit_audit(events).await.unwrap();
         left -= batch;
     }
 }
@@ -245,20 +178,4 @@ impl Raw {
     pub fn close(self) {
         self.db.flush().unwrap();
     }
-}
-
-/// Opens with `open`, retrying while the store is locked: sled lets go of its file lock
-/// when its background threads release the log file, shortly after the last handle of
-/// the previous opener (a stopped gateway, a test's own handle) is dropped.
-pub fn retry_open<S, E: std::fmt::Debug>(open: impl Fn() -> Result<S, E>) -> S {
-    for _ in 0..300 {
-        match open() {
-            Ok(s) => return s,
-            Err(e) if format!("{e:?}").contains("ock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
-            }
-            Err(e) => panic!("cannot open the store: {e:?}"),
-        }
-    }
-    panic!("the store stays locked");
 }

@@ -15,8 +15,6 @@ use wijkpoort::RunningGateway;
 
 use crate::util::*;
 
-/// Another fictitious child (passes the elfproef).
-const OTHER_BSN: &str = "123456782";
 /// An organisation that is not the wijkteam.
 const OTHER_ORGANISATION: &str = "00009999";
 
@@ -103,7 +101,7 @@ async fn assert_refused(
     mut submission: Value,
     code: &str,
 ) {
-    let store = &gw.gateway.store;
+    let store = store(gw);
     let queued_before = store.tree(T::Outbox).len();
     submission["id"] = json!(id);
 
@@ -238,7 +236,7 @@ async fn a_referral_not_covered_by_a_valid_consent_is_refused_with_the_reason_an
     for (id, submission, code) in cases {
         assert_refused(&practice, &mut his, "dr.jansen", id, submission, code).await;
     }
-    assert_eq!(practice.gateway.store.tree(T::Sent).len(), 0, "sent tree");
+    assert_eq!(store(&practice).tree(T::Sent).len(), 0, "sent tree");
 
     // The one consent that covers the referral lets it through: the refusals above
     // were about consent, not about the submission.
@@ -339,7 +337,7 @@ async fn assert_summary_refused(
 
     assert_eq!(answer.status, 422, "{id}: {:?}", answer.body);
     assert_eq!(answer.body["error"], code, "{id}: {:?}", answer.body);
-    let store = &wijkteam.gateway.store;
+    let store = store(wijkteam);
     assert_nothing_stored(store);
     assert_eq!(
         store.tree(T::ConsentEvents).len(),
@@ -419,7 +417,7 @@ async fn a_referral_whose_consent_summary_does_not_cover_it_is_refused_and_nothi
     .await
     .unwrap();
     assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let store = &wijkteam.gateway.store;
+    let store = store(&wijkteam);
     assert_eq!(inbox_entries(store), vec!["ref-summary-intact".to_string()]);
     let mirror = registry::state(store, "consent-test-1").unwrap().unwrap();
     assert!(mirror.is_mirror());
@@ -457,8 +455,8 @@ async fn a_referral_whose_consent_is_withdrawn_while_it_waits_in_the_outbox_is_w
     let reason = withheld["last_error"].as_str().unwrap_or_default();
     assert!(reason.starts_with("consent_withdrawn"), "{withheld}");
     assert!(withheld["receipt"].is_null(), "{withheld}");
-    let store = &practice.gateway.store;
-    let audit = wait_for_audit(store, "a withheld audit record", |r| {
+    let practice_store = store(&practice);
+    let audit = wait_for_audit(practice_store, "a withheld audit record", |r| {
         r.event.event == Event::MessageWithheld && r.event.message_id.as_deref() == Some(&*id)
     })
     .await;
@@ -484,15 +482,24 @@ async fn a_referral_whose_consent_is_withdrawn_while_it_waits_in_the_outbox_is_w
     for update in &updates {
         wait_settled(&mut his, update).await;
     }
+    // A consultation (it needs no consent) submitted now is delivered: the relay has
+    // had a round with the wijkteam up, and the withheld referral was not in it.
+    let consultation = submit(
+        &mut his,
+        &json!({"type": "consultation", "to": "wijkteam", "body": {"question": "Hoe verwijs ik?"}}),
+    )
+    .await;
+    wait_delivered(&mut his, &consultation).await;
     let again = status(&mut his, &id).await;
     assert_eq!(again["status"], "withheld", "{again}");
     assert_eq!(again["attempts"], withheld["attempts"], "no attempt after");
-    let received = &wijkteam.gateway.store;
+    let received = store(&wijkteam);
     assert!(
         !received_ids(received).contains(&id),
         "the referral arrived"
     );
     assert_eq!(audit_count(received, Event::MessageReceived, &id), 0);
+    assert!(received_ids(received).contains(&consultation));
     let mirrored = registry::state(received, &consent).unwrap();
     assert!(
         mirrored.as_ref().is_none_or(|m| m.withdrawn.is_some()),
@@ -512,7 +519,7 @@ async fn assert_withdrawal_arrived(
     referral: &str,
     update: &str,
 ) {
-    let store = &wijkteam.gateway.store;
+    let store = store(wijkteam);
     assert!(received_ids(store).contains(&update.to_string()));
     let listed = consents_of(case_system, BSN).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -622,7 +629,7 @@ async fn the_consent_log_only_grows_and_records_who_recorded_and_who_withdrew() 
     let (setup, practice) = practice_alone().await;
     let mut gp = setup.client(Role::Practice, "dr.jansen");
     let mut poh = setup.client(Role::Practice, "poh.de.boer");
-    let store = &practice.gateway.store;
+    let store = store(&practice);
 
     let consent = record_consent(&mut gp).await;
     let after_recording = consent_log(store);
@@ -743,7 +750,7 @@ async fn a_thirteen_year_olds_consent_without_a_parent_is_refused_naming_the_mis
         "{message}"
     );
     assert!(consents_of(&mut his, BSN).await.is_empty());
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     assert_eq!(store.tree(T::ConsentEvents).len(), 0);
     let refusal = wait_for_refusal(store, Event::ConsentRecorded, "wgbo_missing_performer").await;
     assert_eq!(
@@ -768,7 +775,7 @@ async fn a_thirteen_year_old_alone_is_accepted_with_a_documented_exception_marke
     let listed = consents_of(&mut his, BSN).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["status"], "active");
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     match &registry::events(store, &consent).unwrap()[0] {
         ConsentEvent::Recorded { record } => assert_eq!(
             record.basis,

@@ -22,7 +22,7 @@ fn body() -> Vec<u8> {
 }
 
 fn nothing_queued(practice: &wijkpoort::RunningGateway) {
-    let store = &practice.gateway.store;
+    let store = store(practice);
     assert_eq!(store.tree(T::Sent).len(), 0, "sent tree");
     assert_eq!(store.tree(T::Outbox).len(), 0, "outbox tree");
 }
@@ -143,7 +143,7 @@ async fn a_submission_with_an_invalid_bsn_is_refused_with_400_naming_subject_bsn
     assert_eq!(answer["error"], "invalid_field");
     assert_eq!(answer["field"], "subject.bsn");
     nothing_queued(&practice);
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     let record = wait_for_refusal(store, Event::MessageRefused, "invalid_field").await;
     assert_eq!(
         record.event.actor,
@@ -168,7 +168,7 @@ async fn a_valid_submission_is_accepted_only_once_it_is_durably_queued() {
 
     // By the time the 202 arrived the message, its queue entry and its audit records
     // were committed.
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     let sent = wijkpoort::outbox::get(store, &id).unwrap().unwrap();
     assert_eq!(sent.submitted_by, "dr.jansen");
     assert_eq!(wijkpoort::outbox::queued_for_peer(store, "wijkteam"), 1);
@@ -221,7 +221,7 @@ async fn a_malformed_submission_is_refused_with_400_without_its_content_in_the_a
     assert_eq!(code, 400, "{answer}");
     assert_eq!(answer["error"], "malformed");
     nothing_queued(&practice);
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     wait_for_refusal(store, Event::MessageRefused, "malformed").await;
     for r in audit_records(store) {
         let text = serde_json::to_string(&r).unwrap();
@@ -247,7 +247,7 @@ async fn stats_count_received_messages_and_audit_records() {
     assert_eq!(code, 200, "{s}");
     assert_eq!(stats(&s, "received_total"), 3, "{s}");
     assert_eq!(stats(&s, "inbox_unacknowledged"), 3, "{s}");
-    let store = &wijkteam.gateway.store;
+    let store = store(&wijkteam);
     assert_eq!(
         stats(&s, "audit_records"),
         audit_records(store).len() as u64,

@@ -2,7 +2,11 @@
 //! certificates made at test time, real sled stores in temporary directories.
 //!
 //! One test binary (so the crate is linked once); each file covers one area and reads
-//! as a specification of it. Shared set-up lives in `util`.
+//! as a specification of it. Set-up shared with the audit tests lives in `fixture`
+//! (`tests/fixture/`); what only these tests need, in `util`.
+
+#[path = "../fixture/mod.rs"]
+mod fixture;
 
 mod config;
 mod consent;

@@ -92,7 +92,7 @@ async fn a_referral_arrives_without_what_the_policy_removes_and_the_filtering_is
     assert_eq!(arrived["subject"]["bsn"], BSN);
 
     // The outbox never held what was removed.
-    let sent = wijkpoort::outbox::get(&practice.gateway.store, &id)
+    let sent = wijkpoort::outbox::get(store(&practice), &id)
         .unwrap()
         .unwrap();
     for value in ["Methylfenidaat", "ADHD", "intensief", "werkloos", "3511 AB"] {
@@ -101,7 +101,7 @@ async fn a_referral_arrives_without_what_the_policy_removes_and_the_filtering_is
     assert!(!sent.envelope.contains(BSN_IN_TEXT));
 
     // The audit record of the step names every removed or changed path and no value.
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     let filtered = wait_for_audit(store, "a message_filtered audit record", |r| {
         r.event.event == Event::MessageFiltered && r.event.message_id.as_deref() == Some(&*id)
     })
@@ -180,7 +180,7 @@ async fn assert_crafted_referral_refused(
             answer.body
         );
     }
-    let store = &wijkteam.gateway.store;
+    let store = store(wijkteam);
     assert_nothing_stored(store);
     assert_eq!(store.tree(T::ConsentEvents).len(), 0, "nothing mirrored");
     let refusal = audit_records(store)
@@ -285,7 +285,7 @@ async fn a_consultation_arrives_without_any_subject_and_with_an_age_band_for_the
             "child_age": "4-11"
         })
     );
-    let store = &wijkteam.gateway.store;
+    let store = store(&wijkteam);
     let received = audit_records(store)
         .into_iter()
         .find(|r| {

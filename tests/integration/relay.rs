@@ -16,14 +16,14 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
     let delivered = wait_delivered(&mut his, &id).await;
 
     // The wijkteam has it exactly once, byte for byte what the practice signed.
-    let sent = wijkpoort::outbox::get(&practice.gateway.store, &id)
+    let sent = wijkpoort::outbox::get(store(&practice), &id)
         .unwrap()
         .unwrap();
-    let store = &wijkteam.gateway.store;
-    assert_eq!(inbox_entries(store), vec![id.clone()]);
-    let received = wijkpoort::inbox::get(store, &id).unwrap().unwrap();
+    let at_wijkteam = store(&wijkteam);
+    assert_eq!(inbox_entries(at_wijkteam), vec![id.clone()]);
+    let received = wijkpoort::inbox::get(at_wijkteam, &id).unwrap().unwrap();
     assert_eq!(received.envelope, sent.envelope);
-    assert_eq!(audit_count(store, Event::MessageReceived, &id), 1);
+    assert_eq!(audit_count(at_wijkteam, Event::MessageReceived, &id), 1);
 
     // The case system sees it in its inbox, with the child it concerns.
     let (code, inbox) = case_system.get("/v1/inbox").await.unwrap();
@@ -53,7 +53,7 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
 
     // The sender audited the delivery once.
     assert_eq!(
-        audit_count(&practice.gateway.store, Event::MessageDelivered, &id),
+        audit_count(store(&practice), Event::MessageDelivered, &id),
         1
     );
 
@@ -63,8 +63,8 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
         .await
         .unwrap();
     assert_eq!(code, 200);
-    assert!(inbox_entries(store).is_empty());
-    let ack = audit_records(store)
+    assert!(inbox_entries(at_wijkteam).is_empty());
+    let ack = audit_records(at_wijkteam)
         .into_iter()
         .find(|r| r.event.event == Event::MessageAcknowledged)
         .expect("an acknowledgement audit record");
@@ -92,10 +92,10 @@ async fn feedback_from_the_wijkteam_arrives_once_at_the_practice_with_a_verifiab
     let id = submit(&mut case_system, &feedback_submission(&referral, &consent)).await;
     let delivered = wait_delivered(&mut case_system, &id).await;
 
-    let sent = wijkpoort::outbox::get(&wijkteam.gateway.store, &id)
+    let sent = wijkpoort::outbox::get(store(&wijkteam), &id)
         .unwrap()
         .unwrap();
-    let store = &practice.gateway.store;
+    let store = store(&practice);
     assert_eq!(inbox_entries(store), vec![id.clone()]);
     assert_eq!(audit_count(store, Event::MessageReceived, &id), 1);
     let (_, inbox) = his.get("/v1/inbox").await.unwrap();
@@ -155,7 +155,7 @@ async fn the_same_envelope_relayed_twice_is_stored_once_and_answered_with_the_sa
             &setup.credentials(Role::Wijkteam).cert_der(),
         )
         .unwrap();
-    let store = &wijkteam.gateway.store;
+    let store = store(&wijkteam);
     assert_eq!(inbox_entries(store), vec!["ref-twice".to_string()]);
     assert_eq!(audit_count(store, Event::MessageReceived, "ref-twice"), 1);
 
@@ -183,7 +183,7 @@ async fn a_different_message_reusing_a_received_id_is_refused_and_the_first_is_k
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(b.status, 409, "{:?}", b.body);
     assert_eq!(b.body["error"], "duplicate_id");
-    let store = &wijkteam.gateway.store;
+    let store = store(&wijkteam);
     assert_eq!(inbox_entries(store), vec!["ref-reused".to_string()]);
     let kept = wijkpoort::inbox::get(store, "ref-reused").unwrap().unwrap();
     assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
@@ -209,7 +209,7 @@ async fn a_batch_is_answered_with_one_signature_and_each_receipt_proves_only_its
     for id in &ids {
         let delivered = wait_delivered(&mut his, id).await;
         let receipt: Receipt = serde_json::from_value(delivered["receipt"].clone()).unwrap();
-        let sent = wijkpoort::outbox::get(&practice.gateway.store, id)
+        let sent = wijkpoort::outbox::get(store(&practice), id)
             .unwrap()
             .unwrap();
         receipt
@@ -287,10 +287,9 @@ async fn a_batch_receipt_covers_only_the_messages_stored_from_it() {
     );
     let answer = post_to_listener(
         setup.listener_addr(Role::Wijkteam),
-        "/v1/relay/batch",
+        RELAY_BATCH,
         &setup.anchors_pem(),
         Some(&practice),
-        None,
         batch.into_bytes(),
     )
     .await
@@ -309,7 +308,7 @@ async fn a_batch_receipt_covers_only_the_messages_stored_from_it() {
         1,
         "only the one stored message is in the signed batch"
     );
-    let store = &wijkteam.gateway.store;
+    let store = store(&wijkteam);
     assert_eq!(audit_count(store, Event::MessageReceived, "ref-new"), 1);
     let kept = wijkpoort::inbox::get(store, "ref-kept").unwrap().unwrap();
     assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
