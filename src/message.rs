@@ -394,7 +394,7 @@ fn check_lengths(path: &str, fields: &Map<String, Value>) -> Result<(), InvalidF
         .try_for_each(|(k, item)| walk(&format!("{path}.{k}"), item, 1))
 }
 
-/// A new message id: 16 random bytes, hex.
+/// A new message id: the prefix and 12 random bytes, hex.
 pub fn new_id(prefix: &str) -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 12];

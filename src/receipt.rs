@@ -103,21 +103,42 @@ fn merkle(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
     (level.first().copied().unwrap_or([0; 32]), paths)
 }
 
+/// Why a receipt does not prove what it should.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    #[error("the receipt's batch position is outside its batch")]
+    OutsideBatch,
+    #[error("the receipt's batch path is too short")]
+    PathTooShort,
+    #[error("the receipt's batch path is too long")]
+    PathTooLong,
+    #[error("the receipt's batch path is not 32-byte hex")]
+    PathNotHex,
+    #[error("the receipt is for message {0}")]
+    OtherMessage(String),
+    #[error("the receipt's hash does not match the message sent")]
+    HashMismatch,
+    #[error("the receipt's signature is not hex")]
+    SignatureNotHex,
+    #[error(transparent)]
+    Signature(#[from] SigningError),
+}
+
 /// The root that `leaf` at `index` of a batch of `size` leads to along `path`.
-fn root_from_path(leaf: Hash, proof: &BatchProof) -> Result<Hash, String> {
+fn root_from_path(leaf: Hash, proof: &BatchProof) -> Result<Hash, ReceiptError> {
     let (mut index, mut len) = (proof.index as usize, proof.size as usize);
     if index >= len {
-        return Err("the receipt's batch position is outside its batch".into());
+        return Err(ReceiptError::OutsideBatch);
     }
     let mut path = proof.path.iter();
     let mut node = leaf;
     while len > 1 {
         let sibling = index ^ 1;
         if sibling < len {
-            let hex_hash = path.next().ok_or("the receipt's batch path is too short")?;
+            let hex_hash = path.next().ok_or(ReceiptError::PathTooShort)?;
             let mut s = [0u8; 32];
-            hex::decode_to_slice(hex_hash, &mut s)
-                .map_err(|_| "the receipt's batch path is not 32-byte hex")?;
+            hex::decode_to_slice(hex_hash, &mut s).map_err(|_| ReceiptError::PathNotHex)?;
             node = if index % 2 == 0 {
                 node_hash(&node, &s)
             } else {
@@ -128,7 +149,7 @@ fn root_from_path(leaf: Hash, proof: &BatchProof) -> Result<Hash, String> {
         len = len.div_ceil(2);
     }
     if path.next().is_some() {
-        return Err("the receipt's batch path is too long".into());
+        return Err(ReceiptError::PathTooLong);
     }
     Ok(node)
 }
@@ -199,7 +220,7 @@ impl Receipt {
     /// The bytes the signature covers: a fixed, line-based form that does not depend on
     /// how JSON happens to be serialised. For a batch receipt, the batch statement with
     /// the root this receipt's path leads to.
-    pub fn signed_bytes(&self) -> Result<Vec<u8>, String> {
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
         match &self.batch {
             Some(proof) => {
                 let root = root_from_path(leaf_hash(&self.message_id, &self.stored_hash), proof)?;
@@ -224,12 +245,12 @@ impl Receipt {
     /// Checks that this receipt is for exactly `sent` and returns the statement its
     /// signature must cover; [`Receipt::verify`] checks that signature too. Receipts of
     /// one batch share their statement, so a sender checks the signature once per batch.
-    pub fn statement_for(&self, message_id: &str, sent: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn statement_for(&self, message_id: &str, sent: &[u8]) -> Result<Vec<u8>, ReceiptError> {
         if self.message_id != message_id {
-            return Err(format!("the receipt is for message {}", self.message_id));
+            return Err(ReceiptError::OtherMessage(self.message_id.clone()));
         }
         if self.stored_hash != sha256_hex(sent) {
-            return Err("the receipt's hash does not match the message sent".into());
+            return Err(ReceiptError::HashMismatch);
         }
         self.signed_bytes()
     }
@@ -241,7 +262,7 @@ impl Receipt {
         message_id: &str,
         sent: &[u8],
         receiver_cert: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), ReceiptError> {
         let statement = self.statement_for(message_id, sent)?;
         verify_statement(&statement, &self.signature, receiver_cert)
     }
@@ -252,10 +273,9 @@ pub fn verify_statement(
     statement: &[u8],
     signature: &str,
     receiver_cert: &[u8],
-) -> Result<(), String> {
-    let sig =
-        hex::decode(signature).map_err(|_| "the receipt's signature is not hex".to_string())?;
-    signing::verify(receiver_cert, statement, &sig).map_err(|e| e.to_string())
+) -> Result<(), ReceiptError> {
+    let sig = hex::decode(signature).map_err(|_| ReceiptError::SignatureNotHex)?;
+    Ok(signing::verify(receiver_cert, statement, &sig)?)
 }
 
 #[cfg(test)]

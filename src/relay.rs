@@ -45,13 +45,93 @@ use crate::wire::{
 /// The relay stops adding messages to a batch past this size.
 const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// How a delivery attempt for one message ended, short of success.
-#[derive(Debug)]
-enum Failure {
-    /// Worth retrying: the network, the peer's availability, a bad receipt.
-    Transient(String),
-    /// The peer refused the message for good (a 4xx answer).
-    Refused(String),
+/// Why a delivery did not happen. Each is recorded as a message's last error and, for a
+/// refusal, in its audit record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    #[error("connecting to {addr} timed out")]
+    ConnectTimeout { addr: String },
+    #[error("cannot connect to {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    #[error("{host:?} is not a valid server name: {detail}")]
+    ServerName { host: String, detail: String },
+    #[error("TLS handshake with {peer} timed out")]
+    HandshakeTimeout { peer: String },
+    #[error("TLS handshake with {peer} failed: {detail}")]
+    Handshake { peer: String, detail: String },
+    #[error("{peer} presented no certificate")]
+    NoCertificate { peer: String },
+    #[error("{peer}'s certificate: {source}")]
+    Identity {
+        peer: String,
+        source: crate::identity::IdentityError,
+    },
+    #[error("the server at {addr} is organisation {found}, not {expected} as configured for peer {peer}")]
+    WrongPeer {
+        addr: String,
+        found: String,
+        expected: String,
+        peer: String,
+    },
+    #[error("HTTP with {peer}: {detail}")]
+    Http { peer: String, detail: String },
+    #[error("{peer} did not answer within {ms} ms")]
+    Timeout { peer: String, ms: u128 },
+    #[error("{peer} answered the batch with {status}: {explanation}")]
+    BatchStatus {
+        peer: String,
+        status: u16,
+        explanation: String,
+    },
+    #[error("{peer} sent an unreadable answer: {detail}")]
+    UnreadableAnswer { peer: String, detail: String },
+    #[error("{peer} answered {got} results for {sent} messages")]
+    ResultCount {
+        peer: String,
+        got: usize,
+        sent: usize,
+    },
+    #[error("{peer} gave no answer for {id}")]
+    NoAnswer { peer: String, id: String },
+    #[error("{peer} sent an invalid receipt: {source}")]
+    InvalidReceipt {
+        peer: String,
+        source: crate::receipt::ReceiptError,
+    },
+    /// The peer refused the message for good (a 4xx answer other than 408 and 429).
+    #[error("refused by {peer} ({status}): {explanation}")]
+    Refused {
+        peer: String,
+        status: u16,
+        explanation: String,
+    },
+    /// The peer could not take the message now (5xx, 408, 429).
+    #[error("{peer} answered {status}: {explanation}")]
+    NotNow {
+        peer: String,
+        status: u16,
+        explanation: String,
+    },
+    #[error("the queued envelope {id} cannot be read: {detail}")]
+    QueuedEnvelope { id: String, detail: String },
+    #[error("no connection")]
+    NoConnection,
+    #[error("{0}")]
+    Local(String),
+}
+
+impl From<crate::store::StoreError> for DeliveryError {
+    fn from(e: crate::store::StoreError) -> DeliveryError {
+        DeliveryError::Local(format!("the store: {e}"))
+    }
+}
+
+impl DeliveryError {
+    /// Whether the message must not be retried: the peer refused it for good.
+    fn is_refusal(&self) -> bool {
+        matches!(self, DeliveryError::Refused { .. })
+    }
 }
 
 /// A live connection to the peer, reused for every batch while it works.
@@ -170,7 +250,7 @@ async fn attempt(
     conn: &mut Option<Connection>,
     queued: Vec<SentMessage>,
     last_round: Vec<Step>,
-) -> Result<Vec<Step>, String> {
+) -> Result<Vec<Step>, DeliveryError> {
     let max_age = relay.settings.max_age;
     let mut expired = Vec::new();
     let mut candidates = Vec::with_capacity(queued.len());
@@ -199,7 +279,10 @@ async fn attempt(
             bytes += msg.envelope.len();
             let bsn = match &msg.consent_id {
                 Some(_) => serde_json::from_str::<Envelope>(&msg.envelope)
-                    .map_err(|e| format!("the queued envelope {} cannot be read: {e}", msg.id))?
+                    .map_err(|e| DeliveryError::QueuedEnvelope {
+                        id: msg.id.clone(),
+                        detail: e.to_string(),
+                    })?
                     .bsn(),
                 None => None,
             };
@@ -230,20 +313,22 @@ async fn attempt(
                 for (msg, result) in to_send.into_iter().zip(results) {
                     steps.push(match result {
                         Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: Some(receipt) },
-                        Err(Failure::Refused(reason)) => {
+                        Err(refused) if refused.is_refusal() => {
                             tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
-                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(reason), receipt: None }
+                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None }
                         }
-                        Err(Failure::Transient(reason)) => {
-                            retry = Some(reason.clone());
+                        Err(transient) => {
+                            let reason = transient.to_string();
+                            retry = Some(transient);
                             Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None }
                         }
                     });
                 }
             }
-            Err(reason) => {
+            Err(failed) => {
                 *conn = None;
-                retry = Some(reason.clone());
+                let reason = failed.to_string();
+                retry = Some(failed);
                 steps.extend(to_send.into_iter().map(|msg| Step {
                     msg,
                     status: Status::Queued,
@@ -275,8 +360,8 @@ async fn admit(
     relay: &Relay,
     settled: Vec<Step>,
     candidates: Vec<(SentMessage, Option<Bsn>)>,
-    unreachable: Option<String>,
-) -> Result<Vec<SentMessage>, String> {
+    unreachable: Option<DeliveryError>,
+) -> Result<Vec<SentMessage>, DeliveryError> {
     if unreachable.is_none()
         && settled.is_empty()
         && candidates.iter().all(|(m, _)| m.consent_id.is_none())
@@ -307,7 +392,7 @@ async fn admit(
                 match covered {
                     Ok(consent) => match &unreachable {
                         Some(reason) => {
-                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.clone()), receipt: None };
+                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.to_string()), receipt: None };
                             apply(tx, step, &org)?;
                         }
                         None => {
@@ -327,7 +412,7 @@ async fn admit(
             Ok(admitted)
         })
         .await
-        .map_err(|e: crate::store::StoreError| e.to_string())?;
+        .map_err(|e: crate::store::StoreError| DeliveryError::from(e))?;
     log_delivered(delivered);
     Ok(admitted)
 }
@@ -348,7 +433,7 @@ fn log_delivered(ids: Vec<String>) {
 
 /// Records outcomes in a commit of their own (a round that will be retried, or the
 /// last round before the relay stops).
-async fn record(relay: &Relay, steps: Vec<Step>) -> Result<(), String> {
+async fn record(relay: &Relay, steps: Vec<Step>) -> Result<(), DeliveryError> {
     if steps.is_empty() {
         return Ok(());
     }
@@ -363,7 +448,7 @@ async fn record(relay: &Relay, steps: Vec<Step>) -> Result<(), String> {
             Ok(())
         })
         .await
-        .map_err(|e: crate::store::StoreError| e.to_string())?;
+        .map_err(|e: crate::store::StoreError| DeliveryError::from(e))?;
     log_delivered(delivered);
     Ok(())
 }
@@ -404,71 +489,71 @@ async fn deliver(
     relay: &Relay,
     conn: &mut Option<Connection>,
     msgs: &[SentMessage],
-) -> Result<Vec<Result<Receipt, Failure>>, String> {
+) -> Result<Vec<Result<Receipt, DeliveryError>>, DeliveryError> {
     let peer = &relay.peer;
+    let name = || peer.name.clone();
+    let http = |e: &dyn std::fmt::Display| DeliveryError::Http {
+        peer: name(),
+        detail: e.to_string(),
+    };
     let Some(c) = conn.as_mut() else {
-        return Err("no connection".into());
+        return Err(DeliveryError::NoConnection);
     };
     let mut items = Vec::with_capacity(msgs.len());
     for m in msgs {
-        let envelope: &serde_json::value::RawValue = serde_json::from_str(&m.envelope)
-            .map_err(|e| format!("queued envelope {} cannot be read: {e}", m.id))?;
+        let envelope: &serde_json::value::RawValue =
+            serde_json::from_str(&m.envelope).map_err(|e| DeliveryError::QueuedEnvelope {
+                id: m.id.clone(),
+                detail: e.to_string(),
+            })?;
         items.push(BatchItem {
             signature: Some(m.signature.as_str().into()),
             envelope,
         });
     }
-    let body = serde_json::to_vec(&BatchRequest { messages: items }).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(&BatchRequest { messages: items })
+        .map_err(|e| DeliveryError::Local(format!("encoding the batch: {e}")))?;
     let request = hyper::Request::post(BATCH_PATH)
         .header(hyper::header::HOST, format!("{}:{}", peer.host, peer.port))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("building the request: {e}"))?;
+        .map_err(|e| DeliveryError::Local(format!("building the request: {e}")))?;
     let timeout = relay.settings.request_timeout;
     let exchange = async {
-        c.sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection to {}: {e}", peer.name))?;
-        let response = c
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("sending to {}: {e}", peer.name))?;
+        c.sender.ready().await.map_err(|e| http(&e))?;
+        let response = c.sender.send_request(request).await.map_err(|e| http(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_BATCH_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer of {}: {e}", peer.name))?
+            .map_err(|e| http(&e))?
             .to_bytes();
-        Ok::<_, String>((status, body))
+        Ok::<_, DeliveryError>((status, body))
     };
     let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| {
-            format!(
-                "{} did not answer within {} ms",
-                peer.name,
-                timeout.as_millis()
-            )
+        .map_err(|_| DeliveryError::Timeout {
+            peer: name(),
+            ms: timeout.as_millis(),
         })??;
     if !status.is_success() {
-        return Err(format!(
-            "{} answered the batch with {}: {}",
-            peer.name,
-            status.as_u16(),
-            explain(&body)
-        ));
+        return Err(DeliveryError::BatchStatus {
+            peer: name(),
+            status: status.as_u16(),
+            explanation: explain(&body),
+        });
     }
-    let answer: BatchAnswer = serde_json::from_slice(&body)
-        .map_err(|e| format!("{} sent an unreadable answer: {e}", peer.name))?;
+    let answer: BatchAnswer =
+        serde_json::from_slice(&body).map_err(|e| DeliveryError::UnreadableAnswer {
+            peer: name(),
+            detail: e.to_string(),
+        })?;
     if answer.results.len() != msgs.len() {
-        return Err(format!(
-            "{} answered {} results for {} messages",
-            peer.name,
-            answer.results.len(),
-            msgs.len()
-        ));
+        return Err(DeliveryError::ResultCount {
+            peer: name(),
+            got: answer.results.len(),
+            sent: msgs.len(),
+        });
     }
     // Each receipt must be for exactly the message sent; the receipts of one batch share
     // one signed statement (see crate::receipt), so each statement's signature is checked
@@ -493,7 +578,7 @@ async fn deliver(
         (statement, signature, valid)
     })
     .await
-    .map_err(|e| format!("checking the receipts failed: {e}"))?;
+    .map_err(|e| DeliveryError::Local(format!("checking the receipts failed: {e}")))?;
     Ok(outcomes
         .into_iter()
         .map(|o| {
@@ -501,10 +586,14 @@ async fn deliver(
             let (_, _, valid) = checked
                 .iter()
                 .find(|(st, sig, _)| *st == statement && *sig == receipt.signature)
-                .ok_or_else(|| Failure::Transient("a receipt was not checked".into()))?;
-            valid.clone().map(|()| receipt).map_err(|e| {
-                Failure::Transient(format!("{} sent an invalid receipt: {e}", peer.name))
-            })
+                .ok_or_else(|| DeliveryError::Local("a receipt was not checked".into()))?;
+            valid
+                .clone()
+                .map(|()| receipt)
+                .map_err(|source| DeliveryError::InvalidReceipt {
+                    peer: name(),
+                    source,
+                })
         })
         .collect())
 }
@@ -512,31 +601,38 @@ async fn deliver(
 /// What the peer's answer for one message means: a receipt for exactly this message,
 /// with the statement its signature must cover (checked by the caller); a refusal; or
 /// something to retry.
-fn outcome(peer: &str, m: &SentMessage, a: ItemAnswer) -> Result<(Receipt, Vec<u8>), Failure> {
+fn outcome(
+    peer: &str,
+    m: &SentMessage,
+    a: ItemAnswer,
+) -> Result<(Receipt, Vec<u8>), DeliveryError> {
+    let peer = peer.to_string();
     match (a.receipt, a.refusal) {
         (Some(receipt), _) => match receipt.statement_for(&m.id, m.envelope.as_bytes()) {
             Ok(statement) => Ok((receipt, statement)),
-            Err(e) => Err(Failure::Transient(format!(
-                "{peer} sent an invalid receipt: {e}"
-            ))),
+            Err(source) => Err(DeliveryError::InvalidReceipt { peer, source }),
         },
         (None, Some(refusal)) => {
             let status = a.status.unwrap_or(422);
-            let text = explain(refusal.to_string().as_bytes());
+            let explanation = explain(refusal.to_string().as_bytes());
             if (400..500).contains(&status) && status != 408 && status != 429 {
-                Err(Failure::Refused(format!(
-                    "refused by {peer} ({status}): {text}"
-                )))
+                Err(DeliveryError::Refused {
+                    peer,
+                    status,
+                    explanation,
+                })
             } else {
-                Err(Failure::Transient(format!(
-                    "{peer} answered {status}: {text}"
-                )))
+                Err(DeliveryError::NotNow {
+                    peer,
+                    status,
+                    explanation,
+                })
             }
         }
-        (None, None) => Err(Failure::Transient(format!(
-            "{peer} gave no answer for {}",
-            m.id
-        ))),
+        (None, None) => Err(DeliveryError::NoAnswer {
+            peer,
+            id: m.id.clone(),
+        }),
     }
 }
 
@@ -554,20 +650,32 @@ fn explain(body: &[u8]) -> String {
         .unwrap_or_else(|| "no explanation".into())
 }
 
-async fn connect(relay: &Relay) -> Result<Connection, String> {
+async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
     let peer = &relay.peer;
+    let addr = || format!("{}:{}", peer.host, peer.port);
     let timeout = relay.settings.request_timeout;
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((peer.host.as_str(), peer.port)))
         .await
-        .map_err(|_| format!("connecting to {}:{} timed out", peer.host, peer.port))?
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", peer.host, peer.port))?;
+        .map_err(|_| DeliveryError::ConnectTimeout { addr: addr() })?
+        .map_err(|e| DeliveryError::Connect {
+            addr: addr(),
+            detail: e.to_string(),
+        })?;
     let _ = tcp.set_nodelay(true);
-    let server_name = ServerName::try_from(peer.host.clone())
-        .map_err(|e| format!("{:?} is not a valid server name: {e}", peer.host))?;
+    let server_name =
+        ServerName::try_from(peer.host.clone()).map_err(|e| DeliveryError::ServerName {
+            host: peer.host.clone(),
+            detail: e.to_string(),
+        })?;
     let tls = tokio::time::timeout(timeout, relay.connector.connect(server_name, tcp))
         .await
-        .map_err(|_| format!("TLS handshake with {} timed out", peer.name))?
-        .map_err(|e| format!("TLS handshake with {} failed: {e}", peer.name))?;
+        .map_err(|_| DeliveryError::HandshakeTimeout {
+            peer: peer.name.clone(),
+        })?
+        .map_err(|e| DeliveryError::Handshake {
+            peer: peer.name.clone(),
+            detail: e.to_string(),
+        })?;
     relay
         .counters
         .handshakes_out
@@ -578,18 +686,28 @@ async fn connect(relay: &Relay) -> Result<Connection, String> {
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
-        .ok_or_else(|| format!("{} presented no certificate", peer.name))?;
-    let identity = crate::identity::identify(&peer_cert)
-        .map_err(|e| format!("{}'s certificate: {e}", peer.name))?;
+        .ok_or_else(|| DeliveryError::NoCertificate {
+            peer: peer.name.clone(),
+        })?;
+    let identity =
+        crate::identity::identify(&peer_cert).map_err(|source| DeliveryError::Identity {
+            peer: peer.name.clone(),
+            source,
+        })?;
     if identity.organisation_id != peer.identity {
-        return Err(format!(
-            "the server at {}:{} is organisation {}, not {} as configured for peer {}",
-            peer.host, peer.port, identity.organisation_id, peer.identity, peer.name
-        ));
+        return Err(DeliveryError::WrongPeer {
+            addr: addr(),
+            found: identity.organisation_id,
+            expected: peer.identity.clone(),
+            peer: peer.name.clone(),
+        });
     }
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .map_err(|e| format!("HTTP handshake with {}: {e}", peer.name))?;
+        .map_err(|e| DeliveryError::Http {
+            peer: peer.name.clone(),
+            detail: e.to_string(),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "relay connection closed");

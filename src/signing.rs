@@ -6,7 +6,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
 use x509_parser::prelude::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SigningError {
     #[error("the private key is not an ECDSA P-256 key in PKCS#8 form: {0}")]

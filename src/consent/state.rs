@@ -442,9 +442,6 @@ pub fn check_covers_at_recipient(
     }
 }
 
-/// May a local user withdraw this consent? Not twice (the first withdrawal stands and a
-/// second would only blur the log), and not a wijkteam mirror: the consent is held by the
-
 /// One message between this gateway and a peer, as the coverage check sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange<'a> {
@@ -480,6 +477,8 @@ pub fn needs_consent(t: MessageType) -> bool {
     )
 }
 
+/// May a local user withdraw this consent? Not twice (the first withdrawal stands and a
+/// second would only blur the log), and not a wijkteam mirror: the consent is held by the
 /// practice, which withdraws it and tells the wijkteam.
 pub fn check_withdrawable(state: &ConsentState) -> Result<(), ConsentError> {
     if let Some(w) = &state.withdrawn {

@@ -24,8 +24,8 @@ async fn two_children(gw: &RunningGateway) -> (Vec<u64>, Vec<u64>) {
         (pa.clone(), Event::MessageAccepted, Some("msg-a")),
         (pb.clone(), Event::MessageAccepted, Some("msg-b")),
         (None, Event::MessageQueued, None),
-        (pa.clone(), Event::MessageSent, Some("msg-a")),
-        (pb.clone(), Event::MessageSent, Some("msg-b")),
+        (pa.clone(), Event::MessageQueued, Some("msg-a")),
+        (pb.clone(), Event::MessageQueued, Some("msg-b")),
         (pa.clone(), Event::MessageDelivered, Some("msg-a")),
     ];
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -116,7 +116,7 @@ async fn records_by_bsn_are_exactly_that_childs_online_and_offline() {
             "--bsn",
             BSN_A,
             "--event",
-            "message_sent",
+            "message_queued",
             "--format",
             "json",
         ],
@@ -124,7 +124,7 @@ async fn records_by_bsn_are_exactly_that_childs_online_and_offline() {
     .await;
     let page: RecordPage = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page.records.len(), 1);
-    assert_eq!(page.records[0].event.event, Event::MessageSent);
+    assert_eq!(page.records[0].event.event, Event::MessageQueued);
     let out = wijkpoort(cmd(
         &online,
         &[
@@ -377,8 +377,7 @@ async fn record_consents(gw: &RunningGateway) {
         ("c-a2", 1, recorded("c-a2", BSN_A), pa),
         ("c-b1", 1, recorded("c-b1", BSN_B), pb),
     ];
-    gw.gateway
-        .store
+    store(gw)
         .commit(move |tx| {
             for (id, n, event, subject) in rows {
                 let key = [id.as_bytes(), &[0], &n.to_be_bytes()].concat();
@@ -666,7 +665,7 @@ async fn records_committed_together_are_each_found_by_child_message_and_period()
         user_event("dr.jansen", Event::MessageQueued, pa.clone(), Some("msg-a")),
         user_event("dr.jansen", Event::ConsentRecorded, None, None),
         user_event("dr.jansen", Event::MessageQueued, pb.clone(), Some("msg-b")),
-        user_event("dr.jansen", Event::MessageSent, pa.clone(), Some("msg-a")),
+        user_event("dr.jansen", Event::MessageQueued, pa.clone(), Some("msg-a")),
     ];
     store(&gw).commit_audit(events).await.unwrap();
     let seq = |i: u64| before + i;

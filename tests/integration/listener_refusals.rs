@@ -8,7 +8,7 @@
 use chrono::{Duration, Utc};
 use wijkpoort::audit::{Actor, Event};
 use wijkpoort::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
-use wijkpoort::relay::MAX_BATCH_BYTES;
+use wijkpoort::wire::MAX_BATCH_BYTES;
 
 use crate::util::*;
 
