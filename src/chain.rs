@@ -171,16 +171,16 @@ impl AuditEvent {
         self.subject = pseudonym;
         self
     }
-    pub fn peer(mut self, peer: &str) -> Self {
-        self.peer = Some(peer.to_string());
+    pub fn peer(mut self, peer: impl AsRef<str>) -> Self {
+        self.peer = Some(peer.as_ref().to_string());
         self
     }
     pub fn consent(mut self, consent_id: Option<&str>) -> Self {
         self.consent_id = consent_id.map(str::to_string);
         self
     }
-    pub fn on_behalf_of(mut self, org: &str) -> Self {
-        self.on_behalf_of = Some(org.to_string());
+    pub fn on_behalf_of(mut self, org: impl AsRef<str>) -> Self {
+        self.on_behalf_of = Some(org.as_ref().to_string());
         self
     }
     pub fn changed(mut self, paths: Vec<String>) -> Self {

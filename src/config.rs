@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use x509_parser::prelude::*;
 
-use crate::identity;
+use crate::identity::{self, OrgId};
 use crate::message::MessageType;
 use crate::signing::Signer;
 
@@ -137,11 +137,39 @@ pub struct RawAuditor {
     pub name: Option<String>,
 }
 
+/// A peer's short local name from the config (`"to": "wijkteam"` in the local API); the
+/// outbox queues and the relays are keyed by it. Who the peer *is* is its [`OrgId`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeerName(String);
+
+impl PeerName {
+    pub fn new(name: impl Into<String>) -> PeerName {
+        PeerName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for PeerName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
 /// A peer gateway, validated.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub name: String,
-    pub identity: String,
+    pub name: PeerName,
+    pub identity: OrgId,
     /// Where its mTLS listener is.
     pub host: String,
     pub port: u16,
@@ -160,7 +188,7 @@ pub struct RelaySettings {
 pub struct Config {
     pub path: PathBuf,
     pub role: Role,
-    pub identity: String,
+    pub identity: OrgId,
     pub store_dir: PathBuf,
     pub secret: Vec<u8>,
     /// The validated minimisation policy (the shipped default when the config names none).
@@ -174,7 +202,7 @@ pub struct Config {
     pub listener: SocketAddr,
     pub relay: RelaySettings,
     pub peers: Peers,
-    pub auditors: Vec<String>,
+    pub auditors: Vec<OrgId>,
 }
 
 /// The configured peers, found by the name the local system uses or by the
@@ -188,11 +216,12 @@ impl Peers {
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Peer> {
-        self.0.iter().find(|p| p.name == name)
+        self.0.iter().find(|p| p.name == *name)
     }
 
-    pub fn by_identity(&self, identity: &str) -> Option<&Peer> {
-        self.0.iter().find(|p| p.identity == identity)
+    pub fn by_identity(&self, identity: impl AsRef<str>) -> Option<&Peer> {
+        let identity = identity.as_ref();
+        self.0.iter().find(|p| p.identity == *identity)
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Peer> {
@@ -229,7 +258,7 @@ impl Config {
         self.peers.by_name(name)
     }
 
-    pub fn peer_by_identity(&self, identity: &str) -> Option<&Peer> {
+    pub fn peer_by_identity(&self, identity: impl AsRef<str>) -> Option<&Peer> {
         self.peers.by_identity(identity)
     }
 }
@@ -281,7 +310,7 @@ impl RawConfig {
         check_validity(leaf)
             .map_err(|p| err("tls.cert", format!("{}: {p}", cert_path.display())))?;
         let own = identity::identify(leaf).map_err(|e| err("tls.cert", e.to_string()))?;
-        if own.organisation_id != self.identity {
+        if own.organisation_id != *self.identity {
             return Err(err(
                 "identity",
                 format!(
@@ -378,7 +407,7 @@ impl RawConfig {
                 .map_err(|e| err(&field("may_send"), e))?;
             if peers
                 .iter()
-                .any(|q: &Peer| q.name == p.name || q.identity == p.identity)
+                .any(|q: &Peer| q.name == *p.name || q.identity == *p.identity)
             {
                 return Err(err(
                     &field("name"),
@@ -386,14 +415,18 @@ impl RawConfig {
                 ));
             }
             peers.push(Peer {
-                name: p.name,
-                identity: p.identity,
+                name: PeerName(p.name),
+                identity: OrgId::new(p.identity),
                 host,
                 port,
                 may_send,
             });
         }
-        let auditors = self.auditors.into_iter().map(|a| a.identity).collect();
+        let auditors = self
+            .auditors
+            .into_iter()
+            .map(|a| OrgId::new(a.identity))
+            .collect();
         let policy = match &self.minimisation_policy {
             None => crate::minimise::Policy::default_policy(),
             Some(p) => crate::minimise::Policy::load(&resolve(p))
@@ -409,7 +442,7 @@ impl RawConfig {
         Ok(Config {
             path: path.to_path_buf(),
             role: self.role,
-            identity: self.identity,
+            identity: OrgId::new(self.identity),
             store_dir: resolve(&self.store_dir),
             secret,
             policy,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::chain::{Actor, Event, Outcome};
-use crate::config::Role;
+use crate::config::{PeerName, Role};
 use crate::consent::{
     check_withdrawable, registry, withdrawal_event, ConsentEvent, ConsentRecord, ConsentRequest,
     ConsentState, WgboBasis,
@@ -194,7 +194,7 @@ impl ConsentDesk {
 /// The `consent_update` that tells `peer` a consent was withdrawn.
 fn withdrawal_update(
     state: &ConsentState,
-    peer: &str,
+    peer: &PeerName,
     consent_id: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Submission {

@@ -96,7 +96,7 @@ impl Gateway {
         ));
         let pseudonymiser = Pseudonymiser::new(&config.secret);
         let peers = Arc::new(config.peers.clone());
-        let wakers = Wakers::for_peers(peers.iter().map(|p| p.name.as_str()));
+        let wakers = Wakers::for_peers(peers.iter().map(|p| &p.name));
 
         let send = SendPath::new(
             local.clone(),

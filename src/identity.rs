@@ -9,16 +9,71 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::OID_X509_SERIALNUMBER;
 use x509_parser::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
 use crate::chain::Actor;
 
 /// The OID of the UZI register's otherName in subjectAltName.
 const UZI_OTHER_NAME: x509_parser::der_parser::Oid<'static> = oid!(2.5.5 .5);
 
+/// An organisation identifier (URA, OIN or AGB) as a certificate carries it: who a
+/// peer, an auditor or this gateway is. Distinct from a peer's configured name
+/// ([`crate::config::PeerName`]), which is only the local system's short word for it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrgId(String);
+
+impl OrgId {
+    pub fn new(id: impl Into<String>) -> OrgId {
+        OrgId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for OrgId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for OrgId {
+    fn from(id: String) -> OrgId {
+        OrgId(id)
+    }
+}
+
+impl From<&str> for OrgId {
+    fn from(id: &str) -> OrgId {
+        OrgId(id.to_string())
+    }
+}
+
+impl PartialEq<str> for OrgId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for OrgId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl AsRef<str> for OrgId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a certificate says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertIdentity {
     /// The organisation identifier (URA, OIN or AGB): the peer's identity.
-    pub organisation_id: String,
+    pub organisation_id: OrgId,
     pub organisation: Option<String>,
     pub common_name: Option<String>,
     /// The certificate's serial number (hex, colon-separated), for audit records.
@@ -62,7 +117,7 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         match &self.identity {
             Ok(id) => Actor::Peer {
-                organisation: id.organisation_id.clone(),
+                organisation: id.organisation_id.to_string(),
                 certificate_serial: id.serial.clone(),
             },
             Err(_) => Actor::Unknown {
@@ -72,11 +127,8 @@ impl Caller {
     }
 
     /// The organisation its certificate names, if any.
-    pub fn organisation(&self) -> Option<&str> {
-        self.identity
-            .as_ref()
-            .ok()
-            .map(|i| i.organisation_id.as_str())
+    pub fn organisation(&self) -> Option<&OrgId> {
+        self.identity.as_ref().ok().map(|i| &i.organisation_id)
     }
 }
 
@@ -93,8 +145,8 @@ pub fn identify(cert_der: &[u8]) -> Result<CertIdentity, IdentityError> {
     let common_name = first(Box::new(subject.iter_common_name()));
     let uzi = uzi_name(&cert)?;
     let organisation_id = match (&uzi, serial_number) {
-        (Some(u), _) => u.ura.clone(),
-        (None, Some(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        (Some(u), _) => OrgId(u.ura.clone()),
+        (None, Some(s)) if !s.trim().is_empty() => OrgId(s.trim().to_string()),
         _ => return Err(IdentityError::NoOrganisationId),
     };
     Ok(CertIdentity {

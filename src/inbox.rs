@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::Receipt;
 use crate::store::{be, Store, StoreError, Tx, T};
@@ -14,7 +15,7 @@ pub struct ReceivedMessage {
     pub id: String,
     pub message_type: MessageType,
     /// The sending peer's organisation identifier (from its certificate).
-    pub from: String,
+    pub from: OrgId,
     /// The exact envelope bytes as received and verified.
     pub envelope: String,
     pub signature: String,

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use crate::chain::{Actor, AuditEvent, Event, Outcome};
 use crate::clock::Clock;
 use crate::config::Role;
+use crate::identity::OrgId;
 use crate::signing::Signer;
 
 pub struct Local {
     pub role: Role,
     /// This gateway's organisation identifier (from its certificate).
-    pub identity: String,
+    pub identity: OrgId,
     pub signer: Arc<Signer>,
     pub clock: Clock,
 }
@@ -21,11 +22,11 @@ pub struct Local {
 impl Local {
     /// An audit event for a step this gateway takes by itself.
     pub fn own_event(&self, event: Event, outcome: Outcome) -> AuditEvent {
-        AuditEvent::new(event, outcome, Actor::Gateway).on_behalf_of(&self.identity)
+        AuditEvent::new(event, outcome, Actor::Gateway).on_behalf_of(self.identity.as_str())
     }
 
     /// An audit event for a step taken by `actor`, on this gateway's behalf.
     pub fn event(&self, event: Event, outcome: Outcome, actor: Actor) -> AuditEvent {
-        AuditEvent::new(event, outcome, actor).on_behalf_of(&self.identity)
+        AuditEvent::new(event, outcome, actor).on_behalf_of(self.identity.as_str())
     }
 }

@@ -13,6 +13,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::identity::OrgId;
+
 /// Largest envelope accepted, in bytes, on the local API and on the relay listener.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest free-text field (characters).
@@ -128,9 +130,9 @@ pub struct Envelope {
     pub schema_version: u32,
     pub created_at: DateTime<Utc>,
     /// Organisation identifier of the sender (URA, AGB or OIN).
-    pub from: String,
+    pub from: OrgId,
     /// Organisation identifier of the recipient.
-    pub to: String,
+    pub to: OrgId,
     /// The consent under which personal data travels (summary; see the consent module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<Value>,
@@ -241,8 +243,8 @@ pub fn validate(env: &Envelope) -> Result<(), InvalidField> {
             format!("unsupported version (this gateway speaks {SCHEMA_VERSION})"),
         ));
     }
-    short("from", &env.from)?;
-    short("to", &env.to)?;
+    short("from", env.from.as_str())?;
+    short("to", env.to.as_str())?;
     if let Some(subject) = &env.subject {
         validate_subject(subject)?;
     }

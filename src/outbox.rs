@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::chain::{Actor, AuditEvent, Event, Outcome};
+use crate::config::PeerName;
+use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::Receipt;
 use crate::store::{be, key, StoreError, Tx, T};
@@ -49,8 +51,8 @@ pub struct SentMessage {
     pub id: String,
     pub message_type: MessageType,
     /// The peer's local name and organisation identifier.
-    pub peer: String,
-    pub peer_identity: String,
+    pub peer: PeerName,
+    pub peer_identity: OrgId,
     /// The exact envelope bytes (JSON text) that were signed and are relayed. Stored in
     /// its own tree ([`T::SentEnvelopes`]), once; filled in on every read.
     #[serde(skip)]
@@ -115,7 +117,7 @@ pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<SentMessage>, StoreError> {
 
 /// Puts a new message in the outbox (inside a job; the caller adds the audit records).
 pub fn enqueue(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreError> {
-    let queue_key = key(&[msg.peer.as_bytes(), &be(tx.next_number()?)]);
+    let queue_key = key(&[msg.peer.as_str().as_bytes(), &be(tx.next_number()?)]);
     tx.insert(T::Outbox, queue_key.clone(), msg.id.as_bytes());
     msg.queue_key = Some(queue_key);
     msg.status = Status::Queued;
@@ -140,11 +142,11 @@ pub fn save(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreE
 /// out those in `skip` (delivered, with the outcome not yet committed).
 pub fn next_batch(
     store: &crate::store::Store,
-    peer: &str,
+    peer: &PeerName,
     max: usize,
     skip: &std::collections::HashSet<String>,
 ) -> Result<Vec<SentMessage>, StoreError> {
-    let prefix = key(&[peer.as_bytes(), b""]);
+    let prefix = key(&[peer.as_str().as_bytes(), b""]);
     let mut batch = Vec::new();
     for entry in store.tree(T::Outbox).scan_prefix(&prefix) {
         let (_, id) = entry?;
@@ -185,31 +187,31 @@ pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>,
 /// queued for, so a relay that found its queue empty does not wait for its next poll.
 #[derive(Clone, Default)]
 pub struct Wakers {
-    by_peer: Arc<HashMap<String, Arc<Notify>>>,
+    by_peer: Arc<HashMap<PeerName, Arc<Notify>>>,
 }
 
 impl Wakers {
     /// One waker per peer, by the peer's configured name (the outbox's queue key).
-    pub fn for_peers<'a>(names: impl IntoIterator<Item = &'a str>) -> Wakers {
+    pub fn for_peers<'a>(names: impl IntoIterator<Item = &'a PeerName>) -> Wakers {
         Wakers {
             by_peer: Arc::new(
                 names
                     .into_iter()
-                    .map(|n| (n.to_string(), Arc::new(Notify::new())))
+                    .map(|n| (n.clone(), Arc::new(Notify::new())))
                     .collect(),
             ),
         }
     }
 
     /// Tells the relay for `peer` that its queue has work.
-    pub fn wake(&self, peer: &str) {
+    pub fn wake(&self, peer: &PeerName) {
         if let Some(n) = self.by_peer.get(peer) {
             n.notify_one();
         }
     }
 
     /// What the relay for `peer` waits on.
-    pub fn waker(&self, peer: &str) -> Arc<Notify> {
+    pub fn waker(&self, peer: &PeerName) -> Arc<Notify> {
         self.by_peer
             .get(peer)
             .cloned()

@@ -283,7 +283,7 @@ impl ReceivePath {
                 let mut events = registry::events(&self.store, &summary.id)?;
                 events.push(ConsentEvent::Mirrored {
                     summary: summary.clone(),
-                    from_peer: peer.identity.clone(),
+                    from_peer: peer.identity.to_string(),
                     at: self.local.clock.now(),
                 });
                 let state = ConsentState::from_events(&events);
@@ -430,7 +430,7 @@ fn store_batch(
         .iter()
         .map(|c| (c.envelope.id.as_str(), c.bytes.as_slice()))
         .collect();
-    let receipts = Receipt::issue_batch(&stored, &by.local.identity, &by.local.signer)
+    let receipts = Receipt::issue_batch(&stored, by.local.identity.as_str(), &by.local.signer)
         .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
     for (c, receipt) in new.into_iter().zip(&receipts) {
         store_new(tx, c, receipt.clone(), actor, by)?;
@@ -487,7 +487,7 @@ fn store_new(
                         Event::ConsentMirrored,
                         ConsentEvent::Mirrored {
                             summary,
-                            from_peer: received.from.clone(),
+                            from_peer: received.from.to_string(),
                             at: by.local.clock.now(),
                         },
                     )
@@ -499,7 +499,7 @@ fn store_new(
                     consent_id,
                     status,
                     at: by.local.clock.now(),
-                    from_peer: received.from.clone(),
+                    from_peer: received.from.to_string(),
                 },
             )),
         };

@@ -30,8 +30,9 @@ use tokio_rustls::TlsConnector;
 use tokio::sync::Notify;
 
 use crate::chain::{Actor, Event, Outcome as AuditOutcome};
-use crate::config::{Peer, RelaySettings};
+use crate::config::{Peer, PeerName, RelaySettings};
 use crate::consent::{self, registry, Exchange};
+use crate::identity::OrgId;
 use crate::local::Local;
 use crate::message::{Bsn, Envelope};
 use crate::outbox::{self, SentMessage, Status};
@@ -57,59 +58,59 @@ pub enum DeliveryError {
     #[error("{host:?} is not a valid server name: {detail}")]
     ServerName { host: String, detail: String },
     #[error("TLS handshake with {peer} timed out")]
-    HandshakeTimeout { peer: String },
+    HandshakeTimeout { peer: PeerName },
     #[error("TLS handshake with {peer} failed: {detail}")]
-    Handshake { peer: String, detail: String },
+    Handshake { peer: PeerName, detail: String },
     #[error("{peer} presented no certificate")]
-    NoCertificate { peer: String },
+    NoCertificate { peer: PeerName },
     #[error("{peer}'s certificate: {source}")]
     Identity {
-        peer: String,
+        peer: PeerName,
         source: crate::identity::IdentityError,
     },
     #[error("the server at {addr} is organisation {found}, not {expected} as configured for peer {peer}")]
     WrongPeer {
         addr: String,
-        found: String,
-        expected: String,
-        peer: String,
+        found: OrgId,
+        expected: OrgId,
+        peer: PeerName,
     },
     #[error("HTTP with {peer}: {detail}")]
-    Http { peer: String, detail: String },
+    Http { peer: PeerName, detail: String },
     #[error("{peer} did not answer within {ms} ms")]
-    Timeout { peer: String, ms: u128 },
+    Timeout { peer: PeerName, ms: u128 },
     #[error("{peer} answered the batch with {status}: {explanation}")]
     BatchStatus {
-        peer: String,
+        peer: PeerName,
         status: u16,
         explanation: String,
     },
     #[error("{peer} sent an unreadable answer: {detail}")]
-    UnreadableAnswer { peer: String, detail: String },
+    UnreadableAnswer { peer: PeerName, detail: String },
     #[error("{peer} answered {got} results for {sent} messages")]
     ResultCount {
-        peer: String,
+        peer: PeerName,
         got: usize,
         sent: usize,
     },
     #[error("{peer} gave no answer for {id}")]
-    NoAnswer { peer: String, id: String },
+    NoAnswer { peer: PeerName, id: String },
     #[error("{peer} sent an invalid receipt: {source}")]
     InvalidReceipt {
-        peer: String,
+        peer: PeerName,
         source: crate::receipt::ReceiptError,
     },
     /// The peer refused the message for good (a 4xx answer other than 408 and 429).
     #[error("refused by {peer} ({status}): {explanation}")]
     Refused {
-        peer: String,
+        peer: PeerName,
         status: u16,
         explanation: String,
     },
     /// The peer could not take the message now (5xx, 408, 429).
     #[error("{peer} answered {status}: {explanation}")]
     NotNow {
-        peer: String,
+        peer: PeerName,
         status: u16,
         explanation: String,
     },
@@ -458,7 +459,7 @@ async fn record(relay: &Relay, steps: Vec<Step>) -> Result<(), DeliveryError> {
 fn apply(
     tx: &mut crate::store::Tx<'_>,
     step: Step,
-    org: &str,
+    org: &OrgId,
 ) -> Result<(), crate::store::StoreError> {
     let mut msg = step.msg;
     msg.status = step.status;
@@ -602,11 +603,11 @@ async fn deliver(
 /// with the statement its signature must cover (checked by the caller); a refusal; or
 /// something to retry.
 fn outcome(
-    peer: &str,
+    peer: &PeerName,
     m: &SentMessage,
     a: ItemAnswer,
 ) -> Result<(Receipt, Vec<u8>), DeliveryError> {
-    let peer = peer.to_string();
+    let peer = peer.clone();
     match (a.receipt, a.refusal) {
         (Some(receipt), _) => match receipt.statement_for(&m.id, m.envelope.as_bytes()) {
             Ok(statement) => Ok((receipt, statement)),

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::chain::{Actor, Event, Outcome};
-use crate::config::{Peer, Peers};
+use crate::config::{Peer, PeerName, Peers};
 use crate::consent::{self, registry, Exchange};
 use crate::error::{Code, Refusal};
 use crate::local::Local;
@@ -98,7 +98,7 @@ impl SendPath {
     }
 
     /// Tells the relay for `peer` (by name) that its outbox has work.
-    pub fn wake(&self, peer: &str) {
+    pub fn wake(&self, peer: &PeerName) {
         self.wakers.wake(peer);
     }
 

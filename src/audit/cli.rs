@@ -474,7 +474,7 @@ async fn offline(
     let pseudonymiser = config.as_ref().map(|c| Pseudonymiser::new(&c.secret));
     let observer = config
         .as_ref()
-        .map_or(String::new(), |c| c.identity.clone());
+        .map_or(String::new(), |c| c.identity.to_string());
     let request = params.into_request(command, pseudonymiser.as_ref())?;
     let ctx = Context {
         observer: &observer,

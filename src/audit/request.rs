@@ -373,7 +373,12 @@ impl AuditRequest {
 
     /// The `audit_read` record for this request: who asked, which query (filters by
     /// name and value, the child as the record's subject pseudonym), and how it went.
-    pub fn audit_event(&self, actor: Actor, on_behalf_of: &str, outcome: Outcome) -> AuditEvent {
+    pub fn audit_event(
+        &self,
+        actor: Actor,
+        on_behalf_of: impl AsRef<str>,
+        outcome: Outcome,
+    ) -> AuditEvent {
         let mut parts = vec![format!("audit {}", self.command().as_str())];
         let mut event =
             AuditEvent::new(Event::AuditRead, outcome, actor).on_behalf_of(on_behalf_of);

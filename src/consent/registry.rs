@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 use super::{ConsentEvent, ConsentState};
+use crate::identity::OrgId;
 use crate::store::{be, key, Store, StoreError, Tx, T};
 
 fn decode(bytes: &[u8]) -> Result<ConsentEvent, StoreError> {
@@ -133,8 +134,8 @@ pub fn ids_for_subject(store: &Store, pseudonym: &str) -> Result<Vec<String>, St
 /// to be sent a message under `consent_id`: the relay calls this in the commit just
 /// before it sends, so that a withdrawal knows whom to tell — and tells no one a message
 /// never reached.
-pub fn note_recipient(tx: &mut Tx<'_>, consent_id: &str, peer: &str) -> Result<(), StoreError> {
-    let k = key(&[consent_id.as_bytes(), peer.as_bytes()]);
+pub fn note_recipient(tx: &mut Tx<'_>, consent_id: &str, peer: &OrgId) -> Result<(), StoreError> {
+    let k = key(&[consent_id.as_bytes(), peer.as_str().as_bytes()]);
     if tx.get(T::ConsentRecipients, &k)?.is_none() {
         tx.insert(T::ConsentRecipients, k, Vec::new());
     }
@@ -143,11 +144,11 @@ pub fn note_recipient(tx: &mut Tx<'_>, consent_id: &str, peer: &str) -> Result<(
 
 /// The peers (organisation identifiers) that may have been sent messages under
 /// `consent_id`, as a job sees them.
-pub fn recipients_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<String>, StoreError> {
+pub fn recipients_in(tx: &Tx<'_>, consent_id: &str) -> Result<Vec<OrgId>, StoreError> {
     let prefix = key(&[consent_id.as_bytes(), b""]);
     Ok(tx
         .scan_prefix(T::ConsentRecipients, &prefix)?
         .into_iter()
-        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .map(|(k, _)| OrgId::new(String::from_utf8_lossy(&k[prefix.len()..])))
         .collect())
 }

@@ -13,6 +13,7 @@ use super::{
     ConsentRecord, WgboBasis, NAME_MAX, REASON_MAX,
 };
 use crate::config::Role;
+use crate::identity::OrgId;
 use crate::message::{Bsn, MessageType};
 
 /// Where a consent stands on a given day.
@@ -448,9 +449,9 @@ pub struct Exchange<'a> {
     /// This gateway's role: the practice checks its own records, the wijkteam its mirrors.
     pub role: Role,
     /// This gateway's organisation identifier.
-    pub own: &'a str,
+    pub own: &'a OrgId,
     /// The peer's organisation identifier (the recipient, or the sender of a received message).
-    pub peer: &'a str,
+    pub peer: &'a OrgId,
     pub bsn: &'a Bsn,
     pub message_type: MessageType,
     pub today: NaiveDate,
@@ -462,10 +463,15 @@ pub struct Exchange<'a> {
 /// one coverage rule of the gateway: send, receive and relay all ask it.
 pub fn covers(state: Option<&ConsentState>, x: &Exchange<'_>) -> Result<(), ConsentRefusal> {
     match x.role {
-        Role::Practice => check_covers(state, x.bsn, x.message_type, x.peer, x.today),
-        Role::Wijkteam => {
-            check_covers_at_recipient(state, x.bsn, x.message_type, x.own, x.peer, x.today)
-        }
+        Role::Practice => check_covers(state, x.bsn, x.message_type, x.peer.as_str(), x.today),
+        Role::Wijkteam => check_covers_at_recipient(
+            state,
+            x.bsn,
+            x.message_type,
+            x.own.as_str(),
+            x.peer.as_str(),
+            x.today,
+        ),
     }
 }
 

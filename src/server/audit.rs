@@ -18,7 +18,7 @@ use crate::audit::request::{self, AuditAnswer, Command, Context, Params, Request
 use crate::audit::AuditError;
 use crate::chain::{Actor, Event, Outcome};
 use crate::error::{Code, Refusal};
-use crate::identity::Caller;
+use crate::identity::{Caller, OrgId};
 use crate::local::Local;
 use crate::pseudonym::Pseudonymiser;
 use crate::store::Store;
@@ -28,7 +28,7 @@ pub use crate::wire::AUDIT_PREFIX as PREFIX;
 /// The auditor's routes of one gateway.
 #[derive(Clone)]
 pub struct AuditService {
-    auditors: Arc<Vec<String>>,
+    auditors: Arc<Vec<OrgId>>,
     pseudonymiser: Pseudonymiser,
     store: Store,
     local: Arc<Local>,
@@ -38,7 +38,7 @@ pub struct AuditService {
 
 impl AuditService {
     pub fn new(
-        auditors: Vec<String>,
+        auditors: Vec<OrgId>,
         pseudonymiser: Pseudonymiser,
         store: Store,
         local: Arc<Local>,
@@ -58,14 +58,14 @@ impl AuditService {
     pub fn is_auditor(&self, caller: &Caller) -> bool {
         caller
             .organisation()
-            .is_some_and(|org| self.auditors.iter().any(|a| a == org))
+            .is_some_and(|org| self.auditors.contains(org))
     }
 
     /// Answers one request under [`PREFIX`].
     pub async fn handle(&self, caller: &Caller, method: &Method, uri: &Uri) -> Reply {
         let auditor = match &caller.identity {
             Ok(id) if self.is_auditor(caller) => Actor::Auditor {
-                organisation: id.organisation_id.clone(),
+                organisation: id.organisation_id.to_string(),
                 certificate_serial: id.serial.clone(),
             },
             _ => return self.refuse_non_auditor(caller, uri).await,
@@ -110,7 +110,7 @@ impl AuditService {
         let worker_request = request.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let ctx = Context {
-                observer: &worker.local.identity,
+                observer: worker.local.identity.as_str(),
                 certificate: worker.certificate.as_deref(),
                 pseudonymiser: Some(&worker.pseudonymiser),
                 today: worker.local.clock.today(),
