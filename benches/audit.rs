@@ -52,7 +52,7 @@ fn rate(n: u64, d: Duration) -> String {
 }
 
 fn signer_and_cert(dir: &Path) -> (Arc<Signer>, Vec<u8>) {
-    let pki = wijkpoort::pki::write_dev_pki(dir).expect("dev PKI");
+    let pki = wijkpoort::dev::pki::write_dev_pki(dir).expect("dev PKI");
     let key = PrivateKeyDer::from_pem_file(pki.key("practice")).expect("key");
     let PrivateKeyDer::Pkcs8(k) = key else {
         panic!("dev keys are PKCS#8")

@@ -8,8 +8,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use wijkpoort::chain::{Actor, AuditChain, AuditEvent, Event, Outcome, Sealed};
+use wijkpoort::dev::pki::{Authority, LeafSpec};
 use wijkpoort::message::{self, Envelope, MessageType};
-use wijkpoort::pki::{Authority, LeafSpec};
 use wijkpoort::receipt::{self, Receipt};
 use wijkpoort::signing::{self, Signer};
 

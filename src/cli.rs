@@ -1,5 +1,5 @@
-//! The command line: `serve`, `demo`, `certs dev`, `audit …`. `main.rs` only parses and
-//! calls this.
+//! The command line: `serve`, `audit …`, and with the default `dev` feature `demo`,
+//! `bench` and `certs dev`. `main.rs` only parses and calls this.
 
 use std::path::PathBuf;
 
@@ -18,6 +18,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The log filter when `RUST_LOG` names none. The demo narrates on stdout; its log
+    /// lines would only repeat that, so it logs warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            #[cfg(feature = "dev")]
+            Command::Demo => "warn",
+            _ => "info",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a gateway until SIGINT or SIGTERM, then drain and stop.
@@ -31,13 +43,16 @@ pub enum Command {
         unsafe_no_fsync: bool,
     },
     /// Show the whole flow on this machine: two gateways, a referral, feedback, receipts.
+    #[cfg(feature = "dev")]
     Demo,
     /// Benchmark: two gateways as child processes, N concurrent submitters, end to end.
-    Bench(crate::bench::BenchOptions),
+    #[cfg(feature = "dev")]
+    Bench(crate::dev::bench::BenchOptions),
     /// The auditor's commands: query, report, verify and export the audit and consent logs,
     /// offline on a stopped gateway's store or online over mTLS.
     Audit(Box<crate::audit::cli::AuditArgs>),
     /// Certificates.
+    #[cfg(feature = "dev")]
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
@@ -65,36 +80,20 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
             config,
             unsafe_no_fsync,
         } => runtime.block_on(serve(config, unsafe_no_fsync)),
-        Command::Bench(options) => runtime.block_on(crate::bench::run(options)),
-        Command::Demo => runtime.block_on(crate::demo::run()),
         Command::Audit(args) => {
             // The audit commands have exit codes of their own (verify: 0/1/2).
             let code = runtime.block_on(crate::audit::cli::run(*args));
             drop(runtime);
             std::process::exit(code)
         }
+        #[cfg(feature = "dev")]
+        Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
+        #[cfg(feature = "dev")]
+        Command::Demo => runtime.block_on(crate::dev::demo::run()),
+        #[cfg(feature = "dev")]
         Command::Certs {
             command: CertsCommand::Dev { out },
-        } => {
-            crate::devkit::write_secrets(&out).map_err(|e| StartError::Other(e.to_string()))?;
-            println!("dev PKI written to {}:", out.display());
-            println!("  ca.pem                      trust anchor (the CA key is not kept)");
-            println!(
-                "  practice.pem/.key           {} (practice, URA-like)",
-                crate::pki::DEV_PRACTICE_ID
-            );
-            println!(
-                "  wijkteam.pem/.key           {} (municipality, OIN-like)",
-                crate::pki::DEV_WIJKTEAM_ID
-            );
-            println!(
-                "  auditor.pem/.key            {} (auditor)",
-                crate::pki::DEV_AUDITOR_ID
-            );
-            println!("  practice/wijkteam.secret    pseudonym and HMAC key");
-            println!("  practice/wijkteam.token     local API bearer token");
-            Ok(())
-        }
+        } => crate::dev::certs_dev(&out).map_err(|e| StartError::Other(e.to_string())),
     }
 }
 

@@ -36,7 +36,6 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod bench;
 pub mod chain;
 pub mod cli;
 pub mod client;
@@ -45,8 +44,8 @@ pub mod config;
 pub mod consent;
 pub mod consent_desk;
 pub mod cpu;
-pub mod demo;
-pub mod devkit;
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod error;
 pub mod gateway;
 pub mod identity;
@@ -55,7 +54,6 @@ pub mod local;
 pub mod message;
 pub mod minimise;
 pub mod outbox;
-pub mod pki;
 pub mod pseudonym;
 pub mod receipt;
 pub mod receive;

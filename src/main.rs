@@ -14,20 +14,12 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(&cli))),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter())),
         )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = wijkpoort::cli::run(cli) {
         eprintln!("wijkpoort: {e}");
         std::process::exit(e.exit_code());
-    }
-}
-
-/// The demo narrates on stdout; its log lines would only repeat that, so it logs warnings.
-fn default_filter(cli: &wijkpoort::cli::Cli) -> &'static str {
-    match cli.command {
-        wijkpoort::cli::Command::Demo => "warn",
-        _ => "info",
     }
 }

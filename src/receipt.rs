@@ -283,7 +283,7 @@ mod tests {
     use super::*;
 
     fn signer() -> (Signer, Vec<u8>) {
-        crate::pki::test_credentials()
+        crate::dev::pki::test_credentials()
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use wijkpoort::audit::query::{AccessReport, IndexUsed, RecordPage};
 use wijkpoort::audit::{Actor, AuditRecord, Event, Outcome};
-use wijkpoort::pki::{DEV_AUDITOR_ID, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
+use wijkpoort::dev::pki::{DEV_AUDITOR_ID, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 use wijkpoort::store::T;
 use wijkpoort::RunningGateway;
 

@@ -82,9 +82,9 @@ pub fn user_event(
     msg: Option<&str>,
 ) -> AuditEvent {
     let mut e = AuditEvent::new(event, Outcome::Success, Actor::User { id: user.into() })
-        .on_behalf_of(wijkpoort::pki::DEV_PRACTICE_ID)
+        .on_behalf_of(wijkpoort::dev::pki::DEV_PRACTICE_ID)
         .subject(subject)
-        .peer(wijkpoort::pki::DEV_WIJKTEAM_ID);
+        .peer(wijkpoort::dev::pki::DEV_WIJKTEAM_ID);
     if let Some(id) = msg {
         e = e
             .message(id, MessageType::Referral)
@@ -101,7 +101,7 @@ pub async fn fill(gw: &RunningGateway, n: usize) {
         let events = (0..batch)
             .map(|i| {
                 AuditEvent::new(Event::MessageQueued, Outcome::Success, Actor::Gateway)
-                    .on_behalf_of(wijkpoort::pki::DEV_PRACTICE_ID)
+                    .on_behalf_of(wijkpoort::dev::pki::DEV_PRACTICE_ID)
                     .reason(format!("filler {i}"))
             })
             .collect();

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use chrono::{Duration, Utc};
 use wijkpoort::config::ConfigError;
-use wijkpoort::devkit::{self, Addresses, DevKit};
-use wijkpoort::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
+use wijkpoort::dev::devkit::{self, Addresses, DevKit};
+use wijkpoort::dev::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
 use wijkpoort::Config;
 
 /// A dev kit on fixed loopback addresses (nothing is started, nothing binds).

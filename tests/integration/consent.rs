@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use wijkpoort::audit::{Actor, AuditRecord, Event, Outcome};
 use wijkpoort::client::LocalApiClient;
 use wijkpoort::consent::{registry, ConsentEvent, WgboBasis};
-use wijkpoort::pki::{DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
+use wijkpoort::dev::pki::{DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 use wijkpoort::store::{Store, T};
 use wijkpoort::RunningGateway;
 

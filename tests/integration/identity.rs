@@ -1,8 +1,8 @@
 //! What a certificate says about its holder: the organisation identifier from the
 //! subject serialNumber, or the URA from a UZI server certificate's otherName.
 
+use wijkpoort::dev::pki::{Authority, LeafSpec};
 use wijkpoort::identity::{identify, parse_uzi, IdentityError};
-use wijkpoort::pki::{Authority, LeafSpec};
 
 use crate::util::der;
 

@@ -7,7 +7,7 @@
 
 use chrono::{Duration, Utc};
 use wijkpoort::audit::{Actor, Event};
-use wijkpoort::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
+use wijkpoort::dev::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
 use wijkpoort::wire::MAX_BATCH_BYTES;
 
 use crate::util::*;
@@ -187,7 +187,7 @@ const REFUSAL_CASES: &[RefusalCase] = &[
         relayed: |setup| {
             let mut env = feedback_envelope("fb-from-practice");
             env.from = DEV_PRACTICE_ID.into();
-            env.to = wijkpoort::pki::DEV_WIJKTEAM_ID.into();
+            env.to = wijkpoort::dev::pki::DEV_WIJKTEAM_ID.into();
             Relayed::by_practice(setup, env.to_bytes())
         },
         status: 403,

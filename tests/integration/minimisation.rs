@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use wijkpoort::audit::{Event, Outcome};
-use wijkpoort::devkit::{self, Addresses};
-use wijkpoort::pki::DEV_PRACTICE_ID;
+use wijkpoort::dev::devkit::{self, Addresses};
+use wijkpoort::dev::pki::DEV_PRACTICE_ID;
 use wijkpoort::store::T;
 use wijkpoort::Config;
 

@@ -41,7 +41,7 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
     receipt
         .verify(&id, sent.envelope.as_bytes(), &wijkteam_cert)
         .unwrap();
-    assert_eq!(receipt.receiver, wijkpoort::pki::DEV_WIJKTEAM_ID);
+    assert_eq!(receipt.receiver, wijkpoort::dev::pki::DEV_WIJKTEAM_ID);
     let practice_cert = setup.credentials(Role::Practice).cert_der();
     assert!(receipt
         .verify(&id, sent.envelope.as_bytes(), &practice_cert)

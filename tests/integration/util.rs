@@ -9,8 +9,8 @@ use std::future::Future;
 use serde_json::{json, Value};
 
 use wijkpoort::client::LocalApiClient;
+use wijkpoort::dev::pki::{LeafSpec, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 use wijkpoort::message::Envelope;
-use wijkpoort::pki::{LeafSpec, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 
 pub use crate::fixture::*;
 

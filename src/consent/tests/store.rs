@@ -4,7 +4,7 @@
 use super::*;
 
 fn test_store(dir: &std::path::Path) -> crate::store::Store {
-    let (signer, _) = crate::pki::test_credentials();
+    let (signer, _) = crate::dev::pki::test_credentials();
     crate::store::Store::open(dir, std::sync::Arc::new(signer)).unwrap()
 }
 

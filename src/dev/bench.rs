@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::client::LocalApiClient;
-use crate::devkit::{self, Addresses};
+use crate::dev::devkit::{self, Addresses};
 use crate::error::StartError;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -170,7 +170,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
                 &json!({
                     "child": {"bsn": bsn, "birth_date": today - chrono::Duration::days(8 * 365)},
                     "performers": [{"role": "parent", "name": "ouder"}],
-                    "scope": {"types": ["referral", "feedback"], "recipient": crate::pki::DEV_WIJKTEAM_ID},
+                    "scope": {"types": ["referral", "feedback"], "recipient": crate::dev::pki::DEV_WIJKTEAM_ID},
                     "valid_from": today, "valid_until": today + chrono::Duration::days(30),
                     "evidence": "benchmark"
                 }),

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::pki::{self, DevPki, PkiError, DEV_AUDITOR_ID, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
+use crate::dev::pki::{self, DevPki, PkiError, DEV_AUDITOR_ID, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 
 /// Paths and secrets of a written dev kit.
 #[derive(Debug, Clone)]

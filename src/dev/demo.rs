@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::client::LocalApiClient;
-use crate::devkit::{self, Addresses};
+use crate::dev::devkit::{self, Addresses};
 use crate::gateway::{bind, Listeners, RunningGateway};
 use crate::store::Durability;
 use crate::{Config, StartError};
@@ -52,11 +52,11 @@ pub async fn run() -> Result<(), StartError> {
     println!("    dev kit in {}", kit.dir.display());
     println!(
         "    practice  {} (URA-like, certificate serialNumber)",
-        crate::pki::DEV_PRACTICE_ID
+        crate::dev::pki::DEV_PRACTICE_ID
     );
     println!(
         "    wijkteam  {} (OIN-like, certificate serialNumber)",
-        crate::pki::DEV_WIJKTEAM_ID
+        crate::dev::pki::DEV_WIJKTEAM_ID
     );
 
     step(
@@ -107,7 +107,7 @@ pub async fn run() -> Result<(), StartError> {
             {"role": "child", "name": "Sanne de Vries"},
             {"role": "parent", "name": "M. de Vries"}
         ],
-        "scope": {"types": ["referral", "feedback"], "recipient": crate::pki::DEV_WIJKTEAM_ID},
+        "scope": {"types": ["referral", "feedback"], "recipient": crate::dev::pki::DEV_WIJKTEAM_ID},
         "valid_from": today,
         "valid_until": today + chrono::Duration::days(365),
         "evidence": "mondeling tijdens consult"
