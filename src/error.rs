@@ -60,7 +60,7 @@ pub enum Code {
     PolicyRemovesRequiredField,
     /// An anonymous message type names a consent.
     ConsentNotApplicable,
-    /// A message with personal data names no consent (also [`ConsentRefusal::NoConsent`]).
+    /// A message with personal data names no consent (also [`crate::consent::ConsentRefusal::NoConsent`]).
     ConsentMissing,
     /// A referral's consent summary is not valid.
     ConsentInvalid,

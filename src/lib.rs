@@ -6,32 +6,49 @@
 //! # The data path
 //!
 //! ```text
-//! local API ─▶ send ─────────────────────────────▶ outbox ─▶ relay ══mTLS══▶ listener ─▶ receive ──────────────────────▶ inbox ─▶ local API
-//!              validate, consent, minimise, sign    (commit)  (batches,        (server::   verify, validate, policy,   (commit)
-//!                                                             retry)            listener)  consent
+//! server::local_api ─▶ send ───────────────────────────▶ outbox ─▶ relay ══mTLS══▶ server::listener ─▶ receive ─────────────────▶ inbox ─▶ server::local_api
+//!                      validate, consent, minimise, sign   (commit)  (batches,        (peer known?)       verify, validate, policy,  (commit)
+//!                                                                    retry)                               consent, receipt
 //! ```
 //!
 //! Every step commits its state change and its audit records together through the
 //! store's single commit point ([`store`]), which is on disk before anyone hears
 //! "accepted".
 //!
-//! # The parts
+//! # The parts, from the top down
 //!
-//! - [`config`]: the TOML file, validated once at start.
-//! - [`identity`]: who a certificate says its holder is; [`tls`]: rustls configs;
-//!   [`signing`]: ECDSA signatures on envelopes, receipts and checkpoints.
-//! - [`message`]: the envelope, the four message types, validation.
-//! - [`consent`]: records, the WGBO rules, derived state, the coverage check, and
-//!   [`consent::registry`] where consent events live in the store.
-//! - [`minimise`]: the data-minimisation policy and its actions.
-//! - [`send`] and [`receive`]: the two halves of the data path, each in its order.
-//! - [`outbox`], [`relay`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect.
-//! - [`audit`]: records, hash chain, checkpoints, pseudonyms, and the auditor's queries,
-//!   verification, FHIR export, online service and CLI; [`store`]: sled and the commit point.
-//! - [`gateway`]: starting and stopping the tasks; [`server`]: the HTTP faces;
-//!   [`cpu`]: a batch's signature checks spread over the cores.
-//! - [`cli`]: the command line; [`client`]: a local API client; [`pki`] and [`devkit`]: the
-//!   development PKI and set-up; [`demo`] and [`mod@bench`]: the whole flow, shown and measured.
+//! Nothing imports a module above it; the servers are on top and nothing below them
+//! imports them.
+//!
+//! - [`cli`]: the command line; [`gateway`]: builds each part from the [`Config`] with
+//!   only the handles it needs, starts and stops them (its table says who holds what).
+//! - [`server`]: the local API, the mTLS listener and the auditor's routes — the only
+//!   place where a refusal [`error::Code`] becomes an HTTP status.
+//! - [`consent_desk`]: record, withdraw (queues a `consent_update` through the send
+//!   path), list a child's consents.
+//! - [`send`] and [`receive`]: the two halves of the data path, each in its order;
+//!   [`relay`]: one task per peer delivering its outbox; [`wire`]: the batch format the
+//!   relay and the listener share.
+//! - [`audit`]: the auditor's side — queries, verification, FHIR export, the CLI and
+//!   the online client — reading what the store holds.
+//! - [`consent`]: what a consent is, the WGBO rules, derived state, the coverage check,
+//!   and [`consent::registry`] where consent events live in the store.
+//! - [`outbox`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect;
+//!   [`stats`]: counters for `/v1/stats`.
+//! - [`store`]: sled, its trees and keys, and the commit point; [`chain`]: the audit
+//!   hash chain the store's committer seals records into (records, checkpoints, index
+//!   runs).
+//! - [`local`]: who this gateway is (role, identity, signing key, clock); [`config`]:
+//!   the TOML file, validated once at start; [`tls`]: rustls configs; [`identity`]: who a
+//!   certificate says its holder is; [`minimise`]: the data-minimisation policy;
+//!   [`message`]: the envelope, the four message types, validation; [`signing`]:
+//!   signatures; [`pseudonym`]: the keyed pseudonym of a BSN; [`clock`]: "now" and
+//!   "today"; [`cpu`]: a batch's checks spread over the cores; [`client`]: a local API
+//!   client; [`error`]: refusals and start-up errors.
+//! - `dev` (the default-on `dev` feature): the development PKI, dev kit, [`demo`] and
+//!   benchmark — `cargo run -- demo` and `bench` — left out of a production build.
+//!
+//! [`demo`]: crate::dev::demo
 
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! Development tooling, apart from the gateway: the throw-away dev PKI ([`pki`]), a
 //! complete dev set-up in one directory ([`devkit`]), the narrated demo ([`demo`]) and
-//! the end-to-end benchmark ([`bench`]).
+//! the end-to-end benchmark ([`mod@bench`]).
 //!
 //! It is behind the default-on `dev` feature, so that `wijkpoort demo` and
 //! `wijkpoort bench` work from a plain `cargo run`, while a production build
