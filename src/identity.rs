@@ -11,8 +11,6 @@ use x509_parser::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::Actor;
-
 /// The OID of the UZI register's otherName in subjectAltName.
 const UZI_OTHER_NAME: x509_parser::der_parser::Oid<'static> = oid!(2.5.5 .5);
 
@@ -100,36 +98,6 @@ pub enum IdentityError {
     NoOrganisationId,
     #[error("the certificate's UZI otherName is malformed: {0}")]
     BadUziName(String),
-}
-
-/// Who is on the other end of an mTLS connection, as established after the handshake:
-/// the verified leaf certificate and what it says, or why it says nothing usable.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub remote: std::net::SocketAddr,
-    /// The verified leaf certificate (DER).
-    pub cert: Vec<u8>,
-    pub identity: Result<CertIdentity, IdentityError>,
-}
-
-impl Caller {
-    /// The caller as an audit record's actor.
-    pub fn actor(&self) -> Actor {
-        match &self.identity {
-            Ok(id) => Actor::Peer {
-                organisation: id.organisation_id.to_string(),
-                certificate_serial: id.serial.clone(),
-            },
-            Err(_) => Actor::Unknown {
-                remote: self.remote.to_string(),
-            },
-        }
-    }
-
-    /// The organisation its certificate names, if any.
-    pub fn organisation(&self) -> Option<&OrgId> {
-        self.identity.as_ref().ok().map(|i| &i.organisation_id)
-    }
 }
 
 /// Reads the identity from a DER certificate.

@@ -38,7 +38,8 @@
 //! - [`store`]: sled, its trees and keys, and the commit point; [`chain`]: the audit
 //!   hash chain the store's committer seals records into (records, checkpoints, index
 //!   runs).
-//! - [`local`]: who this gateway is (role, identity, signing key, clock); [`config`]:
+//! - [`caller`]: who is on the other end of an mTLS connection;
+//!   [`local`]: who this gateway is (role, identity, signing key, clock); [`config`]:
 //!   the TOML file, validated once at start; [`tls`]: rustls configs; [`identity`]: who a
 //!   certificate says its holder is; [`minimise`]: the data-minimisation policy;
 //!   [`message`]: the envelope, the four message types, validation; [`signing`]:
@@ -53,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod caller;
 pub mod chain;
 pub mod cli;
 pub mod client;

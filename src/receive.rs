@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::caller::Caller;
 use crate::chain::{Actor, AuditEvent, Event, Outcome};
 use crate::config::{Peer, Peers};
 use crate::consent::{
@@ -18,7 +19,6 @@ use crate::consent::{
     Exchange,
 };
 use crate::error::{Code, Refusal};
-use crate::identity::Caller;
 use crate::inbox::{self, ReceivedMessage};
 use crate::local::Local;
 use crate::message::{self, Envelope, MessageType};

@@ -26,9 +26,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::audit::{AuditService, PREFIX as AUDIT_PREFIX};
 use super::{json, read_body_limited, refusal, status, Reply};
+use crate::caller::Caller;
 use crate::chain::{Actor, Event, Outcome};
 use crate::error::{Code, Refusal};
-use crate::identity::Caller;
 use crate::local::Local;
 use crate::receive::{ReceivePath, Relayed};
 use crate::stats::Counters;
