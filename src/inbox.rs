@@ -1,6 +1,12 @@
 //! The inbox: messages received from peers, kept until the local system acknowledges
-//! them. Stored once per message id; a second delivery of the same message is answered
-//! with the first receipt, which is what makes the relay idempotent.
+//! them. A message is known by its sender and the id the sender chose — two practices
+//! may use the same id — and is stored once per (sender, id); a second delivery of the
+//! same message is answered with the first receipt, which is what makes the relay
+//! idempotent.
+//!
+//! The waiting messages are read in pages: each has a cursor (its receive number, which
+//! only grows), and a page starts after a cursor, so acknowledging a message between two
+//! pages never makes the next page skip or repeat one.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::Receipt;
-use crate::store::{be, Store, StoreError, Tx, T};
+use crate::store::{be, key, Store, StoreError, Tx, T};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceivedMessage {
@@ -42,8 +48,13 @@ pub fn decode(bytes: &[u8]) -> Result<ReceivedMessage, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("received message: {e}")))
 }
 
-pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
-    tx.get(T::Received, id.as_bytes())?
+/// The key of a received message: its sender, 0, its id.
+fn received_key(from: &OrgId, id: &str) -> Vec<u8> {
+    key(&[from.as_str().as_bytes(), id.as_bytes()])
+}
+
+pub fn load(tx: &Tx<'_>, from: &OrgId, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
+    tx.get(T::Received, &received_key(from, id))?
         .map(|b| decode(&b))
         .transpose()
 }
@@ -69,9 +80,10 @@ pub fn store(tx: &mut Tx<'_>, mut msg: ReceivedMessage) -> Result<(), StoreError
     };
     tx.insert(T::Meta, RECEIVED_TOTAL, be(total + 1));
     let inbox_key = be(tx.next_number()?).to_vec();
-    tx.insert(T::Inbox, inbox_key.clone(), msg.id.as_bytes());
+    let received = received_key(&msg.from, &msg.id);
+    tx.insert(T::Inbox, inbox_key.clone(), received.clone());
     msg.inbox_key = Some(inbox_key);
-    tx.insert(T::Received, msg.id.as_bytes(), encode(&msg)?);
+    tx.insert(T::Received, received, encode(&msg)?);
     Ok(())
 }
 
@@ -88,31 +100,71 @@ pub fn acknowledge(
     tx: &mut Tx<'_>,
     mut msg: ReceivedMessage,
     user: &str,
+    at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if let Some(k) = msg.inbox_key.take() {
         tx.remove(T::Inbox, k);
     }
-    msg.acknowledged_at = Some(Utc::now());
+    msg.acknowledged_at = Some(at);
     msg.acknowledged_by = Some(user.to_string());
-    tx.insert(T::Received, msg.id.as_bytes(), encode(&msg)?);
+    tx.insert(T::Received, received_key(&msg.from, &msg.id), encode(&msg)?);
     Ok(())
 }
 
-/// Unacknowledged messages, oldest first.
-pub fn unacknowledged(store: &Store, limit: usize) -> Result<Vec<ReceivedMessage>, StoreError> {
-    let mut out = Vec::new();
-    for entry in store.tree(T::Inbox).iter().take(limit) {
-        let (_, id) = entry?;
-        if let Some(bytes) = store.get(T::Received, &id)? {
-            out.push(decode(&bytes)?);
-        }
-    }
-    Ok(out)
+/// Which waiting messages a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct InboxQuery {
+    /// Start after this cursor (none: from the oldest).
+    pub after: Option<u64>,
+    /// At most this many messages.
+    pub limit: usize,
+    /// Only messages from this sender.
+    pub from: Option<OrgId>,
+    /// Only messages of this type.
+    pub message_type: Option<MessageType>,
 }
 
-pub fn get(store: &Store, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
+/// One page of waiting messages, oldest first, each with its cursor.
+#[derive(Debug, Default)]
+pub struct InboxPage {
+    pub messages: Vec<(u64, ReceivedMessage)>,
+    /// Where the next page starts, when there may be more.
+    pub next: Option<u64>,
+}
+
+/// Unacknowledged messages, oldest first, a page at a time.
+pub fn page(store: &Store, q: &InboxQuery) -> Result<InboxPage, StoreError> {
+    let start = q.after.map_or(0, |a| a.saturating_add(1));
+    let mut page = InboxPage::default();
+    for entry in store.tree(T::Inbox).range(be(start)..) {
+        let (k, received) = entry?;
+        let cursor = k
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("an inbox key is not a u64".into()))?;
+        let Some(bytes) = store.get(T::Received, &received)? else {
+            continue;
+        };
+        let msg = decode(&bytes)?;
+        if q.from.as_ref().is_some_and(|f| *f != msg.from)
+            || q.message_type.is_some_and(|t| t != msg.message_type)
+        {
+            continue;
+        }
+        if page.messages.len() == q.limit {
+            page.next = page.messages.last().map(|(c, _)| *c);
+            break;
+        }
+        page.messages.push((cursor, msg));
+    }
+    Ok(page)
+}
+
+/// A received message by its sender and id.
+pub fn get(store: &Store, from: &OrgId, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
     store
-        .get(T::Received, id.as_bytes())?
+        .get(T::Received, &received_key(from, id))?
         .map(|b| decode(&b))
         .transpose()
 }

@@ -30,6 +30,11 @@ pub struct Receipt {
     pub received_at: DateTime<Utc>,
     /// The receiver's organisation identifier.
     pub receiver: String,
+    /// The sender's organisation identifier: message ids are the sender's own, so a
+    /// receipt names whose message it is. In the signed leaf when present; receipts of
+    /// receivers before sender-scoped ids have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
     /// Where this message sits in the batch the signature covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchProof>,
@@ -63,14 +68,25 @@ fn hash_parts(parts: &[&[u8]]) -> Hash {
     out
 }
 
-fn leaf_hash(message_id: &str, stored_hash: &str) -> Hash {
-    hash_parts(&[
-        &[0x00],
-        b"wijkpoort-receipt-leaf\n",
-        message_id.as_bytes(),
-        b"\n",
-        stored_hash.as_bytes(),
-    ])
+fn leaf_hash(sender: Option<&str>, message_id: &str, stored_hash: &str) -> Hash {
+    match sender {
+        None => hash_parts(&[
+            &[0x00],
+            b"wijkpoort-receipt-leaf\n",
+            message_id.as_bytes(),
+            b"\n",
+            stored_hash.as_bytes(),
+        ]),
+        Some(sender) => hash_parts(&[
+            &[0x00],
+            b"wijkpoort-receipt-leaf-v2\n",
+            sender.as_bytes(),
+            b"\n",
+            message_id.as_bytes(),
+            b"\n",
+            stored_hash.as_bytes(),
+        ]),
+    }
 }
 
 fn node_hash(left: &Hash, right: &Hash) -> Hash {
@@ -119,6 +135,8 @@ pub enum ReceiptError {
     OtherMessage(String),
     #[error("the receipt's hash does not match the message sent")]
     HashMismatch,
+    #[error("the receipt is for a message of {0}")]
+    OtherSender(String),
     #[error("the receipt's signature is not hex")]
     SignatureNotHex,
     #[error(transparent)]
@@ -171,6 +189,17 @@ impl Receipt {
         receiver: &str,
         signer: &Signer,
     ) -> Result<Vec<Receipt>, SigningError> {
+        Receipt::issue_batch_from(None, stored, receiver, signer)
+    }
+
+    /// As [`Receipt::issue_batch`], for messages of `sender` (named in each receipt and
+    /// in its signed leaf).
+    pub fn issue_batch_from(
+        sender: Option<&str>,
+        stored: &[(&str, &[u8])],
+        receiver: &str,
+        signer: &Signer,
+    ) -> Result<Vec<Receipt>, SigningError> {
         if stored.is_empty() {
             return Ok(Vec::new());
         }
@@ -178,7 +207,7 @@ impl Receipt {
         let leaves: Vec<Hash> = stored
             .iter()
             .zip(&hashes)
-            .map(|((id, _), h)| leaf_hash(id, h))
+            .map(|((id, _), h)| leaf_hash(sender, id, h))
             .collect();
         let (root, paths) = merkle(&leaves);
         let size = u32::try_from(stored.len()).map_err(|_| SigningError::BadSignature)?;
@@ -195,6 +224,7 @@ impl Receipt {
                 stored_hash,
                 received_at,
                 receiver: receiver.to_string(),
+                sender: sender.map(str::to_string),
                 batch: Some(BatchProof {
                     size,
                     index: index as u32,
@@ -223,7 +253,8 @@ impl Receipt {
     pub fn signed_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
         match &self.batch {
             Some(proof) => {
-                let root = root_from_path(leaf_hash(&self.message_id, &self.stored_hash), proof)?;
+                let leaf = leaf_hash(self.sender.as_deref(), &self.message_id, &self.stored_hash);
+                let root = root_from_path(leaf, proof)?;
                 Ok(batch_bytes(
                     &root,
                     proof.size,
@@ -253,6 +284,14 @@ impl Receipt {
             return Err(ReceiptError::HashMismatch);
         }
         self.signed_bytes()
+    }
+
+    /// Checks that a receipt that names a sender names `sender`.
+    pub fn check_sender(&self, sender: &str) -> Result<(), ReceiptError> {
+        match &self.sender {
+            Some(s) if s != sender => Err(ReceiptError::OtherSender(s.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that this receipt is for exactly `sent` and signed by the holder of
@@ -290,6 +329,7 @@ mod tests {
     fn a_receipt_signed_on_its_own_by_an_older_receiver_still_verifies() {
         let (signer, cert) = signer();
         let mut r = Receipt {
+            sender: None,
             message_id: "msg-1".into(),
             stored_hash: sha256_hex(b"envelope"),
             received_at: Utc::now(),

@@ -393,8 +393,10 @@ fn store_batch(
             }
         };
         let from = &c.envelope.from;
-        let earlier = new.iter().position(|n| n.envelope.id == c.envelope.id);
-        let same = match (earlier, inbox::load(tx, &c.envelope.id)?) {
+        let earlier = new
+            .iter()
+            .position(|n| n.envelope.id == c.envelope.id && n.envelope.from == *from);
+        let same = match (earlier, inbox::load(tx, from, &c.envelope.id)?) {
             (Some(i), _) => (new[i].envelope.from == *from && new[i].hash == c.hash)
                 .then_some(Decision::Stored(i)),
             (None, Some(existing)) => (existing.from == *from
@@ -430,7 +432,13 @@ fn store_batch(
         .iter()
         .map(|c| (c.envelope.id.as_str(), c.bytes.as_slice()))
         .collect();
-    let receipts = Receipt::issue_batch(&stored, by.local.identity.as_str(), &by.local.signer)
+    let sender = actor_org(actor);
+    let receipts = Receipt::issue_batch_from(
+        sender.as_deref(),
+        &stored,
+        by.local.identity.as_str(),
+        &by.local.signer,
+    )
         .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
     for (c, receipt) in new.into_iter().zip(&receipts) {
         store_new(tx, c, receipt.clone(), actor, by)?;
@@ -446,6 +454,14 @@ fn store_batch(
                 .ok_or_else(|| Refusal::internal("a receipt is missing")),
         })
         .collect())
+}
+
+/// The organisation of a peer actor: the sender of every message in its batch.
+fn actor_org(actor: &Actor) -> Option<String> {
+    match actor {
+        Actor::Peer { organisation, .. } => Some(organisation.clone()),
+        _ => None,
+    }
 }
 
 /// Writes one new message, its consent effect and its audit records.

@@ -562,7 +562,7 @@ async fn deliver(
     let mut statements: Vec<(Vec<u8>, String)> = Vec::new();
     let mut outcomes = Vec::with_capacity(msgs.len());
     for (m, a) in msgs.iter().zip(answer.results) {
-        let o = outcome(&peer.name, m, a);
+        let o = outcome(&peer.name, &relay.local.identity, m, a);
         if let Ok((receipt, statement)) = &o {
             if !statements
                 .iter()
@@ -604,12 +604,16 @@ async fn deliver(
 /// something to retry.
 fn outcome(
     peer: &PeerName,
+    own: &OrgId,
     m: &SentMessage,
     a: ItemAnswer,
 ) -> Result<(Receipt, Vec<u8>), DeliveryError> {
     let peer = peer.clone();
     match (a.receipt, a.refusal) {
-        (Some(receipt), _) => match receipt.statement_for(&m.id, m.envelope.as_bytes()) {
+        (Some(receipt), _) => match receipt
+            .check_sender(own.as_str())
+            .and_then(|()| receipt.statement_for(&m.id, m.envelope.as_bytes()))
+        {
             Ok(statement) => Ok((receipt, statement)),
             Err(source) => Err(DeliveryError::InvalidReceipt { peer, source }),
         },

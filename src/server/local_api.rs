@@ -7,8 +7,9 @@
 //! | --- | --- |
 //! | `POST /v1/messages` | submit a message for a peer; `202` once durably queued |
 //! | `GET /v1/messages/{id}` | status, attempts, last error, receipt |
-//! | `GET /v1/inbox` | received, unacknowledged messages |
-//! | `POST /v1/inbox/{id}/ack` | acknowledge a received message |
+//! | `GET /v1/inbox?after=&limit=&from=&type=` | received, unacknowledged messages, a page at a time |
+//! | `GET /v1/inbox/{from}/{id}` | one received message, by its sender and the sender's id |
+//! | `POST /v1/inbox/{from}/{id}/ack` | acknowledge a received message |
 //! | `POST /v1/consents` | record a consent (practice) |
 //! | `POST /v1/consents/{id}/withdraw` | withdraw it; peers are told |
 //! | `GET /v1/consents?bsn=…` | a child's consents and their status |
@@ -34,6 +35,7 @@ use crate::chain::{Actor, Event, Outcome};
 use crate::consent::ConsentRequest;
 use crate::consent_desk::ConsentDesk;
 use crate::error::{Code, Refusal};
+use crate::identity::OrgId;
 use crate::local::Local;
 use crate::message::Bsn;
 use crate::send::SendPath;
@@ -173,14 +175,41 @@ impl LocalApi {
             }
             (Method::GET, ["v1", "stats"]) => Ok(json(200, &self.stats.snapshot())),
             (Method::GET, ["v1", "inbox"]) => {
-                let messages = inbox::unacknowledged(&self.store, 1000)?;
-                let view: Vec<_> = messages.iter().map(inbox_view).collect();
-                Ok(json(200, &json!({ "messages": view })))
+                let query = inbox_query(req.uri().query())?;
+                let page = inbox::page(&self.store, &query)?;
+                let view: Vec<_> = page
+                    .messages
+                    .iter()
+                    .map(|(cursor, m)| inbox_view(*cursor, m))
+                    .collect();
+                Ok(json(
+                    200,
+                    &json!({ "messages": view, "next_cursor": page.next.map(|c| c.to_string()) }),
+                ))
             }
-            (Method::POST, ["v1", "inbox", id, "ack"]) => {
+            (Method::GET, ["v1", "inbox", from, id]) => {
+                let from = OrgId::new(*from);
+                let msg = inbox::get(&self.store, &from, id)?
+                    .ok_or_else(|| Refusal::not_found("received message"))?;
+                let cursor = msg
+                    .inbox_key
+                    .as_deref()
+                    .and_then(|k| k.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or_default();
+                let mut view = inbox_view(cursor, &msg);
+                view["acknowledged_at"] = json!(msg.acknowledged_at);
+                view["acknowledged_by"] = json!(msg.acknowledged_by);
+                Ok(json(200, &view))
+            }
+            (Method::POST, ["v1", "inbox", from, id, "ack"]) => {
                 let user = user(&req)?;
-                self.acknowledge(id, &user).await?;
-                Ok(json(200, &json!({"id": id, "status": "acknowledged"})))
+                let from = OrgId::new(*from);
+                self.acknowledge(&from, id, &user).await?;
+                Ok(json(
+                    200,
+                    &json!({"from": from, "id": id, "status": "acknowledged"}),
+                ))
             }
             _ => Err(Refusal::new(
                 Code::NoSuchEndpoint,
@@ -193,14 +222,15 @@ impl LocalApi {
         }
     }
 
-    async fn acknowledge(&self, id: &str, user: &str) -> Result<(), Refusal> {
+    async fn acknowledge(&self, from: &OrgId, id: &str, user: &str) -> Result<(), Refusal> {
         let id = id.to_string();
+        let from = from.clone();
         let user = user.to_string();
         let local = self.local.clone();
         self.store
             .commit(move |tx| {
-                let msg =
-                    inbox::load(tx, &id)?.ok_or_else(|| Refusal::not_found("received message"))?;
+                let msg = inbox::load(tx, &from, &id)?
+                    .ok_or_else(|| Refusal::not_found("received message"))?;
                 if msg.acknowledged_at.is_some() {
                     return Ok(());
                 }
@@ -216,7 +246,7 @@ impl LocalApi {
                         .peer(&msg.from)
                         .consent(msg.consent_id.as_deref()),
                 );
-                inbox::acknowledge(tx, msg, &user)?;
+                inbox::acknowledge(tx, msg, &user, local.clock.now())?;
                 Ok(())
             })
             .await
@@ -303,10 +333,53 @@ fn status_view(msg: &outbox::SentMessage) -> serde_json::Value {
     })
 }
 
-fn inbox_view(msg: &inbox::ReceivedMessage) -> serde_json::Value {
+/// Most messages one inbox page holds, and the page size when the caller names none.
+const INBOX_PAGE_MAX: usize = 1000;
+const INBOX_PAGE_DEFAULT: usize = 100;
+
+/// `GET /v1/inbox?after=CURSOR&limit=N&from=ORG&type=TYPE`.
+fn inbox_query(query: Option<&str>) -> Result<inbox::InboxQuery, Refusal> {
+    let bad = |field: &str, why: &str| {
+        Refusal::new(Code::InvalidField, format!("{field}: {why}")).field(field.to_string())
+    };
+    let mut q = inbox::InboxQuery {
+        limit: INBOX_PAGE_DEFAULT,
+        ..Default::default()
+    };
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "after" => {
+                q.after = Some(
+                    v.parse()
+                        .map_err(|_| bad("after", "not a cursor from an earlier page"))?,
+                )
+            }
+            "limit" => {
+                let n: usize = v.parse().map_err(|_| bad("limit", "not a number"))?;
+                if n == 0 || n > INBOX_PAGE_MAX {
+                    return Err(bad("limit", "must be 1 to 1000"));
+                }
+                q.limit = n;
+            }
+            "from" => q.from = Some(OrgId::new(v)),
+            "type" => {
+                q.message_type = Some(
+                    v.parse()
+                        .map_err(|_| bad("type", "not a message type"))?,
+                )
+            }
+            _ => return Err(bad(k, "unknown parameter (after, limit, from, type)")),
+        }
+    }
+    Ok(q)
+}
+
+fn inbox_view(cursor: u64, msg: &inbox::ReceivedMessage) -> serde_json::Value {
     let envelope: serde_json::Value =
         serde_json::from_str(&msg.envelope).unwrap_or(serde_json::Value::Null);
     json!({
+        "cursor": cursor.to_string(),
         "id": msg.id,
         "type": msg.message_type,
         "from": msg.from,
