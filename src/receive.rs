@@ -525,3 +525,6 @@ fn store_new(
     );
     inbox::store(tx, received)
 }
+
+#[cfg(test)]
+mod tests;
