@@ -82,6 +82,8 @@ pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod store;
+#[cfg(test)]
+mod test_parts;
 pub mod tls;
 pub mod wire;
 

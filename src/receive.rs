@@ -541,3 +541,6 @@ fn store_new(
     );
     inbox::store(tx, received)
 }
+
+#[cfg(test)]
+mod tests;

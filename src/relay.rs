@@ -732,3 +732,6 @@ fn backoff(settings: &RelaySettings, failures: u32) -> Duration {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
     ceiling / 2 + ceiling / 2 * u32::from(byte[0]) / 255
 }
+
+#[cfg(test)]
+mod tests;

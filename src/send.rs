@@ -424,3 +424,6 @@ pub fn queue(
         status: Status::Queued.as_str(),
     })
 }
+
+#[cfg(test)]
+mod tests;
