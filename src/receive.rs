@@ -439,7 +439,7 @@ fn store_batch(
         by.local.identity.as_str(),
         &by.local.signer,
     )
-        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
+    .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
     for (c, receipt) in new.into_iter().zip(&receipts) {
         store_new(tx, c, receipt.clone(), actor, by)?;
     }

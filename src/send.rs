@@ -221,6 +221,10 @@ impl SendPath {
             )
             .map_err(|r| fail(r.into()))?;
         envelope.put_content(content);
+        // The record and its audit trail name the child only if the child is still
+        // named in what leaves: an anonymous consultation, whose subject the policy
+        // drops, is filed under no one.
+        let subject = envelope.bsn().map(|b| self.pseudonymiser.pseudonym(&b));
         message::validate(&envelope)
         .and_then(|()| message::check_anonymous(&envelope))
         .map_err(|e| {
@@ -244,7 +248,7 @@ impl SendPath {
             .sign(&bytes)
             .map_err(|e| fail(Refusal::new(Code::SigningFailed, e.to_string())))?;
         Ok(Prepared {
-            subject: bsn.as_ref().map(|b| self.pseudonymiser.pseudonym(b)),
+            subject,
             bsn,
             envelope,
             bytes,

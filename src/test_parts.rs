@@ -17,20 +17,20 @@ use crate::config::{Peer, PeerName, Peers, Role};
 use crate::consent::{
     registry, Child, ConsentEvent, ConsentRecord, ConsentRequest, Performer, PerformerRole, Scope,
 };
+use crate::dev::pki::{Authority, LeafSpec};
 use crate::identity::OrgId;
 use crate::local::Local;
 use crate::message::{Bsn, MessageType};
 use crate::minimise::{Minimiser, Policy};
 use crate::outbox::Wakers;
-use crate::pki::{Authority, LeafSpec};
 use crate::pseudonym::Pseudonymiser;
 use crate::receive::ReceivePath;
 use crate::send::SendPath;
 use crate::signing::Signer;
 use crate::store::{Store, T};
 
-pub(crate) const PRACTICE_ID: &str = crate::pki::DEV_PRACTICE_ID;
-pub(crate) const WIJKTEAM_ID: &str = crate::pki::DEV_WIJKTEAM_ID;
+pub(crate) const PRACTICE_ID: &str = crate::dev::pki::DEV_PRACTICE_ID;
+pub(crate) const WIJKTEAM_ID: &str = crate::dev::pki::DEV_WIJKTEAM_ID;
 /// A second wijkteam the practice is configured to reach.
 pub(crate) const OTHER_WIJKTEAM_ID: &str = "00000001000000002000";
 /// An organisation with a certificate from the same CA that no gateway here knows.

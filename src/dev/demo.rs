@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::client::LocalApiClient;
 use crate::dev::devkit::{self, Addresses};
+use crate::dev::pki::{DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 use crate::gateway::{bind, Listeners, RunningGateway};
 use crate::store::Durability;
 use crate::{Config, StartError};
@@ -193,7 +194,7 @@ pub async fn run() -> Result<(), StartError> {
     if !inbox.iter().any(|m| m["id"] == json!(referral_id)) {
         return Err(err("the referral did not arrive in the wijkteam inbox"));
     }
-    acknowledge(&mut case_system, &referral_id).await?;
+    acknowledge(&mut case_system, DEV_PRACTICE_ID, &referral_id).await?;
 
     step(
         &mut n,
@@ -221,7 +222,7 @@ pub async fn run() -> Result<(), StartError> {
     if !inbox.iter().any(|m| m["id"] == json!(feedback_id)) {
         return Err(err("the feedback did not arrive in the practice inbox"));
     }
-    acknowledge(&mut his, &feedback_id).await?;
+    acknowledge(&mut his, DEV_WIJKTEAM_ID, &feedback_id).await?;
 
     step(
         &mut n,
@@ -363,9 +364,9 @@ async fn show_inbox(client: &mut LocalApiClient) -> Result<Vec<Value>, StartErro
     Ok(messages)
 }
 
-async fn acknowledge(client: &mut LocalApiClient, id: &str) -> Result<(), StartError> {
+async fn acknowledge(client: &mut LocalApiClient, from: &str, id: &str) -> Result<(), StartError> {
     let (code, _) = client
-        .post(&format!("/v1/inbox/{id}/ack"), &json!({}))
+        .post(&format!("/v1/inbox/{from}/{id}/ack"), &json!({}))
         .await
         .map_err(err)?;
     println!("    acknowledged {id} ({code})");

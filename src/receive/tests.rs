@@ -5,7 +5,7 @@ use chrono::Days;
 use serde_json::{json, Map, Value};
 
 use super::*;
-use crate::identity::{identify, IdentityError};
+use crate::identity::{identify, IdentityError, OrgId};
 use crate::message::SCHEMA_VERSION;
 use crate::store::T;
 use crate::test_parts::{bsn, Parts, Party, Pki, BSN, PRACTICE_ID, STRANGER_ID, WIJKTEAM_ID};
@@ -25,6 +25,24 @@ fn scene() -> Scene {
         practice: pki.party(PRACTICE_ID),
         stranger: pki.party(STRANGER_ID),
     }
+}
+
+fn practice_org() -> OrgId {
+    OrgId::new(PRACTICE_ID)
+}
+
+/// The messages waiting in the inbox (a first page of up to 10).
+fn waiting(store: &Store) -> Vec<ReceivedMessage> {
+    let query = inbox::InboxQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    inbox::page(store, &query)
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect()
 }
 
 fn caller(party: &Party) -> Caller {
@@ -146,7 +164,9 @@ async fn a_signed_referral_from_a_peer_is_stored_once_with_a_verifiable_receipt(
         .verify("msg-1", &bytes, &s.wijkteam.me.cert)
         .expect("the receipt verifies against the wijkteam's certificate");
     assert_eq!(receipt.receiver, WIJKTEAM_ID);
-    let stored = inbox::get(&s.wijkteam.store, "msg-1").unwrap().unwrap();
+    let stored = inbox::get(&s.wijkteam.store, &practice_org(), "msg-1")
+        .unwrap()
+        .unwrap();
     assert_eq!(
         stored.envelope.as_bytes(),
         bytes.as_slice(),
@@ -156,7 +176,7 @@ async fn a_signed_referral_from_a_peer_is_stored_once_with_a_verifiable_receipt(
     assert_eq!(stored.receipt, receipt);
     assert_eq!(stored.subject, Some(s.wijkteam.pseudonym(BSN)));
     assert_eq!(stored.consent_id.as_deref(), Some("c-1"));
-    let waiting = inbox::unacknowledged(&s.wijkteam.store, 10).unwrap();
+    let waiting = waiting(&s.wijkteam.store);
     assert_eq!(waiting.len(), 1);
     assert_eq!(inbox::received_total(&s.wijkteam.store).unwrap(), 1);
     // The consent travels with it and is mirrored here.
@@ -190,10 +210,7 @@ async fn the_same_bytes_again_get_the_first_receipt_and_are_not_stored_twice() {
     let again = again.into_iter().next().unwrap().unwrap();
     assert_eq!(again, first, "the first receipt, not a new one");
     assert_eq!(inbox::received_total(&s.wijkteam.store).unwrap(), 1);
-    assert_eq!(
-        inbox::unacknowledged(&s.wijkteam.store, 10).unwrap().len(),
-        1
-    );
+    assert_eq!(waiting(&s.wijkteam.store).len(), 1);
     assert_eq!(received_records(&s.wijkteam, "msg-1"), 1);
 }
 
@@ -211,7 +228,9 @@ async fn other_content_under_a_received_id_is_refused_as_duplicate_id() {
 
     let refusal = results.into_iter().next().unwrap().unwrap_err();
     assert_eq!(refusal.code, Code::DuplicateId);
-    let stored = inbox::get(&s.wijkteam.store, "msg-1").unwrap().unwrap();
+    let stored = inbox::get(&s.wijkteam.store, &practice_org(), "msg-1")
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.envelope.as_bytes(), first_bytes.as_slice());
     let refused = s
         .wijkteam
@@ -399,10 +418,18 @@ async fn a_batch_is_answered_in_order_and_only_its_good_messages_are_stored() {
     assert_eq!(r4.unwrap_err().code, Code::WrongRecipient);
 
     let store = &s.wijkteam.store;
-    assert!(inbox::get(store, "msg-1").unwrap().is_some());
-    assert!(inbox::get(store, "msg-2").unwrap().is_none());
-    assert!(inbox::get(store, "msg-3").unwrap().is_some());
-    assert!(inbox::get(store, "msg-4").unwrap().is_none());
+    assert!(inbox::get(store, &practice_org(), "msg-1")
+        .unwrap()
+        .is_some());
+    assert!(inbox::get(store, &practice_org(), "msg-2")
+        .unwrap()
+        .is_none());
+    assert!(inbox::get(store, &practice_org(), "msg-3")
+        .unwrap()
+        .is_some());
+    assert!(inbox::get(store, &practice_org(), "msg-4")
+        .unwrap()
+        .is_none());
     assert_eq!(inbox::received_total(store).unwrap(), 2);
     assert_eq!(received_records(&s.wijkteam, "msg-1"), 1);
     assert_eq!(received_records(&s.wijkteam, "msg-3"), 1);

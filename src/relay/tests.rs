@@ -9,7 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::receipt::ReceiptError;
 use crate::test_parts::{
-    closed_port, raw, referral_submission, Parts, Pki, BSN, USER, WIJKTEAM_ID,
+    closed_port, raw, referral_submission, Parts, Pki, BSN, PRACTICE_ID, USER, WIJKTEAM_ID,
 };
 use crate::wire::ItemAnswer;
 
@@ -50,7 +50,7 @@ fn sent(id: &str, envelope: &str) -> SentMessage {
 }
 
 fn receipt_for(id: &str, bytes: &[u8]) -> Receipt {
-    let (signer, _) = crate::pki::test_credentials();
+    let (signer, _) = crate::dev::pki::test_credentials();
     Receipt::issue(id, bytes, WIJKTEAM_ID, &signer).unwrap()
 }
 
@@ -134,7 +134,7 @@ fn a_receipt_for_exactly_the_message_sent_is_a_delivery() {
         receipt: Some(receipt.clone()),
         ..ItemAnswer::default()
     };
-    let (got, statement) = outcome(&wijkteam(), &m, answer).unwrap();
+    let (got, statement) = outcome(&wijkteam(), &OrgId::new(PRACTICE_ID), &m, answer).unwrap();
     assert_eq!(got, receipt);
     assert_eq!(statement, receipt.signed_bytes().unwrap());
 }
@@ -147,7 +147,7 @@ fn a_receipt_for_another_message_is_an_invalid_receipt() {
         ..ItemAnswer::default()
     };
     assert_eq!(
-        outcome(&wijkteam(), &m, answer).unwrap_err(),
+        outcome(&wijkteam(), &OrgId::new(PRACTICE_ID), &m, answer).unwrap_err(),
         DeliveryError::InvalidReceipt {
             peer: wijkteam(),
             source: ReceiptError::OtherMessage("msg-2".into()),
@@ -163,7 +163,7 @@ fn a_receipt_for_other_bytes_is_an_invalid_receipt() {
         ..ItemAnswer::default()
     };
     assert_eq!(
-        outcome(&wijkteam(), &m, answer).unwrap_err(),
+        outcome(&wijkteam(), &OrgId::new(PRACTICE_ID), &m, answer).unwrap_err(),
         DeliveryError::InvalidReceipt {
             peer: wijkteam(),
             source: ReceiptError::HashMismatch,
@@ -175,7 +175,13 @@ fn a_receipt_for_other_bytes_is_an_invalid_receipt() {
 fn a_4xx_refusal_is_final() {
     let m = sent("msg-1", "{}");
     for status in [400, 403, 409, 413, 422] {
-        let e = outcome(&wijkteam(), &m, refused_with(Some(status))).unwrap_err();
+        let e = outcome(
+            &wijkteam(),
+            &OrgId::new(PRACTICE_ID),
+            &m,
+            refused_with(Some(status)),
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             DeliveryError::Refused {
@@ -191,7 +197,13 @@ fn a_4xx_refusal_is_final() {
 #[test]
 fn a_refusal_without_a_status_counts_as_422() {
     let m = sent("msg-1", "{}");
-    let e = outcome(&wijkteam(), &m, refused_with(None)).unwrap_err();
+    let e = outcome(
+        &wijkteam(),
+        &OrgId::new(PRACTICE_ID),
+        &m,
+        refused_with(None),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, DeliveryError::Refused { status: 422, .. }),
         "{e:?}"
@@ -202,7 +214,13 @@ fn a_refusal_without_a_status_counts_as_422() {
 fn a_408_429_or_5xx_answer_is_retried() {
     let m = sent("msg-1", "{}");
     for status in [408, 429, 500, 502, 503] {
-        let e = outcome(&wijkteam(), &m, refused_with(Some(status))).unwrap_err();
+        let e = outcome(
+            &wijkteam(),
+            &OrgId::new(PRACTICE_ID),
+            &m,
+            refused_with(Some(status)),
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             DeliveryError::NotNow {
@@ -219,7 +237,13 @@ fn a_408_429_or_5xx_answer_is_retried() {
 fn an_answer_with_neither_receipt_nor_refusal_is_no_answer() {
     let m = sent("msg-1", "{}");
     assert_eq!(
-        outcome(&wijkteam(), &m, ItemAnswer::default()).unwrap_err(),
+        outcome(
+            &wijkteam(),
+            &OrgId::new(PRACTICE_ID),
+            &m,
+            ItemAnswer::default()
+        )
+        .unwrap_err(),
         DeliveryError::NoAnswer {
             peer: wijkteam(),
             id: "msg-1".into(),

@@ -392,7 +392,6 @@ async fn a_consultation_goes_without_consent_and_without_subject() {
 }
 
 #[tokio::test]
-#[ignore = "bug: prepare() takes the pseudonym from the BSN before minimisation, so an anonymous consultation is filed under the child in the outbox and the audit log"]
 async fn a_consultation_leaves_no_pseudonym_of_the_child_in_the_outbox_or_the_audit_log() {
     let parts = Parts::practice(&Pki::new());
 

@@ -346,7 +346,11 @@ fn inbox_query(query: Option<&str>) -> Result<inbox::InboxQuery, Refusal> {
         limit: INBOX_PAGE_DEFAULT,
         ..Default::default()
     };
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "after" => {
@@ -364,10 +368,7 @@ fn inbox_query(query: Option<&str>) -> Result<inbox::InboxQuery, Refusal> {
             }
             "from" => q.from = Some(OrgId::new(v)),
             "type" => {
-                q.message_type = Some(
-                    v.parse()
-                        .map_err(|_| bad("type", "not a message type"))?,
-                )
+                q.message_type = Some(v.parse().map_err(|_| bad("type", "not a message type"))?)
             }
             _ => return Err(bad(k, "unknown parameter (after, limit, from, type)")),
         }

@@ -2,6 +2,7 @@
 //! a gateway killed with SIGKILL, and a clean stop on SIGTERM.
 
 use wijkpoort::audit::Event;
+use wijkpoort::dev::pki::DEV_PRACTICE_ID;
 use wijkpoort::store::{Store, T};
 
 use crate::util::*;
@@ -273,7 +274,10 @@ async fn a_practice_stopped_right_after_a_delivery_has_recorded_it() {
     let started = std::time::Instant::now();
     while !ids.iter().all(|id| {
         store
-            .get(T::Received, id.as_bytes())
+            .get(
+                T::Received,
+                &[DEV_PRACTICE_ID.as_bytes(), &[0], id.as_bytes()].concat(),
+            )
             .ok()
             .flatten()
             .is_some()

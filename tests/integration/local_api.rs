@@ -189,7 +189,7 @@ async fn asking_the_status_of_an_unknown_message_is_a_404() {
     assert_eq!(code, 404, "{answer}");
     assert_eq!(answer["error"], "not_found");
     let (code, _) = his
-        .post("/v1/inbox/msg-unknown/ack", &json!({}))
+        .post("/v1/inbox/00000001003214345000/msg-unknown/ack", &json!({}))
         .await
         .unwrap();
     assert_eq!(code, 404);

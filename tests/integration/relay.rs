@@ -2,6 +2,7 @@
 //! inbox, with a receipt the sender can verify; relaying is idempotent.
 
 use wijkpoort::audit::Event;
+use wijkpoort::dev::pki::DEV_PRACTICE_ID;
 use wijkpoort::receipt::Receipt;
 
 use crate::util::*;
@@ -21,7 +22,9 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
         .unwrap();
     let at_wijkteam = store(&wijkteam);
     assert_eq!(inbox_entries(at_wijkteam), vec![id.clone()]);
-    let received = wijkpoort::inbox::get(at_wijkteam, &id).unwrap().unwrap();
+    let received = wijkpoort::inbox::get(at_wijkteam, &DEV_PRACTICE_ID.into(), &id)
+        .unwrap()
+        .unwrap();
     assert_eq!(received.envelope, sent.envelope);
     assert_eq!(audit_count(at_wijkteam, Event::MessageReceived, &id), 1);
 
@@ -59,7 +62,10 @@ async fn a_referral_from_the_practice_arrives_once_at_the_wijkteam_with_a_verifi
 
     // Acknowledging takes it out of the inbox, audited with the acting user.
     let (code, _) = case_system
-        .post(&format!("/v1/inbox/{id}/ack"), &serde_json::json!({}))
+        .post(
+            &format!("/v1/inbox/{DEV_PRACTICE_ID}/{id}/ack"),
+            &serde_json::json!({}),
+        )
         .await
         .unwrap();
     assert_eq!(code, 200);
@@ -185,7 +191,9 @@ async fn a_different_message_reusing_a_received_id_is_refused_and_the_first_is_k
     assert_eq!(b.body["error"], "duplicate_id");
     let store = store(&wijkteam);
     assert_eq!(inbox_entries(store), vec!["ref-reused".to_string()]);
-    let kept = wijkpoort::inbox::get(store, "ref-reused").unwrap().unwrap();
+    let kept = wijkpoort::inbox::get(store, &DEV_PRACTICE_ID.into(), "ref-reused")
+        .unwrap()
+        .unwrap();
     assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
     let refusal = wait_for_refusal(store, Event::MessageRefused, "duplicate_id").await;
     assert_eq!(refusal.event.message_id.as_deref(), Some("ref-reused"));
@@ -310,7 +318,9 @@ async fn a_batch_receipt_covers_only_the_messages_stored_from_it() {
     );
     let store = store(&wijkteam);
     assert_eq!(audit_count(store, Event::MessageReceived, "ref-new"), 1);
-    let kept = wijkpoort::inbox::get(store, "ref-kept").unwrap().unwrap();
+    let kept = wijkpoort::inbox::get(store, &DEV_PRACTICE_ID.into(), "ref-kept")
+        .unwrap()
+        .unwrap();
     assert_eq!(kept.envelope.as_bytes(), first.to_bytes().as_slice());
 
     wijkteam.stop().await.unwrap();
