@@ -2,6 +2,9 @@
 //! works through. A message enters it only as a whole (record, queue entry and audit
 //! records in one commit) and leaves the queue only in the commit that records its
 //! final status, so a crash at any moment leaves it either queued or finished.
+//!
+//! It owns the sent-message record, its queue keys and the relays' wakers; deciding
+//! what may be queued is the send path's, delivering it the relay's.
 
 use std::collections::HashMap;
 use std::sync::Arc;

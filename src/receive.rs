@@ -7,7 +7,8 @@
 //! [`ReceivePath`] holds what these checks need: who this gateway is ([`Local`]), its
 //! peers and what each may send, the minimiser (the receive-side policy check), the
 //! pseudonymiser and the store. The listener (`crate::server::listener`) hands it a
-//! [`Caller`] and the batch; it knows nothing of HTTP.
+//! [`Caller`] and the batch; it knows nothing of HTTP, and never sees the API token, the
+//! outbox or the relays.
 
 use std::sync::Arc;
 

@@ -16,7 +16,8 @@
 //! [`SendPath`] holds what these steps need and nothing more: who this gateway is
 //! ([`Local`]), the peers it may address, the minimiser, the pseudonymiser, the store
 //! and the relays' wakers. It knows nothing of HTTP (the local API calls it) nor of how
-//! messages are delivered (the relay reads the outbox it fills).
+//! messages are delivered (the relay reads the outbox it fills); it never sees the API
+//! token, the TLS configs or the inbox.
 
 use std::sync::Arc;
 

@@ -17,6 +17,11 @@
 //! flush and one fdatasync acknowledge every job that was waiting. `flush_async` is never
 //! used: in sled 0.34 it can hang when several callers use it at once.
 //!
+//! The store owns its trees, their keys and the commit point. What an audit record is
+//! and how records are chained is [`crate::chain`]'s (the committer calls it); what the
+//! records mean to an auditor is [`crate::audit`]'s, above the store. It knows nothing
+//! of messages, consents or peers beyond the bytes it is handed.
+//!
 //! A group whose durability step fails poisons the store: the gateway can no longer
 //! promise anything is on disk, so every later commit fails with [`StoreError::Poisoned`]
 //! and the operator must restart it.

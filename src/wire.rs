@@ -1,7 +1,7 @@
 //! The listener's wire format, shared by both ends: the auditor's path prefix, and what the sending gateway's relay posts
 //! to `POST /v1/relay/batch` and what the receiving gateway's listener answers. Each
 //! envelope travels as its exact signed bytes (a raw JSON value), so neither side
-//! re-encodes what the signature covers.
+//! re-encodes what the signature covers. Types and limits only: no I/O, no checks.
 
 use std::borrow::Cow;
 
