@@ -51,11 +51,26 @@ pub enum Command {
     /// The auditor's commands: query, report, verify and export the audit and consent logs,
     /// offline on a stopped gateway's store or online over mTLS.
     Audit(Box<crate::audit::cli::AuditArgs>),
+    /// The store of a stopped gateway.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Certificates.
     #[cfg(feature = "dev")]
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Bring the store to this build's format (stop the gateway and back the store up
+    /// first); a gateway refuses to start on an older store and names this command.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -86,6 +101,9 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
             drop(runtime);
             std::process::exit(code)
         }
+        Command::Store {
+            command: StoreCommand::Migrate { config },
+        } => migrate(&config),
         #[cfg(feature = "dev")]
         Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
         #[cfg(feature = "dev")]
@@ -95,6 +113,23 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
             command: CertsCommand::Dev { out },
         } => crate::dev::certs_dev(&out).map_err(|e| StartError::Other(e.to_string())),
     }
+}
+
+fn migrate(path: &std::path::Path) -> Result<(), StartError> {
+    let config = crate::Config::load(path)?;
+    let done = crate::migrate::migrate(&config).map_err(|e| StartError::Other(e.to_string()))?;
+    println!(
+        "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier",
+        config.store_dir.display(),
+        done.from_version,
+        crate::store::FORMAT_VERSION,
+        done.received_messages,
+        done.consent_recipients
+    );
+    for name in &done.unknown_recipients {
+        println!("  consent recipient {name:?} is no configured peer; kept as it was");
+    }
+    Ok(())
 }
 
 async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {

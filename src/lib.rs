@@ -71,6 +71,7 @@ pub mod identity;
 pub mod inbox;
 pub mod local;
 pub mod message;
+pub mod migrate;
 pub mod minimise;
 pub mod outbox;
 pub mod pseudonym;

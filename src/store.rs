@@ -137,6 +137,33 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the audit chain: {0}")]
     Chain(#[from] ChainError),
+    #[error("the store at {path} was written by an older wijkpoort (store format {found}; this build uses {FORMAT_VERSION}): stop the gateway, back the store up, and run `wijkpoort store migrate --config FILE`")]
+    OldFormat { path: PathBuf, found: u32 },
+    #[error("the store at {path} was written by a newer wijkpoort (store format {found}; this build reads {FORMAT_VERSION}); run that version")]
+    NewerFormat { path: PathBuf, found: u32 },
+}
+
+/// The store's format version, kept under [`FORMAT_KEY`] in the meta tree.
+///
+/// - 1 (no key): received messages keyed by message id; consent recipients by peer name.
+/// - 2: received messages keyed by sender, 0, message id (ids are the sender's own);
+///   consent recipients by the peer's organisation identifier.
+pub const FORMAT_VERSION: u32 = 2;
+/// The meta key of the format version (u32, big-endian).
+pub const FORMAT_KEY: &[u8] = b"format_version";
+
+/// The format version a store's trees say they are in: the recorded one, 1 for a store
+/// written before versions were recorded, `None` for an empty store.
+pub fn format_of(trees: &[sled::Tree]) -> Result<Option<u32>, StoreError> {
+    if let Some(v) = trees[T::Meta.index()].get(FORMAT_KEY)? {
+        let bytes: [u8; 4] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("the format version is not a u32".into()))?;
+        return Ok(Some(u32::from_be_bytes(bytes)));
+    }
+    let empty = T::ALL.iter().all(|t| trees[t.index()].is_empty());
+    Ok((!empty).then_some(1))
 }
 
 /// One pending write: a tree, a key, and the new value (`None` removes the key).
@@ -263,6 +290,24 @@ impl Store {
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()?;
+        match format_of(&trees)? {
+            None => {
+                trees[T::Meta.index()].insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(found) if found < FORMAT_VERSION => {
+                return Err(StoreError::OldFormat {
+                    path: dir.to_path_buf(),
+                    found,
+                })
+            }
+            Some(found) => {
+                return Err(StoreError::NewerFormat {
+                    path: dir.to_path_buf(),
+                    found,
+                })
+            }
+        }
         let chain = resume_chain(&trees)?;
         let log_file = File::open(dir.join("db"))?;
         // The directory entry of a freshly created store must be durable too.
@@ -296,7 +341,8 @@ impl Store {
         })
     }
 
-    /// Opens a stopped gateway's store for reading (the auditor's offline mode).
+    /// Opens a stopped gateway's store for reading (the auditor's offline mode). Any format
+    /// version: the audit and consent trees read the same in every one.
     pub fn open_read_only(dir: &Path) -> Result<ReadOnlyStore, StoreError> {
         if !dir.join("db").exists() {
             return Err(StoreError::Open {
@@ -398,6 +444,58 @@ pub struct ReadOnlyStore {
 impl ReadOnlyStore {
     pub fn tree(&self, tree: T) -> &sled::Tree {
         &self.trees[tree.index()]
+    }
+}
+
+/// A stopped gateway's store opened for a format migration: the raw trees, written
+/// directly (no committer, no audit chain), then made durable with [`Upgrade::finish`].
+pub struct Upgrade {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    dir: PathBuf,
+}
+
+impl Upgrade {
+    pub fn open(dir: &Path) -> Result<Upgrade, StoreError> {
+        if !dir.join("db").exists() {
+            return Err(StoreError::Open {
+                path: dir.to_path_buf(),
+                source: sled::Error::Unsupported("no wijkpoort store in this directory".into()),
+            });
+        }
+        let db = open_db(dir)?;
+        let trees = T::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Upgrade {
+            db,
+            trees,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn tree(&self, tree: T) -> &sled::Tree {
+        &self.trees[tree.index()]
+    }
+
+    /// The store's format version (see [`format_of`]).
+    pub fn format(&self) -> Result<Option<u32>, StoreError> {
+        format_of(&self.trees)
+    }
+
+    /// Applies `writes` and the new format version in one transaction, then makes the
+    /// store durable (flush, fdatasync of the log).
+    pub fn finish(self, mut writes: Vec<Write>) -> Result<(), StoreError> {
+        writes.push((
+            T::Meta,
+            FORMAT_KEY.to_vec(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec()),
+        ));
+        apply_writes(&self.trees, &writes)?;
+        self.db.flush()?;
+        File::open(self.dir.join("db"))?.sync_data()?;
+        Ok(())
     }
 }
 
@@ -556,34 +654,7 @@ impl Committer {
 
     /// Applies a group's writes in one sled transaction across all trees.
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        // A sled transaction costs per tree it spans, so span only the trees written.
-        let mut touched: Vec<T> = Vec::new();
-        for (t, _, _) in writes {
-            if !touched.contains(t) {
-                touched.push(*t);
-            }
-        }
-        let trees: Vec<&sled::Tree> = touched.iter().map(|t| &self.trees[t.index()]).collect();
-        let slot = |t: &T| touched.iter().position(|x| x == t).unwrap_or(0);
-        trees
-            .as_slice()
-            .transaction(|views| {
-                for (t, k, v) in writes {
-                    let view = &views[slot(t)];
-                    match v {
-                        Some(v) => view.insert(k.as_slice(), v.as_slice())?,
-                        None => view.remove(k.as_slice())?,
-                    };
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => StoreError::Sled(e),
-                TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
-            })
+        apply_writes(&self.trees, writes)
     }
 
     /// THE COMMIT POINT. Nothing is reported as accepted before this returns `Ok`.
@@ -625,6 +696,39 @@ impl Committer {
         self.synced_blobs = present;
         Ok(())
     }
+}
+
+/// Applies writes in one sled transaction, spanning only the trees written (a sled
+/// transaction costs per tree it spans).
+fn apply_writes(trees: &[sled::Tree], writes: &[Write]) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    // A sled transaction costs per tree it spans, so span only the trees written.
+    let mut touched: Vec<T> = Vec::new();
+    for (t, _, _) in writes {
+        if !touched.contains(t) {
+            touched.push(*t);
+        }
+    }
+    let spanned: Vec<&sled::Tree> = touched.iter().map(|t| &trees[t.index()]).collect();
+    let slot = |t: &T| touched.iter().position(|x| x == t).unwrap_or(0);
+    spanned
+        .as_slice()
+        .transaction(|views| {
+            for (t, k, v) in writes {
+                let view = &views[slot(t)];
+                match v {
+                    Some(v) => view.insert(k.as_slice(), v.as_slice())?,
+                    None => view.remove(k.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            TransactionError::Storage(e) => StoreError::Sled(e),
+            TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
+        })
 }
 
 /// Big-endian bytes of a sequence number, so that sled's byte order is numeric order.

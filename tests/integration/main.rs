@@ -16,4 +16,5 @@ mod listener_refusals;
 mod local_api;
 mod minimisation;
 mod relay;
+mod store_format;
 mod util;

@@ -1,0 +1,106 @@
+//! `wijkpoort store migrate`: brings a stopped gateway's store to this build's format
+//! ([`crate::store::FORMAT_VERSION`]). A gateway refuses to start on a store of an older
+//! format and names this command, so that a change of layout is always a deliberate
+//! step the operator takes after a backup, never something done silently at start.
+//!
+//! From format 1 to 2 (sender-scoped message ids):
+//! - each received message moves from key `id` to `sender, 0, id`, and its inbox entry
+//!   points at the new key;
+//! - each consent recipient moves from `consent, 0, peer name` to `consent, 0, peer
+//!   organisation identifier`, by the peers in the config; a name the config no longer
+//!   lists is kept as it was and reported (its peer can no longer be told).
+//!
+//! Everything moves in one transaction, then the store is flushed and synced; the audit
+//! chain is not touched, so `audit verify` gives the same answer before and after.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::store::{key, StoreError, Upgrade, Write, FORMAT_VERSION, T};
+
+/// What a migration did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Migrated {
+    pub from_version: u32,
+    pub received_messages: usize,
+    pub consent_recipients: usize,
+    /// Consent recipients whose peer name the config no longer lists.
+    pub unknown_recipients: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store is already in format {FORMAT_VERSION}; nothing to do")]
+    Current,
+    #[error("the store is empty; a gateway starting on it writes format {FORMAT_VERSION}")]
+    Empty,
+    #[error("the store is in format {0}, newer than this build's {FORMAT_VERSION}")]
+    Newer(u32),
+}
+
+/// Migrates the store of `config` (its gateway must be stopped).
+pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
+    let store = Upgrade::open(&config.store_dir)?;
+    let from_version = match store.format()? {
+        None => return Err(MigrateError::Empty),
+        Some(v) if v == FORMAT_VERSION => return Err(MigrateError::Current),
+        Some(v) if v > FORMAT_VERSION => return Err(MigrateError::Newer(v)),
+        Some(v) => v,
+    };
+    let mut writes: Vec<Write> = Vec::new();
+    let mut report = Migrated {
+        from_version,
+        ..Migrated::default()
+    };
+
+    // Received messages: id → sender, 0, id.
+    let mut moved: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    for entry in store.tree(T::Received).iter() {
+        let (old, value) = entry.map_err(StoreError::from)?;
+        if old.contains(&0) {
+            continue; // already scoped by sender
+        }
+        let msg = crate::inbox::decode(&value)?;
+        let new = key(&[msg.from.as_str().as_bytes(), msg.id.as_bytes()]);
+        writes.push((T::Received, old.to_vec(), None));
+        writes.push((T::Received, new.clone(), Some(value.to_vec())));
+        moved.insert(old.to_vec(), new);
+        report.received_messages += 1;
+    }
+    for entry in store.tree(T::Inbox).iter() {
+        let (k, target) = entry.map_err(StoreError::from)?;
+        if let Some(new) = moved.get(target.as_ref()) {
+            writes.push((T::Inbox, k.to_vec(), Some(new.clone())));
+        }
+    }
+
+    // Consent recipients: consent, 0, peer name → consent, 0, organisation identifier.
+    for entry in store.tree(T::ConsentRecipients).iter() {
+        let (k, _) = entry.map_err(StoreError::from)?;
+        let Some(split) = k.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        let (consent, peer) = (&k[..split], &k[split + 1..]);
+        let peer = String::from_utf8_lossy(peer).into_owned();
+        if config.peers.by_identity(&peer).is_some() {
+            continue; // already an identifier
+        }
+        match config.peers.by_name(&peer) {
+            Some(p) => {
+                writes.push((T::ConsentRecipients, k.to_vec(), None));
+                writes.push((
+                    T::ConsentRecipients,
+                    key(&[consent, p.identity.as_str().as_bytes()]),
+                    Some(Vec::new()),
+                ));
+                report.consent_recipients += 1;
+            }
+            None => report.unknown_recipients.push(peer),
+        }
+    }
+    store.finish(writes)?;
+    Ok(report)
+}
