@@ -51,6 +51,14 @@ pub enum Command {
     /// The auditor's commands: query, report, verify and export the audit and consent logs,
     /// offline on a stopped gateway's store or online over mTLS.
     Audit(Box<crate::audit::cli::AuditArgs>),
+    /// Ask a running gateway to reload its config file (peers, auditors, relay settings,
+    /// minimisation policy), as SIGHUP does; prints what changed, or why nothing did.
+    Reload {
+        /// The running gateway's config file (its local API address and token are read
+        /// from it).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// The store of a stopped gateway.
     Store {
         #[command(subcommand)]
@@ -104,6 +112,7 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         Command::Store {
             command: StoreCommand::Migrate { config },
         } => migrate(&config),
+        Command::Reload { config } => runtime.block_on(reload(config)),
         #[cfg(feature = "dev")]
         Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
         #[cfg(feature = "dev")]
@@ -141,7 +150,51 @@ async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {
     } else {
         crate::store::Durability::Synced
     };
-    crate::gateway::run(config, listeners, durability, shutdown_signal()).await
+    let gateway = crate::gateway::Gateway::open(config, durability)?;
+    let reloader = gateway.reloader();
+    tokio::spawn(reload_on_sighup(reloader));
+    gateway.serve(listeners, shutdown_signal()).await
+}
+
+/// Reloads the configuration on every SIGHUP; the gateway logs the outcome.
+async fn reload_on_sighup(reloader: crate::reload::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `wijkpoort reload`");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        let _ = reloader.reload().await;
+    }
+}
+
+/// `wijkpoort reload`: asks the running gateway of `path` through its local API.
+async fn reload(path: PathBuf) -> Result<(), StartError> {
+    let config = crate::Config::load(&path)?;
+    let mut client =
+        crate::client::LocalApiClient::new(config.local_api, &config.api_token, "wijkpoort reload");
+    let (code, answer) = client
+        .post("/v1/reload", &serde_json::json!({}))
+        .await
+        .map_err(|e| {
+            StartError::Other(format!(
+                "cannot reach the gateway's local API at {}: {e}",
+                config.local_api
+            ))
+        })?;
+    if code == 200 {
+        println!("reloaded: {}", answer["changes"]);
+        Ok(())
+    } else {
+        Err(StartError::Other(format!(
+            "reload refused ({code}): {}",
+            answer["message"].as_str().unwrap_or("no reason given")
+        )))
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -166,7 +166,7 @@ impl PartialEq<str> for PeerName {
 }
 
 /// A peer gateway, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub name: PeerName,
     pub identity: OrgId,
@@ -176,7 +176,7 @@ pub struct Peer {
     pub may_send: Vec<MessageType>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelaySettings {
     pub max_age: Duration,
     pub initial_backoff: Duration,

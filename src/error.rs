@@ -79,6 +79,8 @@ pub enum Code {
     StoreUnavailable,
     SigningFailed,
     Internal,
+    /// A configuration reload was refused; the running configuration stays.
+    ReloadRefused,
 }
 
 impl Code {
@@ -119,6 +121,7 @@ impl Code {
             Code::StoreUnavailable => "store_unavailable",
             Code::SigningFailed => "signing_failed",
             Code::Internal => "internal",
+            Code::ReloadRefused => "reload_refused",
         }
     }
 

@@ -13,6 +13,15 @@
 //! | [`LocalApi`] | API token, send path, consent desk, store, stats |
 //! | [`Listener`] | TLS server config, receive path, audit service, store, local |
 //!
+//! A reload ([`crate::reload`]: SIGHUP, `POST /v1/reload`, `wijkpoort reload`) reads and
+//! validates the whole config file again; only if all of it is good does it replace the
+//! peers (relays are started for new peers, stopped for removed ones, restarted for
+//! changed ones), the auditors, the relay settings and the minimisation policy. What
+//! cannot change in a running gateway (its role and identity, store, secret, addresses,
+//! token, its own certificate and key, the trust anchors) makes the reload refuse with
+//! the field named. A removed peer's queued messages stay queued and visible; they are
+//! delivered if the peer is configured again.
+//!
 //! Shutdown follows mini-redis: a `watch` signal reaches every task; servers stop
 //! accepting and let open connections finish their request; relays stop between
 //! attempts. The drain is bounded by [`GRACE`]. Last, the gateway audits its own stop and
@@ -29,9 +38,11 @@ use tokio::task::JoinSet;
 
 use crate::chain::{Event, Outcome};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Peer, PeerName, Peers, RelaySettings};
 use crate::consent_desk::ConsentDesk;
 use crate::error::StartError;
+use crate::identity::OrgId;
+use crate::live::Live;
 use crate::local::Local;
 use crate::message::Bsn;
 use crate::minimise::Minimiser;
@@ -39,6 +50,7 @@ use crate::outbox::Wakers;
 use crate::pseudonym::Pseudonymiser;
 use crate::receive::ReceivePath;
 use crate::relay::Relay;
+use crate::reload::{ReloadError, ReloadRequest, Reloaded, Reloader};
 use crate::send::SendPath;
 use crate::server::audit::AuditService;
 use crate::server::listener::Listener;
@@ -57,8 +69,105 @@ pub struct Gateway {
     stats: Stats,
     local_api: LocalApi,
     listener: Listener,
-    relays: Vec<Relay>,
-    peers: usize,
+    relays: RelaySet,
+    /// What a reload may replace, and the running config it is checked against.
+    live: LiveParts,
+    reloader: Reloader,
+    reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
+}
+
+/// The parts of the config a reload replaces, shared with the parts that read them.
+struct LiveParts {
+    config: Config,
+    peers: Live<Peers>,
+    auditors: Live<Vec<OrgId>>,
+    minimiser: Live<Minimiser>,
+}
+
+/// The running relays, one per configured peer, and what each is built from.
+struct RelaySet {
+    running: Vec<RunningRelay>,
+    settings: RelaySettings,
+    client_tls: Arc<rustls::ClientConfig>,
+    store: Store,
+    wakers: Wakers,
+    local: Arc<Local>,
+    counters: Arc<Counters>,
+    tasks: JoinSet<()>,
+}
+
+struct RunningRelay {
+    peer: Peer,
+    stop: watch::Sender<bool>,
+}
+
+impl RelaySet {
+    fn start(&mut self, peer: Peer) {
+        let (stop, stopped) = watch::channel(false);
+        let relay = Relay::new(
+            peer.clone(),
+            self.settings.clone(),
+            self.client_tls.clone(),
+            self.store.clone(),
+            self.wakers.waker(&peer.name),
+            self.local.clone(),
+            self.counters.clone(),
+        );
+        self.tasks.spawn(relay.run(stopped));
+        self.running.push(RunningRelay { peer, stop });
+    }
+
+    /// Stops the relay of `name`; it records its last round's outcomes on the way out.
+    fn stop(&mut self, name: &PeerName) {
+        if let Some(i) = self.running.iter().position(|r| r.peer.name == *name) {
+            let _ = self.running.remove(i).stop.send(true);
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for r in self.running.drain(..) {
+            let _ = r.stop.send(true);
+        }
+    }
+
+    /// Brings the relays in line with `peers` and `settings`.
+    fn apply(&mut self, peers: &Peers, settings: &RelaySettings) -> Reloaded {
+        let mut done = Reloaded {
+            relay_settings_changed: *settings != self.settings,
+            ..Reloaded::default()
+        };
+        self.settings = settings.clone();
+        let names: Vec<PeerName> = self.running.iter().map(|r| r.peer.name.clone()).collect();
+        for name in names {
+            let old = self
+                .running
+                .iter()
+                .find(|r| r.peer.name == name)
+                .map(|r| r.peer.clone());
+            match (old, peers.by_name(name.as_str())) {
+                (Some(_), None) => {
+                    self.stop(&name);
+                    done.peers_removed.push(name);
+                }
+                (Some(old), Some(new)) if old != *new || done.relay_settings_changed => {
+                    self.stop(&name);
+                    self.start(new.clone());
+                    if old != *new {
+                        done.peers_changed.push(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for peer in peers.iter() {
+            if !self.running.iter().any(|r| r.peer.name == peer.name) {
+                self.start(peer.clone());
+                done.peers_added.push(peer.name.clone());
+            }
+        }
+        while self.tasks.try_join_next().is_some() {}
+        done
+    }
 }
 
 impl Gateway {
@@ -90,13 +199,15 @@ impl Gateway {
         // The minimisation HMAC gets its own key, derived from the gateway's secret.
         let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &config.secret);
         let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
-        let minimiser = Arc::new(Minimiser::new(
+        let minimiser = Live::new(Minimiser::new(
             config.policy.clone(),
             minimisation_key.as_ref(),
         ));
         let pseudonymiser = Pseudonymiser::new(&config.secret);
-        let peers = Arc::new(config.peers.clone());
-        let wakers = Wakers::for_peers(peers.iter().map(|p| &p.name));
+        let peers = Live::new(config.peers.clone());
+        let auditors = Live::new(config.auditors.clone());
+        let wakers = Wakers::for_peers(config.peers.iter().map(|p| &p.name));
+        let (reloader, reloads) = Reloader::new();
 
         let send = SendPath::new(
             local.clone(),
@@ -116,25 +227,21 @@ impl Gateway {
             local.clone(),
             peers.clone(),
             store.clone(),
-            minimiser,
+            minimiser.clone(),
             pseudonymiser.clone(),
         );
-        let relays = peers
-            .iter()
-            .map(|peer| {
-                Relay::new(
-                    peer.clone(),
-                    config.relay.clone(),
-                    client_tls.clone(),
-                    store.clone(),
-                    wakers.waker(&peer.name),
-                    local.clone(),
-                    counters.clone(),
-                )
-            })
-            .collect();
+        let relays = RelaySet {
+            running: Vec::new(),
+            settings: config.relay.clone(),
+            client_tls,
+            store: store.clone(),
+            wakers,
+            local: local.clone(),
+            counters: counters.clone(),
+            tasks: JoinSet::new(),
+        };
         let audit = AuditService::new(
-            config.auditors.clone(),
+            auditors.clone(),
             pseudonymiser.clone(),
             store.clone(),
             local.clone(),
@@ -147,6 +254,7 @@ impl Gateway {
             store.clone(),
             local.clone(),
             stats.clone(),
+            reloader.clone(),
         );
         let listener = Listener::new(
             server_tls,
@@ -164,8 +272,20 @@ impl Gateway {
             local_api,
             listener,
             relays,
-            peers: peers.len(),
+            live: LiveParts {
+                config,
+                peers,
+                auditors,
+                minimiser,
+            },
+            reloader,
+            reloads,
         })
+    }
+
+    /// The handle that asks this gateway to reload its configuration.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until `shutdown` completes, then drains and stops.
@@ -179,8 +299,9 @@ impl Gateway {
             store,
             local_api,
             listener,
-            relays,
-            peers,
+            mut relays,
+            mut live,
+            mut reloads,
             ..
         } = self;
         store
@@ -193,29 +314,52 @@ impl Gateway {
             identity = %local.identity,
             local_api = %listeners.local_api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             listener = %listeners.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            peers,
+            peers = live.config.peers.len(),
             "gateway started"
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for relay in relays {
-            tasks.spawn(relay.run(stop_rx.clone()));
+        for peer in live.config.peers.iter() {
+            relays.start(peer.clone());
         }
         tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
 
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(request) = reloads.recv() => {
+                    let outcome = reload(&mut live, &mut relays);
+                    match &outcome {
+                        Ok(done) => tracing::info!(
+                            added = done.peers_added.len(),
+                            removed = done.peers_removed.len(),
+                            changed = done.peers_changed.len(),
+                            "configuration reloaded"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "reload refused; the running configuration stays"),
+                    }
+                    let _ = request.reply.send(outcome);
+                }
+            }
+        }
         tracing::info!("stopping: draining connections and relays");
         let _ = stop_tx.send(true);
-        let drained =
-            tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+        relays.stop_all();
+        let drained = tokio::time::timeout(GRACE, async {
+            while tasks.join_next().await.is_some() {}
+            while relays.tasks.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!(
                 grace_secs = GRACE.as_secs(),
                 "some tasks did not stop in time; aborting them"
             );
             tasks.abort_all();
+            relays.tasks.abort_all();
         }
         store
             .commit_audit(vec![
@@ -229,6 +373,43 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Reads the config file again and, if all of it is valid and only what may change did,
+/// applies it; otherwise changes nothing.
+fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
+    let new = Config::load(&live.config.path)?;
+    let old = &live.config;
+    let fixed: [(&'static str, bool); 10] = [
+        ("role", new.role == old.role),
+        ("identity", new.identity == old.identity),
+        ("store_dir", new.store_dir == old.store_dir),
+        ("secret_key_file", new.secret == old.secret),
+        ("local_api.listen", new.local_api == old.local_api),
+        ("local_api.token_file", new.api_token == old.api_token),
+        ("listener.listen", new.listener == old.listener),
+        ("tls.cert", new.cert_chain == old.cert_chain),
+        (
+            "tls.key",
+            new.signer.public_key() == old.signer.public_key(),
+        ),
+        ("tls.trust_anchors", new.trust_anchors == old.trust_anchors),
+    ];
+    if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+        return Err(ReloadError::NeedsRestart { field });
+    }
+    let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &new.secret);
+    let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
+    live.minimiser.replace(Minimiser::new(
+        new.policy.clone(),
+        minimisation_key.as_ref(),
+    ));
+    live.peers.replace(new.peers.clone());
+    live.auditors.replace(new.auditors.clone());
+    let mut done = relays.apply(&new.peers, &new.relay);
+    done.auditors = new.auditors.len();
+    live.config = new;
+    Ok(done)
 }
 
 /// The two sockets a gateway serves on, bound before it starts (so that a test or the
@@ -253,18 +434,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Runs a gateway until `shutdown` completes, then drains and stops it.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    durability: Durability,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    Gateway::open(config, durability)?
-        .serve(listeners, shutdown)
-        .await
-}
-
 /// A gateway started in this process, for the demo, the benchmark and the tests: its
 /// addresses, and read access to its store and pseudonyms.
 pub struct RunningGateway {
@@ -274,6 +443,7 @@ pub struct RunningGateway {
     pseudonymiser: Pseudonymiser,
     stats: Stats,
     clock: Clock,
+    reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), StartError>>,
 }
@@ -306,6 +476,7 @@ impl RunningGateway {
         let store = gateway.store.clone();
         let pseudonymiser = gateway.pseudonymiser.clone();
         let stats = gateway.stats.clone();
+        let reloader = gateway.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listeners, async move {
             let _ = stopped.await;
@@ -317,6 +488,7 @@ impl RunningGateway {
             pseudonymiser,
             stats,
             clock,
+            reloader,
             stop: Some(stop),
             task,
         })
@@ -340,6 +512,11 @@ impl RunningGateway {
     /// The clock every part of this gateway reads.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Reloads the gateway's configuration from its file (as SIGHUP does).
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.reloader.reload().await
     }
 
     /// Stops the gateway and waits until its store is closed.

@@ -7,7 +7,7 @@
 //! what may be queued is the send path's, delivering it the relay's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -190,34 +190,41 @@ pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>,
 /// queued for, so a relay that found its queue empty does not wait for its next poll.
 #[derive(Clone, Default)]
 pub struct Wakers {
-    by_peer: Arc<HashMap<PeerName, Arc<Notify>>>,
+    by_peer: Arc<RwLock<HashMap<PeerName, Arc<Notify>>>>,
 }
 
 impl Wakers {
     /// One waker per peer, by the peer's configured name (the outbox's queue key).
     pub fn for_peers<'a>(names: impl IntoIterator<Item = &'a PeerName>) -> Wakers {
         Wakers {
-            by_peer: Arc::new(
+            by_peer: Arc::new(RwLock::new(
                 names
                     .into_iter()
                     .map(|n| (n.clone(), Arc::new(Notify::new())))
                     .collect(),
-            ),
+            )),
         }
     }
 
     /// Tells the relay for `peer` that its queue has work.
     pub fn wake(&self, peer: &PeerName) {
-        if let Some(n) = self.by_peer.get(peer) {
+        let found = match self.by_peer.read() {
+            Ok(map) => map.get(peer).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(peer).cloned(),
+        };
+        if let Some(n) = found {
             n.notify_one();
         }
     }
 
-    /// What the relay for `peer` waits on.
+    /// What the relay for `peer` waits on; a peer added by a reload gets one here.
     pub fn waker(&self, peer: &PeerName) -> Arc<Notify> {
-        self.by_peer
-            .get(peer)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Notify::new()))
+        let mut map = match self.by_peer.write() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(peer.clone())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
     }
 }

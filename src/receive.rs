@@ -21,6 +21,7 @@ use crate::consent::{
 };
 use crate::error::{Code, Refusal};
 use crate::inbox::{self, ReceivedMessage};
+use crate::live::Live;
 use crate::local::Local;
 use crate::message::{self, Envelope, MessageType};
 use crate::minimise::Minimiser;
@@ -38,9 +39,9 @@ pub struct Relayed {
 #[derive(Clone)]
 pub struct ReceivePath {
     local: Arc<Local>,
-    peers: Arc<Peers>,
+    peers: Live<Peers>,
     store: Store,
-    minimiser: Arc<Minimiser>,
+    minimiser: Live<Minimiser>,
     pseudonymiser: Pseudonymiser,
 }
 
@@ -59,9 +60,9 @@ type CheckResult = Result<Box<Checked>, Box<(Refusal, AuditEvent)>>;
 impl ReceivePath {
     pub fn new(
         local: Arc<Local>,
-        peers: Arc<Peers>,
+        peers: Live<Peers>,
         store: Store,
-        minimiser: Arc<Minimiser>,
+        minimiser: Live<Minimiser>,
         pseudonymiser: Pseudonymiser,
     ) -> ReceivePath {
         ReceivePath {
@@ -78,7 +79,7 @@ impl ReceivePath {
     pub fn knows(&self, caller: &Caller) -> bool {
         caller
             .organisation()
-            .is_some_and(|org| self.peers.by_identity(org).is_some())
+            .is_some_and(|org| self.peers.current().by_identity(org).is_some())
     }
 
     /// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is
@@ -173,8 +174,8 @@ impl ReceivePath {
                 format!("the client certificate names no organisation: {e}"),
             )
         })?;
-        let peer = self
-            .peers
+        let peers = self.peers.current();
+        let peer = peers
             .by_identity(&identity.organisation_id)
             .ok_or_else(|| {
                 Refusal::new(
@@ -235,6 +236,7 @@ impl ReceivePath {
         }
         message::validate(&envelope).map_err(Refusal::invalid)?;
         self.minimiser
+            .current()
             .check(envelope.message_type, &envelope.content())
             .map_err(Refusal::from)?;
         message::check_anonymous(&envelope)

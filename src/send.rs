@@ -28,6 +28,7 @@ use crate::chain::{Actor, Event, Outcome};
 use crate::config::{Peer, PeerName, Peers};
 use crate::consent::{self, registry, Exchange};
 use crate::error::{Code, Refusal};
+use crate::live::Live;
 use crate::local::Local;
 use crate::message::{self, Bsn, Envelope, MessageType, SCHEMA_VERSION};
 use crate::minimise::Minimiser;
@@ -67,9 +68,9 @@ pub struct Accepted {
 #[derive(Clone)]
 pub struct SendPath {
     local: Arc<Local>,
-    peers: Arc<Peers>,
+    peers: Live<Peers>,
     store: Store,
-    minimiser: Arc<Minimiser>,
+    minimiser: Live<Minimiser>,
     pseudonymiser: Pseudonymiser,
     wakers: Wakers,
 }
@@ -77,9 +78,9 @@ pub struct SendPath {
 impl SendPath {
     pub fn new(
         local: Arc<Local>,
-        peers: Arc<Peers>,
+        peers: Live<Peers>,
         store: Store,
-        minimiser: Arc<Minimiser>,
+        minimiser: Live<Minimiser>,
         pseudonymiser: Pseudonymiser,
         wakers: Wakers,
     ) -> SendPath {
@@ -93,9 +94,9 @@ impl SendPath {
         }
     }
 
-    /// The configured peers.
-    pub fn peers(&self) -> &Peers {
-        &self.peers
+    /// The configured peers, as the last reload left them.
+    pub fn peers(&self) -> Arc<Peers> {
+        self.peers.current()
     }
 
     /// Tells the relay for `peer` (by name) that its outbox has work.
@@ -168,10 +169,10 @@ impl SendPath {
         let about = Some((id.clone(), sub.message_type));
         let fail = |r: Refusal| (r, about.clone());
 
-        let peer = self
-            .peers
+        let peers = self.peers.current();
+        let peer = peers
             .by_name(&sub.to)
-            .or_else(|| self.peers.by_identity(&sub.to))
+            .or_else(|| peers.by_identity(&sub.to))
             .cloned()
             .ok_or_else(|| {
                 fail(
@@ -215,6 +216,7 @@ impl SendPath {
         let mut content = envelope.take_content();
         let changes = self
             .minimiser
+            .current()
             .apply(
                 envelope.message_type,
                 &mut content,

@@ -19,6 +19,7 @@ use crate::consent::{
 };
 use crate::dev::pki::{Authority, LeafSpec};
 use crate::identity::OrgId;
+use crate::live::Live;
 use crate::local::Local;
 use crate::message::{Bsn, MessageType};
 use crate::minimise::{Minimiser, Policy};
@@ -115,9 +116,9 @@ pub(crate) fn bsn(s: &str) -> Bsn {
 pub(crate) struct Parts {
     pub me: Party,
     pub local: Arc<Local>,
-    pub peers: Arc<Peers>,
+    pub peers: Live<Peers>,
     pub store: Store,
-    pub minimiser: Arc<Minimiser>,
+    pub minimiser: Live<Minimiser>,
     pub pseudonymiser: Pseudonymiser,
     pub wakers: Wakers,
     _dir: tempfile::TempDir,
@@ -137,9 +138,9 @@ impl Parts {
         Parts {
             me,
             local,
-            peers: Arc::new(Peers::new(peers)),
+            peers: Live::new(Peers::new(peers)),
             store,
-            minimiser: Arc::new(Minimiser::new(Policy::default_policy(), SECRET)),
+            minimiser: Live::new(Minimiser::new(Policy::default_policy(), SECRET)),
             pseudonymiser: Pseudonymiser::new(SECRET),
             wakers,
             _dir: dir,
@@ -202,7 +203,11 @@ impl Parts {
     }
 
     pub fn peer(&self, name: &str) -> Peer {
-        self.peers.by_name(name).expect("a configured peer").clone()
+        self.peers
+            .current()
+            .by_name(name)
+            .expect("a configured peer")
+            .clone()
     }
 
     pub fn today(&self) -> NaiveDate {

@@ -20,6 +20,7 @@ use crate::caller::Caller;
 use crate::chain::{Actor, Event, Outcome};
 use crate::error::{Code, Refusal};
 use crate::identity::OrgId;
+use crate::live::Live;
 use crate::local::Local;
 use crate::pseudonym::Pseudonymiser;
 use crate::store::Store;
@@ -29,7 +30,7 @@ pub use crate::wire::AUDIT_PREFIX as PREFIX;
 /// The auditor's routes of one gateway.
 #[derive(Clone)]
 pub struct AuditService {
-    auditors: Arc<Vec<OrgId>>,
+    auditors: Live<Vec<OrgId>>,
     pseudonymiser: Pseudonymiser,
     store: Store,
     local: Arc<Local>,
@@ -39,14 +40,14 @@ pub struct AuditService {
 
 impl AuditService {
     pub fn new(
-        auditors: Vec<OrgId>,
+        auditors: Live<Vec<OrgId>>,
         pseudonymiser: Pseudonymiser,
         store: Store,
         local: Arc<Local>,
         certificate: Option<Vec<u8>>,
     ) -> AuditService {
         AuditService {
-            auditors: Arc::new(auditors),
+            auditors,
             pseudonymiser,
             store,
             local,
@@ -59,7 +60,7 @@ impl AuditService {
     pub fn is_auditor(&self, caller: &Caller) -> bool {
         caller
             .organisation()
-            .is_some_and(|org| self.auditors.contains(org))
+            .is_some_and(|org| self.auditors.current().contains(org))
     }
 
     /// Answers one request under [`PREFIX`].

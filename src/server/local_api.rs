@@ -14,6 +14,7 @@
 //! | `POST /v1/consents/{id}/withdraw` | withdraw it; peers are told |
 //! | `GET /v1/consents?bsn=…` | a child's consents and their status |
 //! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
+//! | `POST /v1/reload` | reload the config file (peers, auditors, relay, policy), as SIGHUP does |
 //! | `GET /healthz` | liveness |
 
 use std::convert::Infallible;
@@ -38,6 +39,7 @@ use crate::error::{Code, Refusal};
 use crate::identity::OrgId;
 use crate::local::Local;
 use crate::message::Bsn;
+use crate::reload::Reloader;
 use crate::send::SendPath;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -56,6 +58,7 @@ pub struct LocalApi {
     store: Store,
     local: Arc<Local>,
     stats: Stats,
+    reloader: Reloader,
 }
 
 impl LocalApi {
@@ -66,6 +69,7 @@ impl LocalApi {
         store: Store,
         local: Arc<Local>,
         stats: Stats,
+        reloader: Reloader,
     ) -> LocalApi {
         LocalApi {
             token: Arc::new(Token::new(api_token)),
@@ -74,6 +78,7 @@ impl LocalApi {
             store,
             local,
             stats,
+            reloader,
         }
     }
 
@@ -174,6 +179,16 @@ impl LocalApi {
                 Ok(json(200, &json!({ "consents": consents })))
             }
             (Method::GET, ["v1", "stats"]) => Ok(json(200, &self.stats.snapshot())),
+            (Method::POST, ["v1", "reload"]) => {
+                let user = user(&req)?;
+                match self.reloader.reload().await {
+                    Ok(done) => {
+                        tracing::info!(user = %user, "reload asked through the local API");
+                        Ok(json(200, &json!({ "status": "reloaded", "changes": done })))
+                    }
+                    Err(e) => Err(Refusal::new(Code::ReloadRefused, e.to_string())),
+                }
+            }
             (Method::GET, ["v1", "inbox"]) => {
                 let query = inbox_query(req.uri().query())?;
                 let page = inbox::page(&self.store, &query)?;

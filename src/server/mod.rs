@@ -59,7 +59,8 @@ pub fn status(code: Code) -> StatusCode {
         | Code::ConsentInvalid
         | Code::ConsentMismatch
         | Code::Consent(_)
-        | Code::ConsentRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | Code::ConsentRequest(_)
+        | Code::ReloadRefused => StatusCode::UNPROCESSABLE_ENTITY,
         Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::SigningFailed | Code::Internal | Code::AuditQueryFailed => {
             StatusCode::INTERNAL_SERVER_ERROR
