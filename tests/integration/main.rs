@@ -16,5 +16,6 @@ mod listener_refusals;
 mod local_api;
 mod minimisation;
 mod relay;
+mod reload;
 mod store_format;
 mod util;
