@@ -1,5 +1,5 @@
 //! `wijkpoort demo`: the whole flow on one machine with no set-up. It writes a
-//! throw-away dev kit into a temporary directory, starts a practice and a wijkteam
+//! throw-away dev network into a temporary directory, starts two practices and a wijkteam
 //! gateway on loopback, and walks through the exchange, narrating each step. The child
 //! in the demo is fictitious; the narration shows ids and statuses, and the one place it
 //! shows message content is the inbox, to show what actually arrived.
@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::client::LocalApiClient;
-use crate::dev::devkit::{self, Addresses};
+use crate::dev::devkit::{self, NodeSpec, Role};
 use crate::dev::pki::{DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 use crate::gateway::{bind, Listeners, RunningGateway};
 use crate::store::Durability;
@@ -36,65 +36,67 @@ pub async fn run() -> Result<(), StartError> {
         "Generating a throw-away dev PKI, secrets and configs",
     );
     let any = "127.0.0.1:0".parse().map_err(err)?;
-    let (p_api, p_tls, w_api, w_tls) = (
-        bind(any).await?,
-        bind(any).await?,
-        bind(any).await?,
-        bind(any).await?,
-    );
-    let addr = |l: &tokio::net::TcpListener| l.local_addr().map_err(err);
-    let addrs = Addresses {
-        practice_api: addr(&p_api)?,
-        practice_listener: addr(&p_tls)?,
-        wijkteam_api: addr(&w_api)?,
-        wijkteam_listener: addr(&w_tls)?,
-    };
-    let kit = devkit::write(dir.path(), addrs, None).map_err(err)?;
-    println!("    dev kit in {}", kit.dir.display());
+    let mut sockets = Vec::new();
+    let mut nodes = Vec::new();
+    for (name, role, identity) in [
+        ("practice", Role::Practice, devkit::practice_id(0)),
+        ("practice-2", Role::Practice, devkit::practice_id(1)),
+        ("wijkteam", Role::Wijkteam, devkit::wijkteam_id(0)),
+    ] {
+        let (api, tls) = (bind(any).await?, bind(any).await?);
+        nodes.push(NodeSpec {
+            name: name.into(),
+            role,
+            identity,
+            api: api.local_addr().map_err(err)?,
+            listener: tls.local_addr().map_err(err)?,
+        });
+        sockets.push(Listeners {
+            local_api: api,
+            listener: tls,
+        });
+    }
+    let net = devkit::write_network(dir.path(), &nodes, None).map_err(err)?;
+    println!("    dev network in {}", net.dir.display());
     println!(
-        "    practice  {} (URA-like, certificate serialNumber)",
-        crate::dev::pki::DEV_PRACTICE_ID
+        "    practice    {} (URA-like, certificate serialNumber)",
+        DEV_PRACTICE_ID
     );
     println!(
-        "    wijkteam  {} (OIN-like, certificate serialNumber)",
-        crate::dev::pki::DEV_WIJKTEAM_ID
+        "    practice-2  {} (a second practice in the same municipality)",
+        devkit::practice_id(1)
+    );
+    println!(
+        "    wijkteam    {} (OIN-like, certificate serialNumber)",
+        DEV_WIJKTEAM_ID
     );
 
     step(
         &mut n,
-        "Starting the practice gateway and the wijkteam gateway on loopback",
+        "Starting two practice gateways and the wijkteam gateway on loopback",
     );
-    let practice_cfg = Config::load(&kit.practice_config)?;
-    let wijkteam_cfg = Config::load(&kit.wijkteam_config)?;
-    let practice = RunningGateway::start(
-        practice_cfg,
-        Listeners {
-            local_api: p_api,
-            listener: p_tls,
-        },
-        Durability::Synced,
-    )
-    .await?;
-    let wijkteam = RunningGateway::start(
-        wijkteam_cfg,
-        Listeners {
-            local_api: w_api,
-            listener: w_tls,
-        },
-        Durability::Synced,
-    )
-    .await?;
-    println!(
-        "    practice: local API http://{}, mTLS https://{}",
-        practice.local_api, practice.listener
-    );
-    println!(
-        "    wijkteam: local API http://{}, mTLS https://{}",
-        wijkteam.local_api, wijkteam.listener
-    );
+    let mut running = Vec::new();
+    for (node, listeners) in net.nodes.iter().zip(sockets) {
+        let gw = RunningGateway::start(Config::load(&node.config)?, listeners, Durability::Synced)
+            .await?;
+        println!(
+            "    {}: local API http://{}, mTLS https://{}",
+            node.spec.name, gw.local_api, gw.listener
+        );
+        running.push(gw);
+    }
+    let wijkteam = running.pop().ok_or_else(|| err("no wijkteam"))?;
+    let practice_2 = running.pop().ok_or_else(|| err("no second practice"))?;
+    let practice = running.pop().ok_or_else(|| err("no practice"))?;
+    let token = |name: &str| {
+        net.node(name)
+            .map(|n| n.token.clone())
+            .ok_or_else(|| err(format!("no node {name}")))
+    };
 
-    let mut his = LocalApiClient::new(practice.local_api, &kit.practice_token, "dr.jansen");
-    let mut case_system = LocalApiClient::new(wijkteam.local_api, &kit.wijkteam_token, "k.bakker");
+    let mut his = LocalApiClient::new(practice.local_api, &token("practice")?, "dr.jansen");
+    let mut his_2 = LocalApiClient::new(practice_2.local_api, &token("practice-2")?, "dr.smit");
+    let mut case_system = LocalApiClient::new(wijkteam.local_api, &token("wijkteam")?, "k.bakker");
 
     step(
         &mut n,
@@ -226,6 +228,72 @@ pub async fn run() -> Result<(), StartError> {
 
     step(
         &mut n,
+        "A second practice (user dr.smit) refers another child to the same wijkteam",
+    );
+    let other_bsn = "123456782";
+    let other_birth = today - chrono::Duration::days(8 * 365);
+    let consent_2 = json!({
+        "child": {"bsn": other_bsn, "birth_date": other_birth},
+        "performers": [{"role": "parent", "name": "J. Jansen"}],
+        "scope": {"types": ["referral", "feedback"], "recipient": DEV_WIJKTEAM_ID},
+        "valid_from": today,
+        "valid_until": today + chrono::Duration::days(365),
+        "evidence": "schriftelijk"
+    });
+    let (code, answer) = his_2.post("/v1/consents", &consent_2).await.map_err(err)?;
+    if code != 201 {
+        return Err(err(format!("consent refused ({code}): {answer}")));
+    }
+    let consent_2 = answer["consent_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("    consent {consent_2} recorded at practice-2 (WGBO under 12: parent)");
+    let referral_2 = json!({
+        "type": "referral",
+        "to": "wijkteam",
+        "consent_id": consent_2,
+        "subject": {"bsn": other_bsn, "birth_date": other_birth},
+        "body": {"request_for_help": "Zorgen over gedrag op school.", "urgency": "routine"}
+    });
+    let referral_2_id = submit(&mut his_2, &referral_2).await?;
+    wait_delivered(&mut his_2, &referral_2_id).await?;
+    let inbox = show_inbox(&mut case_system).await?;
+    let practice_2_id = devkit::practice_id(1);
+    if !inbox
+        .iter()
+        .any(|m| m["id"] == json!(referral_2_id) && m["from"] == json!(practice_2_id))
+    {
+        return Err(err("practice-2's referral did not arrive at the wijkteam"));
+    }
+    acknowledge(&mut case_system, &practice_2_id, &referral_2_id).await?;
+
+    step(
+        &mut n,
+        "The wijkteam's feedback goes to the practice that referred, and only there",
+    );
+    let feedback_2 = json!({
+        "type": "feedback",
+        "to": "practice-2",
+        "consent_id": consent_2,
+        "subject": {"bsn": other_bsn},
+        "body": {"referral_id": referral_2_id, "status": "received", "date": "2026-12-01"}
+    });
+    let feedback_2_id = submit(&mut case_system, &feedback_2).await?;
+    wait_delivered(&mut case_system, &feedback_2_id).await?;
+    let at_2 = show_inbox(&mut his_2).await?;
+    let at_1 = show_inbox(&mut his).await?;
+    if !at_2.iter().any(|m| m["id"] == json!(feedback_2_id)) {
+        return Err(err("the feedback did not arrive at practice-2"));
+    }
+    if at_1.iter().any(|m| m["id"] == json!(feedback_2_id)) {
+        return Err(err("practice-2's feedback arrived at the other practice"));
+    }
+    println!("    practice-2 has its feedback; the first practice's inbox holds nothing new");
+    acknowledge(&mut his_2, DEV_WIJKTEAM_ID, &feedback_2_id).await?;
+
+    step(
+        &mut n,
         "The mother withdraws the consent; the practice tells the wijkteam",
     );
     let (code, answer) = his
@@ -264,16 +332,20 @@ pub async fn run() -> Result<(), StartError> {
         return Err(err("feedback under a withdrawn consent was not refused"));
     }
 
-    step(&mut n, "Shutting both gateways down cleanly");
+    step(&mut n, "Shutting the three gateways down cleanly");
     practice.stop().await?;
+    practice_2.stop().await?;
     wijkteam.stop().await?;
-    println!("    both stores closed with a signed audit checkpoint");
+    println!("    every store closed with a signed audit checkpoint");
 
     step(
         &mut n,
         "The practice's privacy officer reads the audit log of the stopped gateway",
     );
-    let cfg = kit.practice_config.display().to_string();
+    let cfg = net
+        .node("practice")
+        .map(|n| n.config.display().to_string())
+        .ok_or_else(|| err("no practice"))?;
     println!("    $ wijkpoort audit --config practice.toml report --bsn {DEMO_BSN}");
     let report = [
         "--config",
