@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::client::LocalApiClient;
-use crate::dev::devkit::{self, Addresses};
+use crate::dev::devkit::{self, NodeSpec, Role};
 use crate::error::StartError;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,9 +31,12 @@ pub struct BenchOptions {
     /// Approximate size of each referral's free text, in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Durable commits (fdatasync) at both gateways. `off` is for comparison only.
+    /// Durable commits (fdatasync) at every gateway. `off` is for comparison only.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub durability: String,
+    /// Practice gateways driving the one wijkteam (the submitters are spread over them).
+    #[arg(long, default_value_t = 1)]
+    pub practices: usize,
 }
 
 fn err(e: impl std::fmt::Display) -> StartError {
@@ -42,7 +45,7 @@ fn err(e: impl std::fmt::Display) -> StartError {
 
 /// A gateway child process, killed if the benchmark stops early.
 struct Gateway {
-    name: &'static str,
+    name: String,
     child: Child,
 }
 
@@ -54,7 +57,7 @@ impl Drop for Gateway {
 }
 
 impl Gateway {
-    fn start(name: &'static str, config: &Path, durable: bool) -> Result<Gateway, StartError> {
+    fn start(name: String, config: &Path, durable: bool) -> Result<Gateway, StartError> {
         let exe = std::env::current_exe().map_err(err)?;
         let mut cmd = Command::new(exe);
         cmd.arg("serve").arg("--config").arg(config);
@@ -141,70 +144,118 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// One practice of the run: its gateway, its address and token, its consents.
+struct Practice {
+    gateway: Gateway,
+    api: std::net::SocketAddr,
+    token: String,
+    consents: Vec<(&'static str, String)>,
+}
+
 pub async fn run(o: BenchOptions) -> Result<(), StartError> {
     let durable = o.durability == "on";
+    let practices_n = o.practices.max(1);
     let dir = tempfile::tempdir().map_err(err)?;
-    let addrs = Addresses {
-        practice_api: free_port()?,
-        practice_listener: free_port()?,
-        wijkteam_api: free_port()?,
-        wijkteam_listener: free_port()?,
-    };
-    let kit = devkit::write(dir.path(), addrs, None).map_err(err)?;
-    let wijkteam = Gateway::start("wijkteam", &kit.wijkteam_config, durable)?;
-    let practice = Gateway::start("practice", &kit.practice_config, durable)?;
-    wait_healthy(addrs.wijkteam_api, &kit.wijkteam_token).await?;
-    wait_healthy(addrs.practice_api, &kit.practice_token).await?;
+    let mut nodes = Vec::new();
+    for i in 0..practices_n {
+        nodes.push(NodeSpec {
+            name: if practices_n == 1 {
+                "practice".into()
+            } else {
+                format!("practice-{}", i + 1)
+            },
+            role: Role::Practice,
+            identity: devkit::practice_id(i),
+            api: free_port()?,
+            listener: free_port()?,
+        });
+    }
+    nodes.push(NodeSpec {
+        name: "wijkteam".into(),
+        role: Role::Wijkteam,
+        identity: devkit::wijkteam_id(0),
+        api: free_port()?,
+        listener: free_port()?,
+    });
+    let net = devkit::write_network(dir.path(), &nodes, None).map_err(err)?;
+    let (w_node, p_nodes) = net.nodes.split_last().ok_or_else(|| err("no nodes"))?;
+    let wijkteam = Gateway::start("wijkteam".into(), &w_node.config, durable)?;
+    let mut practices = Vec::new();
+    for node in p_nodes {
+        practices.push(Practice {
+            gateway: Gateway::start(node.spec.name.clone(), &node.config, durable)?,
+            api: node.spec.api,
+            token: node.token.clone(),
+            consents: Vec::new(),
+        });
+    }
+    wait_healthy(w_node.spec.api, &w_node.token).await?;
+    for p in &practices {
+        wait_healthy(p.api, &p.token).await?;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = [practice.memory_mb("VmRSS:"), wijkteam.memory_mb("VmRSS:")];
+    let idle_rss_w = wijkteam.memory_mb("VmRSS:");
+    let idle_rss_p: Vec<f64> = practices
+        .iter()
+        .map(|p| p.gateway.memory_mb("VmRSS:"))
+        .collect();
 
-    // One consent per child; the submitters cycle over a few children.
-    let mut his = LocalApiClient::new(addrs.practice_api, &kit.practice_token, "bench");
+    // One consent per child at each practice; the submitters cycle over a few children.
     let today = chrono::Local::now().date_naive();
     let children = ["111222333", "123456782", "100000009", "999999990"];
-    let mut consents = Vec::new();
-    for bsn in children {
-        let (code, answer) = his
-            .post(
-                "/v1/consents",
-                &json!({
-                    "child": {"bsn": bsn, "birth_date": today - chrono::Duration::days(8 * 365)},
-                    "performers": [{"role": "parent", "name": "ouder"}],
-                    "scope": {"types": ["referral", "feedback"], "recipient": crate::dev::pki::DEV_WIJKTEAM_ID},
-                    "valid_from": today, "valid_until": today + chrono::Duration::days(30),
-                    "evidence": "benchmark"
-                }),
-            )
-            .await
-            .map_err(err)?;
-        if code != 201 {
-            return Err(err(format!(
-                "recording a consent failed ({code}): {answer}"
-            )));
+    for p in &mut practices {
+        let mut his = LocalApiClient::new(p.api, &p.token, "bench");
+        for bsn in children {
+            let (code, answer) = his
+                .post(
+                    "/v1/consents",
+                    &json!({
+                        "child": {"bsn": bsn, "birth_date": today - chrono::Duration::days(8 * 365)},
+                        "performers": [{"role": "parent", "name": "ouder"}],
+                        "scope": {"types": ["referral", "feedback"], "recipient": w_node.spec.identity},
+                        "valid_from": today, "valid_until": today + chrono::Duration::days(30),
+                        "evidence": "benchmark"
+                    }),
+                )
+                .await
+                .map_err(err)?;
+            if code != 201 {
+                return Err(err(format!(
+                    "recording a consent failed ({code}): {answer}"
+                )));
+            }
+            p.consents.push((
+                bsn,
+                answer["consent_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
         }
-        consents.push((
-            bsn,
-            answer["consent_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        ));
     }
 
     let ticks = ticks_per_second();
-    let cpu_before = [practice.cpu_seconds(ticks), wijkteam.cpu_seconds(ticks)];
+    let cpu_before_w = wijkteam.cpu_seconds(ticks);
+    let cpu_before_p: Vec<f64> = practices
+        .iter()
+        .map(|p| p.gateway.cpu_seconds(ticks))
+        .collect();
     let own_cpu_before = cpu_seconds(std::process::id(), ticks);
-    let stats_before = stats(&mut his).await?;
-    let mut case_system = LocalApiClient::new(addrs.wijkteam_api, &kit.wijkteam_token, "bench");
+    let mut his_stats = Vec::new();
+    for p in &practices {
+        his_stats.push(stats(&mut LocalApiClient::new(p.api, &p.token, "bench")).await?);
+    }
+    let mut case_system = LocalApiClient::new(w_node.spec.api, &w_node.token, "bench");
     let w_before = stats(&mut case_system).await?;
     let text = "Ouders vragen hulp bij slaapproblemen. ".repeat(o.size / 40 + 1);
     println!(
-        "wijkpoort bench: {} messages, {} concurrent submitters, ~{} B free text, durability {}",
+        "wijkpoort bench: {} messages, {} concurrent submitters over {} practice(s) into one wijkteam, ~{} B free text, durability {}",
         o.messages,
         o.concurrency,
+        practices_n,
         text.len(),
         if durable {
-            "ON (flush + fdatasync at both gateways)"
+            "ON (flush + fdatasync at every gateway)"
         } else {
             "OFF (comparison only: NOT durable)"
         }
@@ -215,11 +266,13 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..o.concurrency {
         let count = o.messages / o.concurrency + usize::from(s < o.messages % o.concurrency);
-        let mut client = LocalApiClient::new(addrs.practice_api, &kit.practice_token, "bench");
-        let (bsn, consent_id) = consents[s % consents.len()].clone();
+        let at = s % practices_n;
+        let p = &practices[at];
+        let mut client = LocalApiClient::new(p.api, &p.token, "bench");
+        let (bsn, consent_id) = p.consents[(s / practices_n) % p.consents.len()].clone();
         let text = text.clone();
         submitters.spawn(async move {
-            let mut results: Vec<(String, DateTime<Utc>, f64)> = Vec::with_capacity(count);
+            let mut results: Vec<(usize, String, DateTime<Utc>, f64)> = Vec::with_capacity(count);
             for _ in 0..count {
                 let message = json!({
                     "type": "referral", "to": "wijkteam", "consent_id": consent_id,
@@ -234,7 +287,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
                     return Err(format!("submission refused ({code}): {answer}"));
                 }
                 let id = answer["id"].as_str().unwrap_or_default().to_string();
-                results.push((id, submitted, t.elapsed().as_secs_f64() * 1000.0));
+                results.push((at, id, submitted, t.elapsed().as_secs_f64() * 1000.0));
             }
             Ok::<_, String>(results)
         });
@@ -258,37 +311,65 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_delivered = started.elapsed();
-    let cpu_after = [practice.cpu_seconds(ticks), wijkteam.cpu_seconds(ticks)];
+    let cpu_after_w = wijkteam.cpu_seconds(ticks);
+    let cpu_after_p: Vec<f64> = practices
+        .iter()
+        .map(|p| p.gateway.cpu_seconds(ticks))
+        .collect();
     let own_cpu = cpu_seconds(std::process::id(), ticks) - own_cpu_before;
-    let peak_rss = [practice.memory_mb("VmHWM:"), wijkteam.memory_mb("VmHWM:")];
-    let p_stats = stats(&mut his).await?;
     let w_stats = stats(&mut case_system).await?;
 
-    // Submit → delivered, from each message's receipt.
-    let mut delivered_ms = Vec::with_capacity(accepted.len());
-    let mut last_delivery = start_wall;
-    for (id, submitted, _) in &accepted {
+    // Submit → delivered, from each message's receipt, per practice.
+    let mut per: Vec<Figures> = (0..practices_n).map(|_| Figures::default()).collect();
+    let mut clients: Vec<LocalApiClient> = practices
+        .iter()
+        .map(|p| LocalApiClient::new(p.api, &p.token, "bench"))
+        .collect();
+    for (at, id, submitted, ms) in &accepted {
+        let f = &mut per[*at];
+        f.accept_ms.push(*ms);
         // The practice may still be recording the receipt; try a few times.
         for _ in 0..100 {
-            let (_, status) = his.get(&format!("/v1/messages/{id}")).await.map_err(err)?;
+            let (_, status) = clients[*at]
+                .get(&format!("/v1/messages/{id}"))
+                .await
+                .map_err(err)?;
             if let Some(at) = status["receipt"]["received_at"]
                 .as_str()
                 .and_then(|s| s.parse::<DateTime<Utc>>().ok())
             {
-                delivered_ms
+                f.delivered_ms
                     .push((at - *submitted).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-                last_delivery = last_delivery.max(at);
+                f.last_delivery = Some(f.last_delivery.map_or(at, |l: DateTime<Utc>| l.max(at)));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let mut accept_ms: Vec<f64> = accepted.iter().map(|(_, _, ms)| *ms).collect();
-    accept_ms.sort_by(f64::total_cmp);
-    delivered_ms.sort_by(f64::total_cmp);
+    let mut p_stats = Vec::new();
+    for c in &mut clients {
+        p_stats.push(stats(c).await?);
+    }
+    let mut total = Figures::default();
+    for f in &mut per {
+        f.accept_ms.sort_by(f64::total_cmp);
+        f.delivered_ms.sort_by(f64::total_cmp);
+        total.accept_ms.extend(&f.accept_ms);
+        total.delivered_ms.extend(&f.delivered_ms);
+        total.last_delivery = total.last_delivery.max(f.last_delivery);
+    }
+    total.accept_ms.sort_by(f64::total_cmp);
+    total.delivered_ms.sort_by(f64::total_cmp);
 
     let n = o.messages as f64;
-    let e2e_secs = (last_delivery - start_wall).num_microseconds().unwrap_or(1) as f64 / 1e6;
+    let secs_since_start = |last: Option<DateTime<Utc>>| {
+        (last.unwrap_or(start_wall) - start_wall)
+            .num_microseconds()
+            .unwrap_or(1)
+            .max(1) as f64
+            / 1e6
+    };
+    let e2e_secs = secs_since_start(total.last_delivery);
     let delta = |v: &Value, b: &Value, k: &str| {
         v[k].as_u64()
             .unwrap_or(0)
@@ -307,50 +388,98 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
         accept_phase.as_secs_f64(),
         n / accept_phase.as_secs_f64()
     );
-    println!(
-        "submit → accepted   p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms",
-        percentile(&accept_ms, 0.5),
-        percentile(&accept_ms, 0.95),
-        percentile(&accept_ms, 0.99)
-    );
-    println!(
-        "submit → delivered  p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms  ({} receipts)",
-        percentile(&delivered_ms, 0.5),
-        percentile(&delivered_ms, 0.95),
-        percentile(&delivered_ms, 0.99),
-        delivered_ms.len()
-    );
-    for (i, (g, s, b)) in [
-        (&practice, &p_stats, &stats_before),
-        (&wijkteam, &w_stats, &w_before),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    total.print_latencies("");
+    let gateway_line = |name: &str,
+                        cpu: f64,
+                        count: f64,
+                        idle: f64,
+                        peak: f64,
+                        s: &Value,
+                        b: &Value| {
         let syncs = delta(s, b, "commit_syncs");
         let groups = delta(s, b, "commit_groups");
         println!(
             "{:<9} CPU {:>7.1} µs/message   RSS idle {:>5.1} MB, peak {:>6.1} MB   commit groups {:>6} ({:.1} jobs/group), fdatasync {:.3}/message",
-            g.name,
-            (cpu_after[i] - cpu_before[i]) / n * 1e6,
-            idle_rss[i],
-            peak_rss[i],
+            name,
+            cpu / count.max(1.0) * 1e6,
+            idle,
+            peak,
             groups,
             delta(s, b, "commit_jobs") as f64 / groups.max(1) as f64,
-            syncs as f64 / n,
+            syncs as f64 / count.max(1.0),
         );
+    };
+    for (i, p) in practices.iter().enumerate() {
+        let count = per[i].accept_ms.len() as f64;
+        gateway_line(
+            &p.gateway.name,
+            cpu_after_p[i] - cpu_before_p[i],
+            count,
+            idle_rss_p[i],
+            p.gateway.memory_mb("VmHWM:"),
+            &p_stats[i],
+            &his_stats[i],
+        );
+        if practices_n > 1 {
+            println!(
+                "          {:>10.0} messages/s  ({} messages, last receipt at {:.2} s)",
+                count / secs_since_start(per[i].last_delivery),
+                count,
+                secs_since_start(per[i].last_delivery)
+            );
+            per[i].print_latencies("          ");
+        }
     }
+    gateway_line(
+        "wijkteam",
+        cpu_after_w - cpu_before_w,
+        n,
+        idle_rss_w,
+        wijkteam.memory_mb("VmHWM:"),
+        &w_stats,
+        &w_before,
+    );
     println!(
         "load generator (this process, on the same cores) CPU {:>7.1} µs/message",
         own_cpu / n * 1e6
     );
+    let handshakes_out: u64 = p_stats
+        .iter()
+        .map(|s| s["handshakes_out"].as_u64().unwrap_or(0))
+        .sum();
     println!(
-        "TLS handshakes: practice → wijkteam {} (relay connections), wijkteam listener accepted {}",
-        p_stats["handshakes_out"], w_stats["handshakes_in"]
+        "TLS handshakes: practices → wijkteam {} (relay connections), wijkteam listener accepted {}",
+        handshakes_out, w_stats["handshakes_in"]
     );
-    drop(practice);
+    drop(practices);
     drop(wijkteam);
     Ok(())
+}
+
+/// Latencies and the last receipt of one practice's messages (or of all).
+#[derive(Default)]
+struct Figures {
+    accept_ms: Vec<f64>,
+    delivered_ms: Vec<f64>,
+    last_delivery: Option<DateTime<Utc>>,
+}
+
+impl Figures {
+    fn print_latencies(&self, indent: &str) {
+        println!(
+            "{indent}submit → accepted   p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms",
+            percentile(&self.accept_ms, 0.5),
+            percentile(&self.accept_ms, 0.95),
+            percentile(&self.accept_ms, 0.99)
+        );
+        println!(
+            "{indent}submit → delivered  p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms  ({} receipts)",
+            percentile(&self.delivered_ms, 0.5),
+            percentile(&self.delivered_ms, 0.95),
+            percentile(&self.delivered_ms, 0.99),
+            self.delivered_ms.len()
+        );
+    }
 }
 
 async fn stats(client: &mut LocalApiClient) -> Result<Value, StartError> {
