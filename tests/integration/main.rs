@@ -14,6 +14,7 @@ mod durability;
 mod identity;
 mod listener_refusals;
 mod local_api;
+mod many_peers;
 mod minimisation;
 mod relay;
 mod reload;
