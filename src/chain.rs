@@ -240,7 +240,9 @@ pub struct Checkpoint {
     pub seq: u64,
     pub hash: String,
     pub time: DateTime<Utc>,
-    /// ECDSA P-256 signature (hex) over `checkpoint_bytes(seq, hash, time)`.
+    /// The gateway's signature over `checkpoint_bytes(seq, hash, time)`, `ALG:HEX`
+    /// ([`crate::signing`]; bare hex in logs written before signatures named their
+    /// algorithm).
     pub signature: String,
 }
 
@@ -401,13 +403,13 @@ impl AuditChain {
         }
         let time = Utc::now();
         let signature = signer
-            .sign(&checkpoint_bytes(seq, &self.last_hash, &time))
+            .sign_encoded(&checkpoint_bytes(seq, &self.last_hash, &time))
             .map_err(|e| ChainError::Sign(e.to_string()))?;
         let cp = Checkpoint {
             seq,
             hash: self.last_hash.clone(),
             time,
-            signature: hex::encode(signature),
+            signature,
         };
         let bytes = serde_json::to_vec(&cp).map_err(|e| ChainError::Encode(e.to_string()))?;
         sealed.checkpoints.push((seq, bytes));

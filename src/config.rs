@@ -76,7 +76,7 @@ pub struct RawConfig {
 pub struct RawTls {
     /// PEM: this gateway's certificate, then any intermediates.
     pub cert: PathBuf,
-    /// PEM: its PKCS#8 private key (ECDSA P-256).
+    /// PEM: its private key — RSA (PKCS#8 or PKCS#1) or ECDSA P-256/P-384 (PKCS#8 or SEC1).
     pub key: PathBuf,
     /// PEM: the CA certificates that peers' and auditors' certificates must chain to.
     pub trust_anchors: PathBuf,
@@ -288,13 +288,8 @@ impl RawConfig {
                 format!("{}: cannot read a PEM private key: {e}", key_path.display()),
             )
         })?;
-        let signer = match &key {
-            PrivateKeyDer::Pkcs8(k) => Signer::from_pkcs8(k.secret_pkcs8_der()),
-            _ => Err(crate::signing::SigningError::BadKey(
-                "not PKCS#8 (convert with `openssl pkcs8 -topk8 -nocrypt`)".into(),
-            )),
-        }
-        .map_err(|e| err("tls.key", format!("{}: {e}", key_path.display())))?;
+        let signer = Signer::from_key(&key)
+            .map_err(|e| err("tls.key", format!("{}: {e}", key_path.display())))?;
         let cert_key = crate::signing::certificate_public_key(leaf)
             .map_err(|e| err("tls.cert", e.to_string()))?;
         if cert_key != signer.public_key() {

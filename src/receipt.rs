@@ -38,7 +38,8 @@ pub struct Receipt {
     /// Where this message sits in the batch the signature covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchProof>,
-    /// ECDSA P-256 signature (hex) over [`Receipt::signed_bytes`].
+    /// The receiver's signature over [`Receipt::signed_bytes`], `ALG:HEX`
+    /// ([`crate::signing`]).
     pub signature: String,
 }
 
@@ -137,7 +138,7 @@ pub enum ReceiptError {
     HashMismatch,
     #[error("the receipt is for a message of {0}")]
     OtherSender(String),
-    #[error("the receipt's signature is not hex")]
+    #[error("the receipt's signature is not ALG:HEX")]
     SignatureNotHex,
     #[error(transparent)]
     Signature(#[from] SigningError),
@@ -212,8 +213,7 @@ impl Receipt {
         let (root, paths) = merkle(&leaves);
         let size = u32::try_from(stored.len()).map_err(|_| SigningError::BadSignature)?;
         let received_at = Utc::now();
-        let signature =
-            hex::encode(signer.sign(&batch_bytes(&root, size, &received_at, receiver))?);
+        let signature = signer.sign_encoded(&batch_bytes(&root, size, &received_at, receiver))?;
         Ok(stored
             .iter()
             .zip(hashes)
@@ -313,8 +313,10 @@ pub fn verify_statement(
     signature: &str,
     receiver_cert: &[u8],
 ) -> Result<(), ReceiptError> {
-    let sig = hex::decode(signature).map_err(|_| ReceiptError::SignatureNotHex)?;
-    Ok(signing::verify(receiver_cert, statement, &sig)?)
+    signing::verify(receiver_cert, statement, signature).map_err(|e| match e {
+        SigningError::BadEncoding => ReceiptError::SignatureNotHex,
+        other => ReceiptError::Signature(other),
+    })
 }
 
 #[cfg(test)]

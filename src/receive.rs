@@ -27,6 +27,7 @@ use crate::message::{self, Envelope, MessageType};
 use crate::minimise::Minimiser;
 use crate::pseudonym::Pseudonymiser;
 use crate::receipt::Receipt;
+use crate::signing::SigningError;
 use crate::store::{Store, StoreError, Tx};
 
 /// One relayed message as it arrived: its signature and the exact envelope bytes.
@@ -189,13 +190,18 @@ impl ReceivePath {
         let signature = signature.ok_or_else(|| {
             Refusal::new(Code::MissingSignature, "the message carries no signature")
         })?;
-        let signature = hex::decode(signature)
-            .map_err(|_| Refusal::new(Code::SignatureNotHex, "the signature is not hex"))?;
-        crate::signing::verify(&caller.cert, body, &signature).map_err(|_| {
-            Refusal::new(
+        crate::signing::verify(&caller.cert, body, signature).map_err(|e| match e {
+            SigningError::BadEncoding | SigningError::UnknownAlgorithm(_) => Refusal::new(
+                Code::SignatureNotHex,
+                format!("the signature is not usable: {e}"),
+            ),
+            SigningError::AlgorithmMismatch { .. } | SigningError::UnsupportedKey(_) => {
+                Refusal::new(Code::BadSignature, e.to_string())
+            }
+            _ => Refusal::new(
                 Code::BadSignature,
                 "the envelope's signature does not verify against the sender's certificate",
-            )
+            ),
         })?;
         let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
             Refusal::malformed(format!(

@@ -248,7 +248,7 @@ impl SendPath {
         }
         let signature = local
             .signer
-            .sign(&bytes)
+            .sign_encoded(&bytes)
             .map_err(|e| fail(Refusal::new(Code::SigningFailed, e.to_string())))?;
         Ok(Prepared {
             subject,
@@ -324,7 +324,8 @@ impl SendPath {
 pub struct Prepared {
     envelope: Envelope,
     bytes: Vec<u8>,
-    signature: Vec<u8>,
+    /// `ALG:HEX` ([`crate::signing`]).
+    signature: String,
     peer: Peer,
     changed_fields: Vec<String>,
     subject: Option<String>,
@@ -387,7 +388,7 @@ pub fn queue(
         peer: p.peer.name.clone(),
         peer_identity: p.peer.identity.clone(),
         envelope: String::from_utf8_lossy(&p.bytes).into_owned(),
-        signature: hex::encode(&p.signature),
+        signature: p.signature.clone(),
         status: Status::Queued,
         attempts: 0,
         last_error: None,

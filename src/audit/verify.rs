@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 
-use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
 use serde::{Deserialize, Serialize};
 
 use super::{checkpoint_bytes, AuditRecord, AuditTrees, Checkpoint, GENESIS_HASH};
@@ -129,8 +128,8 @@ pub fn verify(
     cert_der: &[u8],
     known: Option<&KnownCheckpoint>,
 ) -> Result<VerifyReport, VerifyError> {
-    let public = crate::signing::certificate_public_key(cert_der)?;
-    let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public);
+    // Fails early, naming the problem, if the certificate's key is of no usable type.
+    crate::signing::certificate_key(cert_der)?;
     let mut first: Option<Tamper> = None;
     let mut note = |t: Tamper| {
         if first.as_ref().is_none_or(|f| t.seq < f.seq) {
@@ -165,11 +164,12 @@ pub fn verify(
             }
         };
         let signature_ok = cp.seq == seq
-            && hex::decode(&cp.signature).ok().is_some_and(|sig| {
-                public
-                    .verify(&checkpoint_bytes(cp.seq, &cp.hash, &cp.time), &sig)
-                    .is_ok()
-            });
+            && crate::signing::verify(
+                cert_der,
+                &checkpoint_bytes(cp.seq, &cp.hash, &cp.time),
+                &cp.signature,
+            )
+            .is_ok();
         if !signature_ok {
             note(Tamper {
                 seq,

@@ -88,8 +88,17 @@ async fn a_covered_referral_is_queued_once_with_its_audit_records() {
     assert_eq!(queued.subject, Some(parts.pseudonym(BSN)));
     assert_eq!(outbox::queued_for_peer(&parts.store, "wijkteam"), 1);
     // What goes out: signed by the practice, minimised, with the consent's summary.
-    let signature = hex::decode(&queued.signature).unwrap();
-    crate::signing::verify(&parts.me.cert, queued.envelope.as_bytes(), &signature).unwrap();
+    assert!(
+        queued.signature.starts_with("ES256:"),
+        "{}",
+        queued.signature
+    );
+    crate::signing::verify(
+        &parts.me.cert,
+        queued.envelope.as_bytes(),
+        &queued.signature,
+    )
+    .unwrap();
     let envelope: Envelope = serde_json::from_str(&queued.envelope).unwrap();
     assert_eq!(
         (envelope.from.as_str(), envelope.to.as_str()),
