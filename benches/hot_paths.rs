@@ -56,7 +56,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("envelope sign (ECDSA P-256)", |b| {
         b.iter(|| signer.sign(black_box(&bytes)).unwrap())
     });
-    let signature = signer.sign(&bytes).unwrap();
+    let signature = signer.sign_encoded(&bytes).unwrap();
     c.bench_function("envelope verify against the sender's certificate", |b| {
         b.iter(|| {
             signing::verify(black_box(&cert), black_box(&bytes), black_box(&signature)).unwrap()
