@@ -29,6 +29,12 @@ impl Caller {
         }
     }
 
+    /// Whether the certificate it presented has expired by `now`: checked on every
+    /// request, because a kept-alive connection outlives the handshake that checked it.
+    pub fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        crate::identity::not_after(&self.cert).is_none_or(|end| end < now)
+    }
+
     /// The organisation its certificate names, if any.
     pub fn organisation(&self) -> Option<&OrgId> {
         self.identity.as_ref().ok().map(|i| &i.organisation_id)

@@ -79,6 +79,8 @@ pub enum Code {
     StoreUnavailable,
     SigningFailed,
     Internal,
+    /// The certificate of a kept-alive connection expired since its handshake.
+    CertificateExpired,
     /// A configuration reload was refused; the running configuration stays.
     ReloadRefused,
 }
@@ -122,6 +124,7 @@ impl Code {
             Code::SigningFailed => "signing_failed",
             Code::Internal => "internal",
             Code::ReloadRefused => "reload_refused",
+            Code::CertificateExpired => "certificate_expired",
         }
     }
 

@@ -179,3 +179,9 @@ pub fn parse_uzi(text: &str) -> Result<UziName, IdentityError> {
         agb: parts[6].to_string(),
     })
 }
+
+/// When a DER certificate stops being valid (`None` if it cannot be read).
+pub fn not_after(cert_der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+}

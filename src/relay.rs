@@ -293,6 +293,15 @@ async fn attempt(
     // A peer is noted as a recipient only once there is a connection to send on: a
     // peer we cannot reach has been sent nothing.
     let mut unreachable = None;
+    // A kept-alive connection was authenticated once: once the peer's certificate has
+    // expired it is dropped, and the new handshake refuses that certificate.
+    let now = relay.local.clock.now();
+    if conn
+        .as_ref()
+        .is_some_and(|c| crate::identity::not_after(&c.peer_cert).is_none_or(|end| end < now))
+    {
+        *conn = None;
+    }
     if !candidates.is_empty() && conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
         match connect(relay).await {
             Ok(c) => *conn = Some(c),

@@ -45,6 +45,12 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(config.cert_chain.clone(), config.key.clone_key())
         .map_err(TlsError::Credentials)?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption: a resumed session skips the certificate check, so a client whose
+    // certificate expired (or was revoked) since it was issued a ticket would still get
+    // in. Every connection is a full handshake; the relays keep theirs alive, so this
+    // costs one handshake per peer per connection, not per message.
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 0;
     Ok(Arc::new(server))
 }
 
@@ -74,5 +80,7 @@ pub fn client_config_from(
         .with_client_auth_cert(chain, key)
         .map_err(TlsError::Credentials)?;
     client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption either way (see `server_config`).
+    client.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(client))
 }

@@ -165,6 +165,13 @@ impl Listener {
     }
 
     async fn route(&self, caller: &Caller, req: Request<Incoming>) -> Result<Reply, Refusal> {
+        if caller.expired(self.local.clock.now()) {
+            let r = Refusal::new(
+                Code::CertificateExpired,
+                "the client certificate of this connection has expired; connect again with a valid one",
+            );
+            return Err(self.audited(caller, r).await);
+        }
         let path = req.uri().path().to_string();
         match (req.method().clone(), path.as_str()) {
             (Method::POST, BATCH_PATH) => self.relay_batch(caller, req).await,

@@ -39,9 +39,11 @@ pub fn status(code: Code) -> StatusCode {
         | Code::SignatureNotHex
         | Code::InvalidAuditQuery => StatusCode::BAD_REQUEST,
         Code::Unauthorised => StatusCode::UNAUTHORIZED,
-        Code::UnknownPeer | Code::FromMismatch | Code::TypeNotAllowed | Code::NotAnAuditor => {
-            StatusCode::FORBIDDEN
-        }
+        Code::UnknownPeer
+        | Code::FromMismatch
+        | Code::TypeNotAllowed
+        | Code::NotAnAuditor
+        | Code::CertificateExpired => StatusCode::FORBIDDEN,
         Code::NotFound | Code::NoSuchEndpoint => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::DuplicateId => StatusCode::CONFLICT,

@@ -19,4 +19,5 @@ mod minimisation;
 mod relay;
 mod reload;
 mod store_format;
+mod tls_validity;
 mod util;
