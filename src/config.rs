@@ -80,6 +80,14 @@ pub struct RawTls {
     pub key: PathBuf,
     /// PEM: the CA certificates that peers' and auditors' certificates must chain to.
     pub trust_anchors: PathBuf,
+    /// The issuing CAs' certificate revocation lists (PEM or DER files). When any is
+    /// given, every peer's and auditor's issuer needs one (see `crate::revocation`).
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// How long a CRL past its nextUpdate stays in force before its CA's certificates
+    /// are refused (0: refused at once).
+    #[serde(default)]
+    pub crl_grace_hours: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +205,8 @@ pub struct Config {
     pub key: PrivateKeyDer<'static>,
     pub signer: Arc<Signer>,
     pub trust_anchors: Vec<CertificateDer<'static>>,
+    /// The revocation lists, read and parsed.
+    pub crls: crate::revocation::CrlSet,
     pub local_api: SocketAddr,
     pub api_token: String,
     pub listener: SocketAddr,
@@ -318,6 +328,13 @@ impl RawConfig {
         }
         let anchors_path = resolve(&self.tls.trust_anchors);
         let trust_anchors = read_certs(&anchors_path).map_err(|p| err("tls.trust_anchors", p))?;
+        let crl_files: Vec<PathBuf> = self.tls.crls.iter().map(|p| resolve(p)).collect();
+        let crls = crate::revocation::CrlSet::load(
+            &crl_files,
+            // At most ten years: a longer grace is no revocation check at all.
+            chrono::Duration::hours(self.tls.crl_grace_hours.min(24 * 365 * 10) as i64),
+        )
+        .map_err(|p| err("tls.crls", p))?;
 
         let secret_path = resolve(&self.secret_key_file);
         let secret = std::fs::read_to_string(&secret_path)
@@ -445,6 +462,7 @@ impl RawConfig {
             key,
             signer: Arc::new(signer),
             trust_anchors,
+            crls,
             local_api,
             api_token,
             listener,

@@ -81,6 +81,8 @@ pub enum Code {
     Internal,
     /// The certificate of a kept-alive connection expired since its handshake.
     CertificateExpired,
+    /// The certificate of a kept-alive connection is on a revocation list loaded since.
+    CertificateRevoked,
     /// A configuration reload was refused; the running configuration stays.
     ReloadRefused,
 }
@@ -125,6 +127,7 @@ impl Code {
             Code::Internal => "internal",
             Code::ReloadRefused => "reload_refused",
             Code::CertificateExpired => "certificate_expired",
+            Code::CertificateRevoked => "certificate_revoked",
         }
     }
 

@@ -18,8 +18,10 @@
 //! peers (relays are started for new peers, stopped for removed ones, restarted for
 //! changed ones), the auditors, the relay settings and the minimisation policy. What
 //! cannot change in a running gateway (its role and identity, store, secret, addresses,
-//! token, its own certificate and key, the trust anchors) makes the reload refuse with
-//! the field named. A removed peer's queued messages stay queued and visible; they are
+//! token, its own certificate and key) makes the reload refuse with the field named. New
+//! trust anchors and revocation lists take effect as new TLS configs, swapped whole: new
+//! connections use them, and a kept-alive connection whose certificate a new list
+//! revokes is refused at its next request. A removed peer's queued messages stay queued and visible; they are
 //! delivered if the peer is configured again.
 //!
 //! Shutdown follows mini-redis: a `watch` signal reaches every task; servers stop
@@ -49,8 +51,9 @@ use crate::minimise::Minimiser;
 use crate::outbox::Wakers;
 use crate::pseudonym::Pseudonymiser;
 use crate::receive::ReceivePath;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayTls};
 use crate::reload::{ReloadError, ReloadRequest, Reloaded, Reloader};
+use crate::revocation::CrlSet;
 use crate::send::SendPath;
 use crate::server::audit::AuditService;
 use crate::server::listener::Listener;
@@ -82,13 +85,16 @@ struct LiveParts {
     peers: Live<Peers>,
     auditors: Live<Vec<OrgId>>,
     minimiser: Live<Minimiser>,
+    server_tls: Live<Arc<rustls::ServerConfig>>,
+    client_tls: Live<Arc<rustls::ClientConfig>>,
+    crls: Live<CrlSet>,
 }
 
 /// The running relays, one per configured peer, and what each is built from.
 struct RelaySet {
     running: Vec<RunningRelay>,
     settings: RelaySettings,
-    client_tls: Arc<rustls::ClientConfig>,
+    tls: RelayTls,
     store: Store,
     wakers: Wakers,
     local: Arc<Local>,
@@ -107,7 +113,7 @@ impl RelaySet {
         let relay = Relay::new(
             peer.clone(),
             self.settings.clone(),
-            self.client_tls.clone(),
+            self.tls.clone(),
             self.store.clone(),
             self.wakers.waker(&peer.name),
             self.local.clone(),
@@ -183,8 +189,10 @@ impl Gateway {
         clock: Clock,
     ) -> Result<Gateway, StartError> {
         let store = Store::open_with(&config.store_dir, config.signer.clone(), durability)?;
-        let server_tls = crate::tls::server_config(&config)?;
-        let client_tls = crate::tls::client_config(&config)?;
+        let server_tls = Live::new(crate::tls::server_config(&config)?);
+        let client_tls = Live::new(crate::tls::client_config(&config)?);
+        let crls = Live::new(config.crls.clone());
+        warn_about_revocation(&config);
         let local = Arc::new(Local {
             role: config.role,
             identity: config.identity.clone(),
@@ -233,7 +241,10 @@ impl Gateway {
         let relays = RelaySet {
             running: Vec::new(),
             settings: config.relay.clone(),
-            client_tls,
+            tls: RelayTls {
+                config: client_tls.clone(),
+                crls: crls.clone(),
+            },
             store: store.clone(),
             wakers,
             local: local.clone(),
@@ -257,7 +268,8 @@ impl Gateway {
             reloader.clone(),
         );
         let listener = Listener::new(
-            server_tls,
+            server_tls.clone(),
+            crls.clone(),
             receive,
             audit,
             store.clone(),
@@ -277,6 +289,9 @@ impl Gateway {
                 peers,
                 auditors,
                 minimiser,
+                server_tls,
+                client_tls,
+                crls,
             },
             reloader,
             reloads,
@@ -327,9 +342,27 @@ impl Gateway {
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
 
         tokio::pin!(shutdown);
+        // A stale revocation list's grace period ends while the gateway runs: look every
+        // minute whether enforcement changed, and rebuild the TLS configs if it did.
+        let mut revocation_tick = tokio::time::interval(Duration::from_secs(60));
+        let mut enforced = live.config.crls.enforce_expiry(chrono::Utc::now());
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = revocation_tick.tick() => {
+                    let now_enforced = live.config.crls.enforce_expiry(chrono::Utc::now());
+                    if now_enforced != enforced {
+                        match (crate::tls::server_config(&live.config), crate::tls::client_config(&live.config)) {
+                            (Ok(server), Ok(client)) => {
+                                tracing::warn!("a revocation list's grace period ended: its CA's certificates are refused until a fresh list is loaded");
+                                live.server_tls.replace(server);
+                                live.client_tls.replace(client);
+                                enforced = now_enforced;
+                            }
+                            (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "cannot rebuild the TLS configs"),
+                        }
+                    }
+                }
                 Some(request) = reloads.recv() => {
                     let outcome = reload(&mut live, &mut relays);
                     match &outcome {
@@ -380,7 +413,7 @@ impl Gateway {
 fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
     let new = Config::load(&live.config.path)?;
     let old = &live.config;
-    let fixed: [(&'static str, bool); 10] = [
+    let fixed: [(&'static str, bool); 9] = [
         ("role", new.role == old.role),
         ("identity", new.identity == old.identity),
         ("store_dir", new.store_dir == old.store_dir),
@@ -393,11 +426,18 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
             "tls.key",
             new.signer.public_key() == old.signer.public_key(),
         ),
-        ("tls.trust_anchors", new.trust_anchors == old.trust_anchors),
     ];
     if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(ReloadError::NeedsRestart { field });
     }
+    // Trust anchors and revocation lists: new TLS configs, built before anything is
+    // swapped, so that a failure leaves the running ones in place.
+    let server_tls = crate::tls::server_config(&new).map_err(ReloadError::Tls)?;
+    let client_tls = crate::tls::client_config(&new).map_err(ReloadError::Tls)?;
+    warn_about_revocation(&new);
+    live.server_tls.replace(server_tls);
+    live.client_tls.replace(client_tls);
+    live.crls.replace(new.crls.clone());
     let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &new.secret);
     let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
     live.minimiser.replace(Minimiser::new(
@@ -410,6 +450,20 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
     done.auditors = new.auditors.len();
     live.config = new;
     Ok(done)
+}
+
+/// Says at start and on reload what revocation checking does: nothing without CRLs, and
+/// which lists are stale.
+fn warn_about_revocation(config: &Config) {
+    if config.crls.is_empty() {
+        tracing::warn!(
+            "no revocation lists configured (tls.crls): revoked certificates are not refused"
+        );
+        return;
+    }
+    for state in config.crls.stale(chrono::Utc::now()) {
+        tracing::warn!(file = %state.file.display(), issuer = %state.issuer, next_update = ?state.next_update, "revocation list is past its nextUpdate");
+    }
 }
 
 /// The two sockets a gateway serves on, bound before it starts (so that a test or the

@@ -80,6 +80,7 @@ pub mod receipt;
 pub mod receive;
 pub mod relay;
 pub mod reload;
+pub mod revocation;
 pub mod send;
 pub mod server;
 pub mod signing;

@@ -33,10 +33,12 @@ use crate::chain::{Actor, Event, Outcome as AuditOutcome};
 use crate::config::{Peer, PeerName, RelaySettings};
 use crate::consent::{self, registry, Exchange};
 use crate::identity::OrgId;
+use crate::live::Live;
 use crate::local::Local;
 use crate::message::{Bsn, Envelope};
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::{verify_statement, Receipt};
+use crate::revocation::CrlSet;
 use crate::stats::Counters;
 use crate::store::Store;
 use crate::wire::{
@@ -141,11 +143,20 @@ struct Connection {
     peer_cert: Vec<u8>,
 }
 
+/// How the relays authenticate peers: the TLS client config and the revocation lists,
+/// both swapped whole by a reload; each new connection takes the current config, and a
+/// kept-alive one is dropped once a current list revokes its peer.
+#[derive(Clone)]
+pub struct RelayTls {
+    pub config: Live<Arc<rustls::ClientConfig>>,
+    pub crls: Live<CrlSet>,
+}
+
 /// The relay for one peer.
 pub struct Relay {
     peer: Peer,
     settings: RelaySettings,
-    connector: TlsConnector,
+    tls: RelayTls,
     store: Store,
     waker: Arc<Notify>,
     local: Arc<Local>,
@@ -156,7 +167,7 @@ impl Relay {
     pub fn new(
         peer: Peer,
         settings: RelaySettings,
-        tls: Arc<rustls::ClientConfig>,
+        tls: RelayTls,
         store: Store,
         waker: Arc<Notify>,
         local: Arc<Local>,
@@ -165,7 +176,7 @@ impl Relay {
         Relay {
             peer,
             settings,
-            connector: TlsConnector::from(tls),
+            tls,
             store,
             waker,
             local,
@@ -295,11 +306,13 @@ async fn attempt(
     let mut unreachable = None;
     // A kept-alive connection was authenticated once: once the peer's certificate has
     // expired it is dropped, and the new handshake refuses that certificate.
+    // The same once a reloaded revocation list names it.
     let now = relay.local.clock.now();
-    if conn
-        .as_ref()
-        .is_some_and(|c| crate::identity::not_after(&c.peer_cert).is_none_or(|end| end < now))
-    {
+    let crls = relay.tls.crls.current();
+    if conn.as_ref().is_some_and(|c| {
+        crate::identity::not_after(&c.peer_cert).is_none_or(|end| end < now)
+            || crls.is_revoked(&c.peer_cert)
+    }) {
         *conn = None;
     }
     if !candidates.is_empty() && conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
@@ -681,7 +694,8 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
             host: peer.host.clone(),
             detail: e.to_string(),
         })?;
-    let tls = tokio::time::timeout(timeout, relay.connector.connect(server_name, tcp))
+    let connector = TlsConnector::from(relay.tls.config.current().as_ref().clone());
+    let tls = tokio::time::timeout(timeout, connector.connect(server_name, tcp))
         .await
         .map_err(|_| DeliveryError::HandshakeTimeout {
             peer: peer.name.clone(),

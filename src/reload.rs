@@ -26,6 +26,8 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("{field} cannot change while the gateway runs; restart the gateway to change it")]
     NeedsRestart { field: &'static str },
+    #[error("the new TLS configuration cannot be built: {0}")]
+    Tls(crate::tls::TlsError),
     #[error("the gateway is stopping")]
     Stopping,
 }

@@ -33,9 +33,19 @@ fn roots(config: &Config) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// The mTLS listener's config: a client certificate chaining to a trust anchor is required.
+/// The mTLS listener's config: a client certificate chaining to a trust anchor, and not
+/// revoked by a configured CRL, is required.
 pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(config)?, provider())
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots(config)?, provider());
+    if !config.crls.is_empty() {
+        builder = builder
+            .with_crls(config.crls.ders())
+            .only_check_end_entity_revocation();
+        if config.crls.enforce_expiry(chrono::Utc::now()) {
+            builder = builder.enforce_revocation_expiration();
+        }
+    }
+    let verifier = builder
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(provider())
@@ -57,11 +67,19 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
 /// The relay's client config: our certificate for client auth; the peer's server
 /// certificate must chain to a trust anchor.
 pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, TlsError> {
-    client_config_from(
-        roots(config)?,
-        config.cert_chain.clone(),
-        config.key.clone_key(),
-    )
+    let mut builder = WebPkiServerVerifier::builder_with_provider(roots(config)?, provider());
+    if !config.crls.is_empty() {
+        builder = builder
+            .with_crls(config.crls.ders())
+            .only_check_end_entity_revocation();
+        if config.crls.enforce_expiry(chrono::Utc::now()) {
+            builder = builder.enforce_revocation_expiration();
+        }
+    }
+    let verifier = builder
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    client_config_with(verifier, config.cert_chain.clone(), config.key.clone_key())
 }
 
 /// A client config from explicit parts (the auditor's CLI has no gateway config).
@@ -73,6 +91,14 @@ pub fn client_config_from(
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    client_config_with(verifier, chain, key)
+}
+
+fn client_config_with(
+    verifier: Arc<WebPkiServerVerifier>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let mut client = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?

@@ -228,3 +228,38 @@ pub(crate) fn test_credentials() -> (crate::signing::Signer, Vec<u8>) {
     let signer = crate::signing::Signer::from_pkcs8(key.secret_pkcs8_der()).expect("signer");
     (signer, cert.to_vec())
 }
+
+/// Revocation lists for the tests of `crate::revocation`.
+impl Authority {
+    /// A CRL (PEM) signed by this CA that revokes the certificates (DER) in `revoked`,
+    /// issued at `this_update` and due again at `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[&[u8]],
+        this_update: DateTime<Utc>,
+        next_update: DateTime<Utc>,
+    ) -> Result<String, PkiError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der)
+                    .map_err(|e| PkiError::Validity(format!("not a certificate: {e}")))?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: to_offset(this_update)?,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: to_offset(this_update)?,
+            next_update: to_offset(next_update)?,
+            crl_number: rcgen::SerialNumber::from(this_update.timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+}

@@ -87,7 +87,10 @@ fn relay_to_a_closed_port(
     let relay = Relay::new(
         peer,
         settings,
-        pki.client_config(&parts.me),
+        RelayTls {
+            config: Live::new(pki.client_config(&parts.me)),
+            crls: Live::new(CrlSet::default()),
+        },
         parts.store.clone(),
         parts.wakers.waker(&wijkteam()),
         parts.local.clone(),

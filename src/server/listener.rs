@@ -29,8 +29,10 @@ use super::{json, read_body_limited, refusal, status, Reply};
 use crate::caller::Caller;
 use crate::chain::{Actor, Event, Outcome};
 use crate::error::{Code, Refusal};
+use crate::live::Live;
 use crate::local::Local;
 use crate::receive::{ReceivePath, Relayed};
+use crate::revocation::CrlSet;
 use crate::stats::Counters;
 use crate::store::Store;
 use crate::wire::{BatchAnswer, BatchRequest, ItemAnswer, BATCH_PATH, MAX_BATCH, MAX_BATCH_BYTES};
@@ -41,7 +43,9 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// The mTLS listener of one gateway.
 #[derive(Clone)]
 pub struct Listener {
-    acceptor: TlsAcceptor,
+    /// Swapped whole by a reload (new trust anchors or revocation lists).
+    tls: Live<Arc<rustls::ServerConfig>>,
+    crls: Live<CrlSet>,
     receive: ReceivePath,
     audit: AuditService,
     store: Store,
@@ -51,7 +55,8 @@ pub struct Listener {
 
 impl Listener {
     pub fn new(
-        tls: Arc<rustls::ServerConfig>,
+        tls: Live<Arc<rustls::ServerConfig>>,
+        crls: Live<CrlSet>,
         receive: ReceivePath,
         audit: AuditService,
         store: Store,
@@ -59,7 +64,8 @@ impl Listener {
         counters: Arc<Counters>,
     ) -> Listener {
         Listener {
-            acceptor: TlsAcceptor::from(tls),
+            tls,
+            crls,
             receive,
             audit,
             store,
@@ -91,7 +97,8 @@ impl Listener {
         remote: SocketAddr,
         mut stop: watch::Receiver<bool>,
     ) {
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+        let acceptor = TlsAcceptor::from(self.tls.current().as_ref().clone());
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 self.refuse_handshake(remote, &e.to_string()).await;
@@ -165,6 +172,14 @@ impl Listener {
     }
 
     async fn route(&self, caller: &Caller, req: Request<Incoming>) -> Result<Reply, Refusal> {
+        if self.crls.current().is_revoked(&caller.cert) {
+            tracing::warn!(remote = %caller.remote, "a revoked certificate's connection is closed");
+            let r = Refusal::new(
+                Code::CertificateRevoked,
+                "the client certificate of this connection has been revoked",
+            );
+            return Err(self.audited(caller, r).await);
+        }
         if caller.expired(self.local.clock.now()) {
             let r = Refusal::new(
                 Code::CertificateExpired,

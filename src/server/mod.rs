@@ -43,7 +43,8 @@ pub fn status(code: Code) -> StatusCode {
         | Code::FromMismatch
         | Code::TypeNotAllowed
         | Code::NotAnAuditor
-        | Code::CertificateExpired => StatusCode::FORBIDDEN,
+        | Code::CertificateExpired
+        | Code::CertificateRevoked => StatusCode::FORBIDDEN,
         Code::NotFound | Code::NoSuchEndpoint => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::DuplicateId => StatusCode::CONFLICT,
