@@ -299,7 +299,8 @@ impl RawConfig {
             )
         })?;
         let signer = Signer::from_key(&key)
-            .map_err(|e| err("tls.key", format!("{}: {e}", key_path.display())))?;
+            .map_err(|e| err("tls.key", format!("{}: {e}", key_path.display())))?
+            .for_certificate(leaf);
         let cert_key = crate::signing::certificate_public_key(leaf)
             .map_err(|e| err("tls.cert", e.to_string()))?;
         if cert_key != signer.public_key() {

@@ -197,6 +197,11 @@ impl Gateway {
             role: config.role,
             identity: config.identity.clone(),
             signer: config.signer.clone(),
+            certificate: config
+                .cert_chain
+                .first()
+                .map(|c| Arc::from(c.as_ref()))
+                .unwrap_or_else(|| Arc::from(&[][..])),
             clock,
         });
         let counters = Arc::new(Counters::default());
@@ -257,6 +262,7 @@ impl Gateway {
             store.clone(),
             local.clone(),
             config.cert_chain.first().map(|c| c.to_vec()),
+            config.trust_anchors.clone(),
         );
         let local_api = LocalApi::new(
             &config.api_token,
@@ -319,10 +325,17 @@ impl Gateway {
             mut reloads,
             ..
         } = self;
+        // The own certificate goes into the store before anything is signed with its key.
+        let started = local.own_event(Event::GatewayStarted, Outcome::Success);
+        let own: Vec<Vec<u8>> = live.config.cert_chain.iter().map(|c| c.to_vec()).collect();
         store
-            .commit_audit(vec![
-                local.own_event(Event::GatewayStarted, Outcome::Success)
-            ])
+            .commit(move |tx| {
+                for cert in &own {
+                    crate::store::keep_certificate(tx, cert)?;
+                }
+                tx.audit(started);
+                Ok::<_, crate::store::StoreError>(())
+            })
             .await?;
         tracing::info!(
             role = ?local.role,

@@ -16,6 +16,8 @@ pub struct Local {
     /// This gateway's organisation identifier (from its certificate).
     pub identity: OrgId,
     pub signer: Arc<Signer>,
+    /// This gateway's own certificate (DER), whose key is the signer's.
+    pub certificate: Arc<[u8]>,
     pub clock: Clock,
 }
 

@@ -100,13 +100,14 @@ impl ReceivePath {
                 .map_err(|e| Refusal::internal(format!("checking the batch failed: {e}")))?
         };
         let actor = caller.actor();
+        let sender_cert = caller.cert.clone();
         let by = StoreAs {
             local: self.local.clone(),
             pseudonymiser: self.pseudonymiser.clone(),
         };
         let results = self
             .store
-            .commit(move |tx| store_batch(tx, checked, &actor, &by))
+            .commit(move |tx| store_batch(tx, checked, &actor, &sender_cert, &by))
             .await?;
         for r in results.iter().flatten() {
             tracing::info!(message_id = %r.message_id, "message received");
@@ -387,6 +388,7 @@ fn store_batch(
     tx: &mut Tx<'_>,
     checked: Vec<CheckResult>,
     actor: &Actor,
+    sender_cert: &[u8],
     by: &StoreAs,
 ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
     let mut decisions = Vec::with_capacity(checked.len());
@@ -449,6 +451,9 @@ fn store_batch(
         &by.local.signer,
     )
     .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
+    if !new.is_empty() {
+        crate::store::keep_certificate(tx, sender_cert)?;
+    }
     for (c, receipt) in new.into_iter().zip(&receipts) {
         store_new(tx, c, receipt.clone(), actor, by)?;
     }

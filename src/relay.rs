@@ -249,7 +249,9 @@ struct Step {
     status: Status,
     event: Option<(Event, AuditOutcome)>,
     reason: Option<String>,
-    receipt: Option<Receipt>,
+    /// The peer's receipt, with the certificate whose key signed it (kept in the store,
+    /// so the receipt can be checked after the peer renews).
+    receipt: Option<(Receipt, Arc<[u8]>)>,
 }
 
 /// One round for the messages at the head of the queue: commit the last round's
@@ -331,11 +333,13 @@ async fn attempt(
     let mut steps = Vec::with_capacity(to_send.len());
     let mut retry = None;
     if !to_send.is_empty() {
+        let receiver_cert: Option<Arc<[u8]>> =
+            conn.as_ref().map(|c| Arc::from(c.peer_cert.as_slice()));
         match deliver(relay, conn, &to_send).await {
             Ok(results) => {
                 for (msg, result) in to_send.into_iter().zip(results) {
                     steps.push(match result {
-                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: Some(receipt) },
+                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert.clone().map(|cert| (receipt, cert)) },
                         Err(refused) if refused.is_refusal() => {
                             tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
                             Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None }
@@ -491,8 +495,9 @@ fn apply(
     ) {
         msg.attempts += 1;
     }
-    if step.receipt.is_some() {
-        msg.receipt = step.receipt;
+    if let Some((receipt, cert)) = step.receipt {
+        crate::store::keep_certificate(tx, &cert)?;
+        msg.receipt = Some(receipt);
         msg.last_error = None;
     } else {
         msg.last_error = step.reason.clone();

@@ -9,6 +9,12 @@
 //! `ES384`), and a verifier accepts an algorithm only from that allow-list and only when
 //! it fits the certificate's key type (ring signs P-384 with SHA-384 only). A bare hex
 //! string is an ES256 signature from before signatures named their algorithm.
+//!
+//! Signatures outlive certificates (a UZI certificate lasts three years and is renewed),
+//! so a signature also names the SHA-256 fingerprint of the certificate whose key made it:
+//! `ALG:FINGERPRINT:HEX`. The store keeps every certificate that signed something it
+//! holds (`T::Certificates`), and a verifier of a stored record picks the certificate by
+//! that fingerprint rather than whatever certificate is current.
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair, UnparsedPublicKey};
@@ -32,6 +38,10 @@ pub enum SigningError {
     UnknownAlgorithm(String),
     #[error("a {alg} signature does not fit the certificate's {key} key")]
     AlgorithmMismatch { alg: Algorithm, key: KeyType },
+    #[error(
+        "the signature names certificate {named}, not the one it is checked against ({given})"
+    )]
+    OtherCertificate { named: String, given: String },
     #[error("the signature does not verify against the certificate's key")]
     BadSignature,
 }
@@ -124,6 +134,8 @@ pub struct Signer {
     key: Key,
     algorithm: Algorithm,
     rng: SystemRandom,
+    /// The fingerprint of the certificate for this key, named in every signature.
+    certificate: Option<String>,
 }
 
 const OID_RSA: &str = "1.2.840.113549.1.1.1";
@@ -169,6 +181,7 @@ impl Signer {
             key: Key::Ecdsa(key),
             algorithm,
             rng: SystemRandom::new(),
+            certificate: None,
         }
     }
 
@@ -178,7 +191,14 @@ impl Signer {
             key: Key::Rsa(key),
             algorithm: Algorithm::PS256,
             rng: SystemRandom::new(),
+            certificate: None,
         }
+    }
+
+    /// Names `cert_der` (whose key this must be) in every signature from now on.
+    pub fn for_certificate(mut self, cert_der: &[u8]) -> Signer {
+        self.certificate = Some(fingerprint(cert_der));
+        self
     }
 
     /// The algorithm this key signs with.
@@ -215,10 +235,20 @@ impl Signer {
         }
     }
 
-    /// A signature over `msg` as it travels and is stored: `ALG:HEX`.
+    /// A signature over `msg` as it travels and is stored: `ALG:FINGERPRINT:HEX`
+    /// (`ALG:HEX` for a key not bound to a certificate).
     pub fn sign_encoded(&self, msg: &[u8]) -> Result<String, SigningError> {
-        Ok(encode(self.algorithm, &self.sign(msg)?))
+        let sig = self.sign(msg)?;
+        Ok(match &self.certificate {
+            Some(fp) => format!("{}:{fp}:{}", self.algorithm, hex::encode(sig)),
+            None => encode(self.algorithm, &sig),
+        })
     }
+}
+
+/// The SHA-256 fingerprint (hex) of a DER certificate.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref())
 }
 
 /// `ALG:HEX`.
@@ -226,14 +256,42 @@ pub fn encode(algorithm: Algorithm, sig: &[u8]) -> String {
     format!("{algorithm}:{}", hex::encode(sig))
 }
 
-/// The algorithm and bytes of an encoded signature; bare hex is a legacy ES256 one.
-pub fn decode(encoded: &str) -> Result<(Algorithm, Vec<u8>), SigningError> {
-    let (alg, hex_sig) = match encoded.split_once(':') {
-        Some((alg, sig)) => (Algorithm::parse(alg)?, sig),
-        None => (Algorithm::ES256, encoded),
+/// An encoded signature, taken apart.
+pub struct Decoded {
+    pub algorithm: Algorithm,
+    /// The fingerprint of the certificate it names, if it names one.
+    pub certificate: Option<String>,
+    pub signature: Vec<u8>,
+}
+
+/// Takes `ALG:FINGERPRINT:HEX`, `ALG:HEX` or bare hex (a legacy ES256 one) apart.
+pub fn decode_full(encoded: &str) -> Result<Decoded, SigningError> {
+    let parts: Vec<&str> = encoded.split(':').collect();
+    let (algorithm, certificate, hex_sig) = match parts.as_slice() {
+        [sig] => (Algorithm::ES256, None, *sig),
+        [alg, sig] => (Algorithm::parse(alg)?, None, *sig),
+        [alg, fp, sig] if fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (Algorithm::parse(alg)?, Some(fp.to_ascii_lowercase()), *sig)
+        }
+        _ => return Err(SigningError::BadEncoding),
     };
-    let sig = hex::decode(hex_sig).map_err(|_| SigningError::BadEncoding)?;
-    Ok((alg, sig))
+    let signature = hex::decode(hex_sig).map_err(|_| SigningError::BadEncoding)?;
+    Ok(Decoded {
+        algorithm,
+        certificate,
+        signature,
+    })
+}
+
+/// The algorithm and bytes of an encoded signature.
+pub fn decode(encoded: &str) -> Result<(Algorithm, Vec<u8>), SigningError> {
+    let d = decode_full(encoded)?;
+    Ok((d.algorithm, d.signature))
+}
+
+/// The fingerprint of the certificate an encoded signature names, if any.
+pub fn named_certificate(encoded: &str) -> Option<String> {
+    decode_full(encoded).ok().and_then(|d| d.certificate)
 }
 
 /// The public key (subjectPublicKey bits) of a DER certificate.
@@ -273,8 +331,14 @@ pub fn certificate_key(cert_der: &[u8]) -> Result<(KeyType, Vec<u8>), SigningErr
 /// Verifies an encoded signature (`ALG:HEX`) made by the holder of `cert_der`'s key: the
 /// algorithm must be on the allow-list and fit the certificate's key type.
 pub fn verify(cert_der: &[u8], msg: &[u8], encoded: &str) -> Result<(), SigningError> {
-    let (alg, sig) = decode(encoded)?;
-    verify_raw(cert_der, alg, msg, &sig)
+    let d = decode_full(encoded)?;
+    if let Some(named) = d.certificate {
+        let given = fingerprint(cert_der);
+        if named != given {
+            return Err(SigningError::OtherCertificate { named, given });
+        }
+    }
+    verify_raw(cert_der, d.algorithm, msg, &d.signature)
 }
 
 /// Verifies a raw signature of algorithm `alg`.

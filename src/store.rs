@@ -72,10 +72,13 @@ pub enum T {
     ConsentRecipients,
     /// Small bookkeeping values.
     Meta,
+    /// Every certificate that signed something stored (own, peers', receivers'):
+    /// SHA-256 fingerprint (hex) → DER, so a signature can be checked after a renewal.
+    Certificates,
 }
 
 impl T {
-    const ALL: [T; 14] = [
+    const ALL: [T; 15] = [
         T::Sent,
         T::SentEnvelopes,
         T::Outbox,
@@ -90,6 +93,7 @@ impl T {
         T::ConsentBySubject,
         T::ConsentRecipients,
         T::Meta,
+        T::Certificates,
     ];
 
     fn name(self) -> &'static str {
@@ -108,6 +112,7 @@ impl T {
             T::ConsentBySubject => "consent_by_subject",
             T::ConsentRecipients => "consent_recipients",
             T::Meta => "meta",
+            T::Certificates => "certificates",
         }
     }
 
@@ -729,6 +734,15 @@ fn apply_writes(trees: &[sled::Tree], writes: &[Write]) -> Result<(), StoreError
             TransactionError::Storage(e) => StoreError::Sled(e),
             TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
         })
+}
+
+/// Keeps (inside a job) a certificate that signed something this commit stores.
+pub fn keep_certificate(tx: &mut Tx<'_>, cert_der: &[u8]) -> Result<(), StoreError> {
+    let fp = crate::signing::fingerprint(cert_der);
+    if tx.get(T::Certificates, fp.as_bytes())?.is_none() {
+        tx.insert(T::Certificates, fp.into_bytes(), cert_der.to_vec());
+    }
+    Ok(())
 }
 
 /// Big-endian bytes of a sequence number, so that sled's byte order is numeric order.

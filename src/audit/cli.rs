@@ -476,9 +476,14 @@ async fn offline(
         .as_ref()
         .map_or(String::new(), |c| c.identity.to_string());
     let request = params.into_request(command, pseudonymiser.as_ref())?;
+    let anchors = config
+        .as_ref()
+        .map(|c| c.trust_anchors.clone())
+        .unwrap_or_default();
     let ctx = Context {
         observer: &observer,
         certificate: certificate.as_deref(),
+        trust_anchors: &anchors,
         pseudonymiser: pseudonymiser.as_ref(),
         today: Utc::now().date_naive(),
     };

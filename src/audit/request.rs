@@ -313,6 +313,9 @@ pub struct Context<'a> {
     pub observer: &'a str,
     /// The gateway's certificate (DER), to check checkpoint signatures.
     pub certificate: Option<&'a [u8]>,
+    /// The trust anchors, to trust an earlier certificate of the gateway that the store
+    /// kept (empty: only `certificate` counts).
+    pub trust_anchors: &'a [rustls::pki_types::CertificateDer<'static>],
     /// To name children by pseudonym in the all-consents listing.
     pub pseudonymiser: Option<&'a Pseudonymiser>,
     pub today: NaiveDate,
@@ -355,7 +358,12 @@ pub fn execute(
         }
         AuditRequest::Verify { expect } => {
             let cert = ctx.certificate.ok_or(RequestError::NoCertificate)?;
-            AuditAnswer::Verify(verify::verify(trees, cert, expect.as_ref())?)
+            AuditAnswer::Verify(verify::verify_with_anchors(
+                trees,
+                cert,
+                ctx.trust_anchors,
+                expect.as_ref(),
+            )?)
         }
     })
 }

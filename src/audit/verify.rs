@@ -26,6 +26,57 @@ use serde::{Deserialize, Serialize};
 use super::{checkpoint_bytes, AuditRecord, AuditTrees, Checkpoint, GENESIS_HASH};
 use crate::signing::SigningError;
 use crate::store::{StoreError, T};
+use rustls::pki_types::{CertificateDer, UnixTime};
+
+/// Whether `stored` may stand in for `current` as the gateway's certificate at `at`.
+fn trusted(
+    trees: &impl AuditTrees,
+    stored: &[u8],
+    current: &[u8],
+    anchors: &[CertificateDer<'static>],
+    at: &chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let same_org = match (
+        crate::identity::identify(stored),
+        crate::identity::identify(current),
+    ) {
+        (Ok(a), Ok(b)) => a.organisation_id == b.organisation_id,
+        _ => false,
+    };
+    if !same_org || anchors.is_empty() {
+        return false;
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for anchor in anchors {
+        if roots.add(anchor.clone()).is_err() {
+            return false;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(verifier) = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    )
+    .build() else {
+        return false;
+    };
+    let intermediates: Vec<CertificateDer<'static>> = trees
+        .tree(T::Certificates)
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|(_, der)| CertificateDer::from(der.to_vec()))
+        .collect();
+    let Ok(secs) = u64::try_from(at.timestamp()) else {
+        return false;
+    };
+    verifier
+        .verify_client_cert(
+            &CertificateDer::from(stored.to_vec()),
+            &intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+        )
+        .is_ok()
+}
 
 /// Why verification could not be carried out at all (exit code 2, "could not check").
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +173,25 @@ impl VerifyReport {
     }
 }
 
-/// Verifies the whole log in `trees` against the gateway certificate `cert_der`.
+/// Verifies the whole log in `trees` against the gateway certificate `cert_der` alone.
 pub fn verify(
     trees: &impl AuditTrees,
     cert_der: &[u8],
+    known: Option<&KnownCheckpoint>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_with_anchors(trees, cert_der, &[], known)
+}
+
+/// Verifies the whole log in `trees`. Each checkpoint is checked against the certificate
+/// its signature names, as the store kept it, when that certificate is trustworthy: it
+/// names the same organisation as `cert_der` and chains to one of `anchors` at the
+/// checkpoint's time (the store's other certificates serve as intermediates). So a
+/// renewed certificate leaves the old checkpoints checkable, and a certificate slipped
+/// into the store by whoever could write it proves nothing. Otherwise `cert_der`.
+pub fn verify_with_anchors(
+    trees: &impl AuditTrees,
+    cert_der: &[u8],
+    anchors: &[CertificateDer<'static>],
     known: Option<&KnownCheckpoint>,
 ) -> Result<VerifyReport, VerifyError> {
     // Fails early, naming the problem, if the certificate's key is of no usable type.
@@ -163,9 +229,22 @@ pub fn verify(
                 continue;
             }
         };
+        // The certificate that signed it: the one its signature names, as the store kept
+        // it (so a renewal leaves old checkpoints checkable), else the one given.
+        let stored = crate::signing::named_certificate(&cp.signature)
+            .filter(|fp| *fp != crate::signing::fingerprint(cert_der))
+            .and_then(|fp| {
+                trees
+                    .tree(T::Certificates)
+                    .get(fp.as_bytes())
+                    .ok()
+                    .flatten()
+            })
+            .filter(|stored| trusted(trees, stored, cert_der, anchors, &cp.time));
+        let signer_cert = stored.as_deref().unwrap_or(cert_der);
         let signature_ok = cp.seq == seq
             && crate::signing::verify(
-                cert_der,
+                signer_cert,
                 &checkpoint_bytes(cp.seq, &cp.hash, &cp.time),
                 &cp.signature,
             )

@@ -36,6 +36,8 @@ pub struct AuditService {
     local: Arc<Local>,
     /// This gateway's own certificate (DER), to verify its checkpoints.
     certificate: Option<Arc<[u8]>>,
+    /// To trust the gateway's earlier certificates the store kept.
+    trust_anchors: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl AuditService {
@@ -45,6 +47,7 @@ impl AuditService {
         store: Store,
         local: Arc<Local>,
         certificate: Option<Vec<u8>>,
+        trust_anchors: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> AuditService {
         AuditService {
             auditors,
@@ -52,6 +55,7 @@ impl AuditService {
             store,
             local,
             certificate: certificate.map(Into::into),
+            trust_anchors: Arc::new(trust_anchors),
         }
     }
 
@@ -114,6 +118,7 @@ impl AuditService {
             let ctx = Context {
                 observer: worker.local.identity.as_str(),
                 certificate: worker.certificate.as_deref(),
+                trust_anchors: &worker.trust_anchors,
                 pseudonymiser: Some(&worker.pseudonymiser),
                 today: worker.local.clock.today(),
             };

@@ -18,6 +18,7 @@ mod many_peers;
 mod minimisation;
 mod relay;
 mod reload;
+mod renewal;
 mod revocation;
 mod store_format;
 mod tls_validity;
