@@ -359,10 +359,13 @@ impl Gateway {
         // minute whether enforcement changed, and rebuild the TLS configs if it did.
         let mut revocation_tick = tokio::time::interval(Duration::from_secs(60));
         let mut enforced = live.config.crls.enforce_expiry(chrono::Utc::now());
+        let mut expiry = ExpiryWarnings::default();
+        expiry.check(&live.config, chrono::Utc::now());
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = revocation_tick.tick() => {
+                    expiry.check(&live.config, chrono::Utc::now());
                     let now_enforced = live.config.crls.enforce_expiry(chrono::Utc::now());
                     if now_enforced != enforced {
                         match (crate::tls::server_config(&live.config), crate::tls::client_config(&live.config)) {
@@ -463,6 +466,45 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
     done.auditors = new.auditors.len();
     live.config = new;
     Ok(done)
+}
+
+/// Warnings that the gateway's own certificate or a trust anchor is about to expire: at
+/// start when either ends within 30 days, and again when one comes within 30 and within
+/// 7 days — once per certificate and threshold, not every minute.
+#[derive(Default)]
+struct ExpiryWarnings {
+    warned: std::collections::HashSet<(String, i64)>,
+}
+
+impl ExpiryWarnings {
+    const THRESHOLDS: [i64; 2] = [30, 7];
+
+    fn check(&mut self, config: &Config, now: chrono::DateTime<chrono::Utc>) {
+        let own = config
+            .cert_chain
+            .first()
+            .map(|c| ("own certificate", c.as_ref()));
+        let anchors = config
+            .trust_anchors
+            .iter()
+            .map(|c| ("trust anchor", c.as_ref()));
+        for (what, der) in own.into_iter().chain(anchors) {
+            if let Some(days) = self.due(der, now) {
+                tracing::warn!(certificate = what, fingerprint = %crate::signing::fingerprint(der), days_left = days, "certificate expires soon; renew it and reload");
+            }
+        }
+    }
+
+    /// The days left on `der` when a threshold was newly crossed, once per threshold.
+    fn due(&mut self, der: &[u8], now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+        let days = (crate::identity::not_after(der)? - now).num_days();
+        let fp = crate::signing::fingerprint(der);
+        let mut newly = false;
+        for threshold in Self::THRESHOLDS.into_iter().filter(|t| days <= *t) {
+            newly |= self.warned.insert((fp.clone(), threshold));
+        }
+        newly.then_some(days)
+    }
 }
 
 /// Says at start and on reload what revocation checking does: nothing without CRLs, and
@@ -594,5 +636,26 @@ impl RunningGateway {
         (&mut self.task)
             .await
             .map_err(|e| StartError::Other(format!("gateway task: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_warned_once_at_30_days_and_once_at_7() {
+        let (_, cert) = crate::dev::pki::test_credentials();
+        let end = crate::identity::not_after(&cert).unwrap();
+        let mut w = ExpiryWarnings::default();
+        assert_eq!(w.due(&cert, end - chrono::Duration::days(60)), None);
+        assert_eq!(w.due(&cert, end - chrono::Duration::days(20)), Some(20));
+        assert_eq!(w.due(&cert, end - chrono::Duration::days(19)), None);
+        assert_eq!(w.due(&cert, end - chrono::Duration::days(5)), Some(5));
+        assert_eq!(w.due(&cert, end - chrono::Duration::days(4)), None);
+        // Starting within 7 days: one warning, not two.
+        let mut fresh = ExpiryWarnings::default();
+        assert_eq!(fresh.due(&cert, end - chrono::Duration::days(3)), Some(3));
+        assert_eq!(fresh.due(&cert, end - chrono::Duration::days(3)), None);
     }
 }
