@@ -201,14 +201,28 @@ impl Receipt {
         receiver: &str,
         signer: &Signer,
     ) -> Result<Vec<Receipt>, SigningError> {
+        let hashed: Vec<(&str, String)> = stored
+            .iter()
+            .map(|(id, bytes)| (*id, sha256_hex(bytes)))
+            .collect();
+        Receipt::issue_batch_hashed(sender, &hashed, receiver, signer)
+    }
+
+    /// As [`Receipt::issue_batch_from`], for messages given by id and the SHA-256 (hex)
+    /// of their stored bytes.
+    pub fn issue_batch_hashed(
+        sender: Option<&str>,
+        stored: &[(&str, String)],
+        receiver: &str,
+        signer: &Signer,
+    ) -> Result<Vec<Receipt>, SigningError> {
         if stored.is_empty() {
             return Ok(Vec::new());
         }
-        let hashes: Vec<String> = stored.iter().map(|(_, b)| sha256_hex(b)).collect();
+        let hashes: Vec<String> = stored.iter().map(|(_, h)| h.clone()).collect();
         let leaves: Vec<Hash> = stored
             .iter()
-            .zip(&hashes)
-            .map(|((id, _), h)| leaf_hash(sender, id, h))
+            .map(|(id, h)| leaf_hash(sender, id, h))
             .collect();
         let (root, paths) = merkle(&leaves);
         let size = u32::try_from(stored.len()).map_err(|_| SigningError::BadSignature)?;

@@ -20,6 +20,7 @@ use crate::consent::{
     Exchange,
 };
 use crate::error::{Code, Refusal};
+use crate::identity::OrgId;
 use crate::inbox::{self, ReceivedMessage};
 use crate::live::Live;
 use crate::local::Local;
@@ -101,18 +102,62 @@ impl ReceivePath {
         };
         let actor = caller.actor();
         let sender_cert = caller.cert.clone();
+        // The receipts are signed here, off the single committer (an RSA-4096 signature
+        // costs ~5 ms, which would stall every writer), for the messages a read pass finds
+        // new; the commit re-checks and uses them only if it finds the same.
+        let presigned = self.presign(&checked, &actor).await?;
         let by = StoreAs {
             local: self.local.clone(),
             pseudonymiser: self.pseudonymiser.clone(),
         };
         let results = self
             .store
-            .commit(move |tx| store_batch(tx, checked, &actor, &sender_cert, &by))
+            .commit(move |tx| store_batch(tx, checked, &actor, &sender_cert, &by, presigned))
             .await?;
         for r in results.iter().flatten() {
             tracing::info!(message_id = %r.message_id, "message received");
         }
         Ok(results)
+    }
+
+    /// Receipts for the messages of `checked` that the committed store does not hold
+    /// yet, signed on the blocking pool.
+    async fn presign(&self, checked: &[CheckResult], actor: &Actor) -> Result<Presigned, Refusal> {
+        let mut new: Vec<(OrgId, String, String)> = Vec::new();
+        for c in checked.iter().flatten() {
+            let (from, id) = (&c.envelope.from, &c.envelope.id);
+            if new.iter().any(|(f, i, _)| f == from && i == id)
+                || inbox::get(&self.store, from, id)?.is_some()
+            {
+                continue;
+            }
+            new.push((from.clone(), id.clone(), c.hash.clone()));
+        }
+        let stored: Vec<(String, String)> = new
+            .iter()
+            .map(|(_, id, h)| (id.clone(), h.clone()))
+            .collect();
+        let local = self.local.clone();
+        let sender = actor_org(actor);
+        let receipts = tokio::task::spawn_blocking(move || {
+            let hashed: Vec<(&str, String)> = stored
+                .iter()
+                .map(|(id, h)| (id.as_str(), h.clone()))
+                .collect();
+            Receipt::issue_batch_hashed(
+                sender.as_deref(),
+                &hashed,
+                local.identity.as_str(),
+                &local.signer,
+            )
+        })
+        .await
+        .map_err(|e| Refusal::internal(format!("signing the receipts: {e}")))?
+        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
+        Ok(Presigned {
+            stored: new.into_iter().map(|(_, id, h)| (id, h)).collect(),
+            receipts,
+        })
     }
 
     /// Checks one relayed message; a refusal comes with its audit record.
@@ -362,6 +407,12 @@ enum ConsentEffect {
     },
 }
 
+/// Receipts signed before the commit, for these (id, hash) in this order.
+struct Presigned {
+    stored: Vec<(String, String)>,
+    receipts: Vec<Receipt>,
+}
+
 /// Who stores a batch: this gateway (its identity, signing key and clock) and its
 /// pseudonyms.
 struct StoreAs {
@@ -390,6 +441,7 @@ fn store_batch(
     actor: &Actor,
     sender_cert: &[u8],
     by: &StoreAs,
+    presigned: Presigned,
 ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
     let mut decisions = Vec::with_capacity(checked.len());
     let mut new: Vec<Checked> = Vec::new();
@@ -439,18 +491,30 @@ fn store_batch(
         });
     }
 
-    let stored: Vec<(&str, &[u8])> = new
+    let stored: Vec<(String, String)> = new
         .iter()
-        .map(|c| (c.envelope.id.as_str(), c.bytes.as_slice()))
+        .map(|c| (c.envelope.id.clone(), c.hash.clone()))
         .collect();
-    let sender = actor_org(actor);
-    let receipts = Receipt::issue_batch_from(
-        sender.as_deref(),
-        &stored,
-        by.local.identity.as_str(),
-        &by.local.signer,
-    )
-    .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
+    let receipts = if stored == presigned.stored {
+        presigned.receipts
+    } else {
+        // Another batch stored one of these in between (a resend racing its original):
+        // sign for exactly what this commit stores, here, this once.
+        tracing::info!(
+            "a batch's new messages changed before its commit; signing its receipts in the commit"
+        );
+        let hashed: Vec<(&str, String)> = stored
+            .iter()
+            .map(|(id, h)| (id.as_str(), h.clone()))
+            .collect();
+        Receipt::issue_batch_hashed(
+            actor_org(actor).as_deref(),
+            &hashed,
+            by.local.identity.as_str(),
+            &by.local.signer,
+        )
+        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?
+    };
     if !new.is_empty() {
         crate::store::keep_certificate(tx, sender_cert)?;
     }
