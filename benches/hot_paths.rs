@@ -109,9 +109,7 @@ fn benches(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let mut sealed = Sealed::default();
-                chain
-                    .append(black_box(event.clone()), &signer, &mut sealed)
-                    .unwrap();
+                chain.append(black_box(event.clone()), &mut sealed).unwrap();
                 sealed
             })
         },

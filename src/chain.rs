@@ -332,6 +332,9 @@ pub struct Sealed {
     pub records: Vec<(u64, Vec<u8>)>,
     pub checkpoints: Vec<(u64, Vec<u8>)>,
     pub index: GroupIndex,
+    /// A checkpoint that is due, (sequence, hash), to be signed off the committer and
+    /// stored in a later group (see `crate::store`).
+    pub due: Option<(u64, String)>,
 }
 
 /// The committer's view of the chain's head.
@@ -366,14 +369,10 @@ impl AuditChain {
         }
     }
 
-    /// Seals `event` as the next record into `sealed`, signing a checkpoint when
-    /// [`CHECKPOINT_EVERY`] records have passed since the last one.
-    pub fn append(
-        &mut self,
-        event: AuditEvent,
-        signer: &Signer,
-        sealed: &mut Sealed,
-    ) -> Result<(), ChainError> {
+    /// Seals `event` as the next record into `sealed`; when [`CHECKPOINT_EVERY`] records
+    /// have passed since the last checkpoint, marks one due (`sealed.due`) rather than
+    /// signing it here: a signature (~5 ms with RSA-4096) would stall every writer.
+    pub fn append(&mut self, event: AuditEvent, sealed: &mut Sealed) -> Result<(), ChainError> {
         let seq = self.next_seq;
         let time = Utc::now();
         let hash = record_hash(seq, &time, &event, &self.last_hash);
@@ -390,7 +389,8 @@ impl AuditChain {
         self.last_hash = hash;
         self.next_seq = seq + 1;
         if seq - self.last_checkpoint >= CHECKPOINT_EVERY {
-            self.checkpoint(signer, sealed)?;
+            sealed.due = Some((seq, self.last_hash.clone()));
+            self.last_checkpoint = seq;
         }
         Ok(())
     }
@@ -401,21 +401,27 @@ impl AuditChain {
         if seq == 0 || seq == self.last_checkpoint {
             return Ok(());
         }
-        let time = Utc::now();
-        let signature = signer
-            .sign_encoded(&checkpoint_bytes(seq, &self.last_hash, &time))
-            .map_err(|e| ChainError::Sign(e.to_string()))?;
-        let cp = Checkpoint {
-            seq,
-            hash: self.last_hash.clone(),
-            time,
-            signature,
-        };
-        let bytes = serde_json::to_vec(&cp).map_err(|e| ChainError::Encode(e.to_string()))?;
-        sealed.checkpoints.push((seq, bytes));
+        sealed
+            .checkpoints
+            .push((seq, sign_checkpoint(signer, seq, &self.last_hash)?));
         self.last_checkpoint = seq;
         Ok(())
     }
+}
+
+/// A signed checkpoint of (`seq`, `hash`) now, as stored.
+pub fn sign_checkpoint(signer: &Signer, seq: u64, hash: &str) -> Result<Vec<u8>, ChainError> {
+    let time = Utc::now();
+    let signature = signer
+        .sign_encoded(&checkpoint_bytes(seq, hash, &time))
+        .map_err(|e| ChainError::Sign(e.to_string()))?;
+    let cp = Checkpoint {
+        seq,
+        hash: hash.to_string(),
+        time,
+        signature,
+    };
+    serde_json::to_vec(&cp).map_err(|e| ChainError::Encode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -320,11 +320,34 @@ impl Store {
         let poisoned = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel::<JobFn>();
+        let (to_sign, sign_requests) = mpsc::channel::<(u64, String)>();
+        let (signed_tx, signed) = mpsc::channel::<(u64, Vec<u8>)>();
+        let checkpoint_signer = signer.clone();
+        // The checkpointer: signs due checkpoints off the committer thread. It ends when
+        // the committer (the only sender) does.
+        std::thread::Builder::new()
+            .name("wijkpoort-checkpointer".into())
+            .spawn(move || {
+                for (seq, hash) in sign_requests {
+                    match crate::chain::sign_checkpoint(&checkpoint_signer, seq, &hash) {
+                        Ok(bytes) => {
+                            if signed_tx.send((seq, bytes)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, seq, "could not sign an audit checkpoint")
+                        }
+                    }
+                }
+            })?;
         let committer = Committer {
             db: db.clone(),
             trees: trees.clone(),
             chain,
             signer,
+            to_sign,
+            signed,
             durability,
             log_file,
             blobs_dir: dir.join("blobs"),
@@ -569,6 +592,10 @@ struct Committer {
     trees: Vec<sled::Tree>,
     chain: AuditChain,
     signer: Arc<Signer>,
+    /// Due checkpoints go to the checkpointer thread to be signed …
+    to_sign: mpsc::Sender<(u64, String)>,
+    /// … and come back signed, to be written with the next group.
+    signed: mpsc::Receiver<(u64, Vec<u8>)>,
     durability: Durability,
     log_file: File,
     blobs_dir: PathBuf,
@@ -582,7 +609,18 @@ const MAX_GROUP: usize = 1024;
 
 impl Committer {
     fn run(mut self, jobs: mpsc::Receiver<JobFn>) {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let first = match jobs.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(job) => job,
+                // Idle: store a checkpoint that came back signed, if any, on its own.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(signed) = self.signed.try_recv() {
+                        self.commit_checkpoint(signed);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match jobs.try_recv() {
@@ -592,7 +630,14 @@ impl Committer {
             }
             self.commit_group(group);
         }
-        // All senders are gone: the gateway is stopping. Seal the log with a checkpoint.
+        // All senders are gone: the gateway is stopping. Store what was signed meanwhile,
+        // then seal the log with a checkpoint of its head (signed here: nothing waits).
+        // Closing the request channel ends the checkpointer once it has signed what it
+        // was asked, so this waits for exactly those.
+        drop(std::mem::replace(&mut self.to_sign, mpsc::channel().0));
+        while let Ok(signed) = self.signed.recv() {
+            self.commit_checkpoint(signed);
+        }
         let mut sealed = Sealed::default();
         if let Err(e) = self.chain.checkpoint(&self.signer, &mut sealed) {
             tracing::error!(error = %e, "could not write the closing audit checkpoint");
@@ -605,9 +650,21 @@ impl Committer {
         }
     }
 
+    /// Stores one signed checkpoint in a commit of its own.
+    fn commit_checkpoint(&mut self, (seq, bytes): (u64, Vec<u8>)) {
+        let writes = vec![(T::Checkpoints, be(seq).to_vec(), Some(bytes))];
+        if let Err(e) = self.apply(&writes).and_then(|()| self.commit_point()) {
+            tracing::error!(error = %e, "could not store a signed audit checkpoint");
+        }
+    }
+
     fn commit_group(&mut self, group: Vec<JobFn>) {
         let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
         let mut writes: Vec<Write> = Vec::new();
+        // Checkpoints signed since the last group are stored with this one.
+        while let Ok((seq, bytes)) = self.signed.try_recv() {
+            writes.push((T::Checkpoints, be(seq).to_vec(), Some(bytes)));
+        }
         let mut finishers = Vec::with_capacity(group.len());
         let mut chain_error = None;
         let mut sealed = Sealed::default();
@@ -626,7 +683,7 @@ impl Committer {
                 ..
             } = tx;
             for event in audit {
-                if let Err(e) = self.chain.append(event, &self.signer, &mut sealed) {
+                if let Err(e) = self.chain.append(event, &mut sealed) {
                     chain_error = Some(StoreError::from(e));
                 }
             }
@@ -636,6 +693,7 @@ impl Committer {
             }
             finishers.push(finish);
         }
+        let due = sealed.due.take();
         sealed_writes(sealed, &mut writes);
         let result = match chain_error {
             Some(e) => Err(e),
@@ -646,7 +704,13 @@ impl Committer {
             .jobs
             .fetch_add(finishers.len() as u64, Ordering::Relaxed);
         match result {
-            Ok(()) => finishers.into_iter().for_each(|f| f(Ok(()))),
+            Ok(()) => {
+                // The group holding the checkpoint's record is durable: have it signed.
+                if let Some(due) = due {
+                    let _ = self.to_sign.send(due);
+                }
+                finishers.into_iter().for_each(|f| f(Ok(())))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; the store refuses further writes");
                 self.poisoned.store(true, Ordering::SeqCst);
