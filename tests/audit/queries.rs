@@ -241,6 +241,14 @@ async fn online_verify_and_a_locked_store_pointing_to_it() {
     let mut s = Setup::new().await;
     let gw = s.start_practice().await;
     fill(&gw, 1200).await;
+    // The checkpoint at 1000 is signed off the committer, after its group is durable,
+    // and stored a moment later: wait for it.
+    let checkpoints = store(&gw).tree(wijkpoort::store::T::Checkpoints).clone();
+    wait_until("the signed checkpoint at 1000", || {
+        let stored = checkpoints.get(1000u64.to_be_bytes()).ok().flatten();
+        async move { stored.map(|_| ()) }
+    })
+    .await;
     let out = wijkpoort(cmd(&s.online_args(&gw, "auditor"), &["verify"])).await;
     assert_eq!(
         out.status.code(),
