@@ -18,6 +18,9 @@ use crate::identity::{self, OrgId};
 use crate::message::MessageType;
 use crate::signing::Signer;
 
+pub mod limits;
+pub use limits::Limits;
+
 /// A configuration mistake: which file, which field, what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {field}: {problem}")]
@@ -69,6 +72,8 @@ pub struct RawConfig {
     pub peers: Vec<RawPeer>,
     #[serde(default)]
     pub auditors: Vec<RawAuditor>,
+    #[serde(default)]
+    pub limits: limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +218,7 @@ pub struct Config {
     pub relay: RelaySettings,
     pub peers: Peers,
     pub auditors: Vec<OrgId>,
+    pub limits: Limits,
 }
 
 /// The configured peers, found by the name the local system uses or by the
@@ -452,6 +458,10 @@ impl RawConfig {
                 "must be positive and not above relay.max_backoff_ms".into(),
             ));
         }
+        let limits = self
+            .limits
+            .validate()
+            .map_err(|(field, problem)| err(&format!("limits.{field}"), problem))?;
         Ok(Config {
             path: path.to_path_buf(),
             role: self.role,
@@ -475,6 +485,7 @@ impl RawConfig {
             },
             peers: Peers::new(peers),
             auditors,
+            limits,
         })
     }
 }

@@ -85,6 +85,13 @@ pub enum Code {
     CertificateRevoked,
     /// A configuration reload was refused; the running configuration stays.
     ReloadRefused,
+    /// The store's filesystem is down to its free-space reserve: nothing new is accepted
+    /// until space is freed; reads go on.
+    DiskFull,
+    /// The caller already has as many requests in progress as it may.
+    TooManyRequests,
+    /// The request (its body, or the whole of it) took longer than allowed.
+    RequestTimeout,
 }
 
 impl Code {
@@ -128,6 +135,9 @@ impl Code {
             Code::ReloadRefused => "reload_refused",
             Code::CertificateExpired => "certificate_expired",
             Code::CertificateRevoked => "certificate_revoked",
+            Code::DiskFull => "disk_full",
+            Code::TooManyRequests => "too_many_requests",
+            Code::RequestTimeout => "request_timeout",
         }
     }
 
@@ -136,7 +146,12 @@ impl Code {
     pub fn is_gateway_failure(self) -> bool {
         matches!(
             self,
-            Code::StoreUnavailable | Code::SigningFailed | Code::Internal
+            Code::StoreUnavailable
+                | Code::SigningFailed
+                | Code::Internal
+                | Code::DiskFull
+                | Code::TooManyRequests
+                | Code::RequestTimeout
         )
     }
 }

@@ -56,6 +56,7 @@ use crate::reload::{ReloadError, ReloadRequest, Reloaded, Reloader};
 use crate::revocation::CrlSet;
 use crate::send::SendPath;
 use crate::server::audit::AuditService;
+use crate::server::limits::Bounds;
 use crate::server::listener::Listener;
 use crate::server::local_api::LocalApi;
 use crate::stats::{Counters, Stats};
@@ -188,6 +189,14 @@ impl Gateway {
         durability: Durability,
         clock: Clock,
     ) -> Result<Gateway, StartError> {
+        crate::server::limits::check_descriptors(&config.limits).map_err(|problem| {
+            crate::config::ConfigError {
+                file: config.path.clone(),
+                field: "limits.max_connections".into(),
+                problem,
+            }
+        })?;
+        let bounds = Bounds::new(&config.limits, config.store_dir.clone());
         let store = Store::open_with(&config.store_dir, config.signer.clone(), durability)?;
         let server_tls = Live::new(crate::tls::server_config(&config)?);
         let client_tls = Live::new(crate::tls::client_config(&config)?);
@@ -272,6 +281,7 @@ impl Gateway {
             local.clone(),
             stats.clone(),
             reloader.clone(),
+            bounds.clone(),
         );
         let listener = Listener::new(
             server_tls.clone(),
@@ -281,6 +291,7 @@ impl Gateway {
             store.clone(),
             local.clone(),
             counters,
+            bounds,
         );
         Ok(Gateway {
             local,
@@ -355,6 +366,10 @@ impl Gateway {
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
 
         tokio::pin!(shutdown);
+        let failed = store.clone();
+        let failed = failed.failed();
+        tokio::pin!(failed);
+        let mut failure = None;
         // A stale revocation list's grace period ends while the gateway runs: look every
         // minute whether enforcement changed, and rebuild the TLS configs if it did.
         let mut revocation_tick = tokio::time::interval(Duration::from_secs(60));
@@ -364,6 +379,13 @@ impl Gateway {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                reason = &mut failed => {
+                    // The store refuses every write until it is reopened: stop, and exit
+                    // non-zero so that a supervisor restarts the gateway.
+                    tracing::error!(reason = %reason, "the store failed; stopping the gateway");
+                    failure = Some(reason);
+                    break;
+                }
                 _ = revocation_tick.tick() => {
                     expiry.check(&live.config, chrono::Utc::now());
                     let now_enforced = live.config.crls.enforce_expiry(chrono::Utc::now());
@@ -397,18 +419,31 @@ impl Gateway {
         tracing::info!("stopping: draining connections and relays");
         let _ = stop_tx.send(true);
         relays.stop_all();
-        let drained = tokio::time::timeout(GRACE, async {
+        // A failed store can commit nothing more: a short drain, then out.
+        let grace = if failure.is_some() {
+            Duration::from_secs(1)
+        } else {
+            GRACE
+        };
+        let drained = tokio::time::timeout(grace, async {
             while tasks.join_next().await.is_some() {}
             while relays.tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                grace_secs = GRACE.as_secs(),
+                grace_secs = grace.as_secs(),
                 "some tasks did not stop in time; aborting them"
             );
             tasks.abort_all();
             relays.tasks.abort_all();
+        }
+        if let Some(reason) = failure {
+            let closing = store.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            return Err(StartError::Other(format!(
+                "the store failed ({reason}); restart the gateway (nothing accepted before is lost)"
+            )));
         }
         store
             .commit_audit(vec![
@@ -429,7 +464,7 @@ impl Gateway {
 fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
     let new = Config::load(&live.config.path)?;
     let old = &live.config;
-    let fixed: [(&'static str, bool); 9] = [
+    let fixed: [(&'static str, bool); 10] = [
         ("role", new.role == old.role),
         ("identity", new.identity == old.identity),
         ("store_dir", new.store_dir == old.store_dir),
@@ -442,6 +477,7 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
             "tls.key",
             new.signer.public_key() == old.signer.public_key(),
         ),
+        ("limits", new.limits == old.limits),
     ];
     if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(ReloadError::NeedsRestart { field });

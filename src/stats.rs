@@ -14,6 +14,8 @@ pub struct Counters {
     pub handshakes_out: AtomicU64,
     /// TLS handshakes the mTLS listener completed.
     pub handshakes_in: AtomicU64,
+    /// Connections the mTLS listener accepted (bounded by the handshake rate limit).
+    pub accepts_in: Arc<AtomicU64>,
 }
 
 /// What `/v1/stats` reports, read when asked.
@@ -32,6 +34,7 @@ impl Stats {
             "commit_jobs": load(&c.jobs),
             "commit_syncs": load(&c.syncs),
             "handshakes_in": load(&self.counters.handshakes_in),
+            "accepts_in": load(&self.counters.accepts_in),
             "handshakes_out": load(&self.counters.handshakes_out),
             // The queue and the inbox hold only what is waiting, so counting them is
             // cheap; the totals come from a counter and the head of the audit chain.

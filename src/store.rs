@@ -23,8 +23,16 @@
 //! of messages, consents or peers beyond the bytes it is handed.
 //!
 //! A group whose durability step fails poisons the store: the gateway can no longer
-//! promise anything is on disk, so every later commit fails with [`StoreError::Poisoned`]
-//! and the operator must restart it.
+//! promise anything is on disk (and sled keeps a failed log write's error until the
+//! database is reopened), so every later commit fails with [`StoreError::Poisoned`].
+//! A panic of the committer thread poisons it the same way. [`Store::failure`] says why,
+//! [`Store::failed`] completes when it happens: the gateway then stops and exits
+//! non-zero, so that a supervisor restarts it on a reopened store.
+//!
+//! In debug builds only, `WIJKPOORT_FAULT_COMMIT_PANIC_AFTER=N` makes the committer
+//! panic at the commit point of its N+1st group (the tests' fault hook for a committer
+//! panic; an environment variable because the tests run the real binary as a child
+//! process, where `#[cfg(test)]` code does not exist; release builds do not read it).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -247,7 +255,9 @@ impl Tx<'_> {
 }
 
 /// What a job returns from its closure: its result, and whether to keep its writes.
-type JobFn = Box<dyn FnOnce(&mut Tx<'_>) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> + Send>;
+type JobFn = Box<dyn FnOnce(&mut Tx<'_>) -> Finisher + Send>;
+/// What tells a job's caller how its commit ended.
+type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Counters for the benchmark: how often the commit point ran and what it synced.
 #[derive(Debug, Default)]
@@ -268,6 +278,7 @@ struct Inner {
     jobs: std::sync::Mutex<Option<mpsc::Sender<JobFn>>>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     poisoned: Arc<AtomicBool>,
+    failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
     stats: Arc<CommitStats>,
 }
 
@@ -318,6 +329,7 @@ impl Store {
         // The directory entry of a freshly created store must be durable too.
         File::open(dir)?.sync_all()?;
         let poisoned = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(tokio::sync::watch::Sender::new(None));
         let stats = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel::<JobFn>();
         let (to_sign, sign_requests) = mpsc::channel::<(u64, String)>();
@@ -353,7 +365,12 @@ impl Store {
             blobs_dir: dir.join("blobs"),
             synced_blobs: HashSet::new(),
             poisoned: poisoned.clone(),
+            failure: failure.clone(),
             stats: stats.clone(),
+            #[cfg(debug_assertions)]
+            panic_after: std::env::var("WIJKPOORT_FAULT_COMMIT_PANIC_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         };
         let handle = std::thread::Builder::new()
             .name("wijkpoort-committer".into())
@@ -364,9 +381,27 @@ impl Store {
                 jobs: std::sync::Mutex::new(Some(tx)),
                 committer: std::sync::Mutex::new(Some(handle)),
                 poisoned,
+                failure,
                 stats,
             }),
         })
+    }
+
+    /// Why the store refuses every write, if it does: a failed commit or a committer
+    /// panic. It stays so until the gateway is restarted.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.borrow().clone()
+    }
+
+    /// Completes (with the reason) once the store has failed; see [`Store::failure`].
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.failure.subscribe();
+        let reason = rx.wait_for(|f| f.is_some()).await.map(|f| f.clone());
+        match reason {
+            Ok(f) => f.unwrap_or_default(),
+            // The sender lives as long as the store: not reached while `self` exists.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Opens a stopped gateway's store for reading (the auditor's offline mode). Any format
@@ -601,7 +636,28 @@ struct Committer {
     blobs_dir: PathBuf,
     synced_blobs: HashSet<PathBuf>,
     poisoned: Arc<AtomicBool>,
+    failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
     stats: Arc<CommitStats>,
+    /// The fault hook (debug builds): panic at the commit point after this many groups.
+    #[cfg(debug_assertions)]
+    panic_after: Option<u64>,
+}
+
+/// Marks the store failed if the committer thread unwinds.
+struct PanicGuard {
+    poisoned: Arc<AtomicBool>,
+    failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the store's committer panicked; the store refuses further writes");
+            self.poisoned.store(true, Ordering::SeqCst);
+            self.failure
+                .send_replace(Some("the store's committer thread panicked".into()));
+        }
+    }
 }
 
 /// Most jobs one group commit takes; bounds the latency of the first job in a group.
@@ -609,6 +665,10 @@ const MAX_GROUP: usize = 1024;
 
 impl Committer {
     fn run(mut self, jobs: mpsc::Receiver<JobFn>) {
+        let _guard = PanicGuard {
+            poisoned: self.poisoned.clone(),
+            failure: self.failure.clone(),
+        };
         loop {
             let first = match jobs.recv_timeout(std::time::Duration::from_millis(200)) {
                 Ok(job) => job,
@@ -628,7 +688,11 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            self.commit_group_guarded(group);
+        }
+        // A failed store writes nothing more: nothing can be made durable there.
+        if self.poisoned.load(Ordering::SeqCst) {
+            return;
         }
         // All senders are gone: the gateway is stopping. Store what was signed meanwhile,
         // then seal the log with a checkpoint of its head (signed here: nothing waits).
@@ -652,20 +716,43 @@ impl Committer {
 
     /// Stores one signed checkpoint in a commit of its own.
     fn commit_checkpoint(&mut self, (seq, bytes): (u64, Vec<u8>)) {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return;
+        }
         let writes = vec![(T::Checkpoints, be(seq).to_vec(), Some(bytes))];
         if let Err(e) = self.apply(&writes).and_then(|()| self.commit_point()) {
-            tracing::error!(error = %e, "could not store a signed audit checkpoint");
+            tracing::error!(error = %e, "could not store a signed audit checkpoint; the store refuses further writes");
+            self.poisoned.store(true, Ordering::SeqCst);
+            self.failure
+                .send_replace(Some(format!("a commit failed: {e}")));
         }
     }
 
-    fn commit_group(&mut self, group: Vec<JobFn>) {
+    /// Commits a group; if that panics, the store is marked failed *before* the
+    /// group's callers hear that their jobs are gone (so that health already says so),
+    /// and the committer thread goes on unwinding.
+    fn commit_group_guarded(&mut self, group: Vec<JobFn>) {
+        let mut finishers = Vec::with_capacity(group.len());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.commit_group(group, &mut finishers)
+        }));
+        if let Err(panic) = outcome {
+            tracing::error!("the store's committer panicked; the store refuses further writes");
+            self.poisoned.store(true, Ordering::SeqCst);
+            self.failure
+                .send_replace(Some("the store's committer thread panicked".into()));
+            drop(finishers);
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<JobFn>, finishers: &mut Vec<Finisher>) {
         let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
         let mut writes: Vec<Write> = Vec::new();
         // Checkpoints signed since the last group are stored with this one.
         while let Ok((seq, bytes)) = self.signed.try_recv() {
             writes.push((T::Checkpoints, be(seq).to_vec(), Some(bytes)));
         }
-        let mut finishers = Vec::with_capacity(group.len());
         let mut chain_error = None;
         let mut sealed = Sealed::default();
         for job in group {
@@ -709,12 +796,14 @@ impl Committer {
                 if let Some(due) = due {
                     let _ = self.to_sign.send(due);
                 }
-                finishers.into_iter().for_each(|f| f(Ok(())))
+                finishers.drain(..).for_each(|f| f(Ok(())))
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; the store refuses further writes");
                 self.poisoned.store(true, Ordering::SeqCst);
-                for f in finishers {
+                self.failure
+                    .send_replace(Some(format!("a commit failed: {e}")));
+                for f in finishers.drain(..) {
                     f(Err(StoreError::Poisoned));
                 }
             }
@@ -728,6 +817,12 @@ impl Committer {
 
     /// THE COMMIT POINT. Nothing is reported as accepted before this returns `Ok`.
     fn commit_point(&mut self) -> Result<(), StoreError> {
+        #[cfg(debug_assertions)]
+        if let Some(n) = self.panic_after {
+            if self.stats.groups.load(Ordering::Relaxed) >= n {
+                panic!("fault hook: WIJKPOORT_FAULT_COMMIT_PANIC_AFTER={n}");
+            }
+        }
         self.db.flush()?;
         if self.durability == Durability::Off {
             return Ok(());

@@ -3,31 +3,30 @@
 //! already refused anyone without a certificate chaining to a trust anchor; here the
 //! certificate's organisation is looked up — a caller that is no configured peer is
 //! refused before its batch is read — and a failed handshake is logged and audited with
-//! its reason.
+//! its reason (summarised under a flood, see [`super::limits::Refusals`]).
 //!
 //! The [`Listener`] holds the TLS server config, the receive path, the audit service,
 //! and what it needs to audit refusals itself (the store, who this gateway is, the
-//! handshake counter).
+//! handshake counter), and the limits it enforces ([`super::limits`]): the connection
+//! caps, the unidentified connections' gate, the handshake rate, the timeouts, the
+//! per-peer request slots and the disk reserve.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::audit::{AuditService, PREFIX as AUDIT_PREFIX};
-use super::{json, read_body_limited, refusal, status, Reply};
+use super::limits::{self, Bounds, DiskGuard, Gate, PeerSlots, Refusals, TokenBucket};
+use super::{json, refusal, status, Reply};
 use crate::caller::Caller;
-use crate::chain::{Actor, Event, Outcome};
+use crate::chain::{Event, Outcome};
+use crate::config::Limits;
 use crate::error::{Code, Refusal};
 use crate::live::Live;
 use crate::local::Local;
@@ -36,9 +35,6 @@ use crate::revocation::CrlSet;
 use crate::stats::Counters;
 use crate::store::Store;
 use crate::wire::{BatchAnswer, BatchRequest, ItemAnswer, BATCH_PATH, MAX_BATCH, MAX_BATCH_BYTES};
-
-/// How long a client gets to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The mTLS listener of one gateway.
 #[derive(Clone)]
@@ -51,9 +47,23 @@ pub struct Listener {
     store: Store,
     local: Arc<Local>,
     counters: Arc<Counters>,
+    guards: Arc<Guards>,
+}
+
+/// The limits of one listener and what enforces them.
+struct Guards {
+    limits: Limits,
+    connections: Arc<Semaphore>,
+    handshakes: Arc<TokenBucket>,
+    gate: Arc<Gate>,
+    refusals: Arc<Refusals>,
+    slots: PeerSlots,
+    disk: DiskGuard,
 }
 
 impl Listener {
+    // One argument per part it holds (the table in `gateway.rs`), plus its bounds.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         tls: Live<Arc<rustls::ServerConfig>>,
         crls: Live<CrlSet>,
@@ -62,7 +72,22 @@ impl Listener {
         store: Store,
         local: Arc<Local>,
         counters: Arc<Counters>,
+        bounds: Bounds,
     ) -> Listener {
+        let Bounds { limits, disk } = bounds;
+        let limits = &limits;
+        let guards = Guards {
+            limits: limits.clone(),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            handshakes: Arc::new(TokenBucket::new(
+                limits.handshakes_per_sec,
+                limits.handshake_burst,
+            )),
+            gate: Gate::new(limits),
+            refusals: Refusals::new(store.clone(), local.clone(), limits),
+            slots: PeerSlots::new(limits),
+            disk,
+        };
         Listener {
             tls,
             crls,
@@ -71,42 +96,63 @@ impl Listener {
             store,
             local,
             counters,
+            guards: Arc::new(guards),
         }
     }
 
-    /// Accepts connections until `stop`, then lets open requests finish.
-    pub async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, remote)) = accepted else { continue };
-                    let _ = tcp.set_nodelay(true);
-                    connections.spawn(self.clone().connection(tcp, remote, stop.clone()));
-                }
-                _ = stop.changed() => break,
-            }
-            while connections.try_join_next().is_some() {}
-        }
-        while connections.join_next().await.is_some() {}
+    /// Accepts connections until `stop`, then lets open requests finish and writes the
+    /// last summary of refused clients.
+    pub async fn serve(self, listener: TcpListener, stop: watch::Receiver<bool>) {
+        let summaries = tokio::spawn(self.guards.refusals.clone().run(stop.clone()));
+        let this = self.clone();
+        let conn_stop = stop.clone();
+        limits::accept_loop(
+            "mtls",
+            listener,
+            self.guards.connections.clone(),
+            Some(self.guards.handshakes.clone()),
+            self.counters.accepts_in.clone(),
+            stop,
+            move |tcp, remote, permit| {
+                this.clone()
+                    .connection(tcp, remote, permit, conn_stop.clone())
+            },
+        )
+        .await;
+        let _ = summaries.await;
     }
 
     async fn connection(
         self,
-        tcp: tokio::net::TcpStream,
+        tcp: TcpStream,
         remote: SocketAddr,
-        mut stop: watch::Receiver<bool>,
+        _permit: OwnedSemaphorePermit,
+        stop: watch::Receiver<bool>,
     ) {
-        let acceptor = TlsAcceptor::from(self.tls.current().as_ref().clone());
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                self.refuse_handshake(remote, &e.to_string()).await;
+        let mut place = match self.guards.gate.admit(remote.ip()) {
+            Ok(place) => place,
+            Err(why) => {
+                self.guards.refusals.refuse(remote, why).await;
                 return;
             }
-            Err(_) => {
-                self.refuse_handshake(remote, "the TLS handshake timed out")
-                    .await;
+        };
+        let acceptor = TlsAcceptor::from(self.tls.current().as_ref().clone());
+        let handshake =
+            tokio::time::timeout(self.guards.limits.handshake_timeout, acceptor.accept(tcp));
+        let tls = tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    self.refuse_handshake(remote, &handshake_error(&e)).await;
+                    return;
+                }
+                Err(_) => {
+                    self.refuse_handshake(remote, "the TLS handshake timed out").await;
+                    return;
+                }
+            },
+            _ = place.evicted() => {
+                self.guards.refusals.refuse(remote, limits::EVICTED).await;
                 return;
             }
         };
@@ -127,46 +173,52 @@ impl Listener {
             identity: crate::identity::identify(&cert),
             cert,
         });
+        // A configured peer or auditor leaves the unidentified connections (and their
+        // caps) here; anyone else keeps its place there, and may be closed for a newer one.
+        let identified = self.receive.knows(&caller) || self.audit.is_auditor(&caller);
+        let limits = self.guards.limits.clone();
         let listener = Arc::new(self);
-        let service = service_fn(move |req| {
+        let serve = limits::serve_http(tls, &limits, stop, move |req| {
             let listener = listener.clone();
             let caller = caller.clone();
-            async move { Ok::<_, Infallible>(listener.handle(&caller, req).await) }
+            async move { listener.handle(&caller, req).await }
         });
-        let conn = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(tls), service);
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = stop.changed() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+        if identified {
+            drop(place);
+            serve.await;
+        } else {
+            tokio::select! {
+                _ = serve => {}
+                _ = place.evicted() => {}
             }
         }
     }
 
-    /// A handshake the TLS layer refused: no certificate, an untrusted or expired one.
+    /// A handshake the TLS layer refused: no certificate, an untrusted or expired one, a
+    /// bare connect. Audited as summaries under a flood.
     async fn refuse_handshake(&self, remote: SocketAddr, reason: &str) {
-        tracing::warn!(remote = %remote, reason, "TLS handshake refused");
-        let event = self
-            .local
-            .event(
-                Event::CertificateRefused,
-                Outcome::Refused,
-                Actor::Unknown {
-                    remote: remote.to_string(),
-                },
-            )
-            .reason(format!("TLS handshake refused: {reason}"));
-        if let Err(e) = self.store.commit_audit(vec![event]).await {
-            tracing::error!(error = %e, "could not audit a refused handshake");
-        }
+        self.guards
+            .refusals
+            .refuse(remote, &format!("TLS handshake refused: {reason}"))
+            .await;
     }
 
     async fn handle(&self, caller: &Caller, req: Request<Incoming>) -> Reply {
+        // Per-peer fairness: a configured peer or auditor has a bounded number of
+        // requests in progress; others are refused before anything is read anyway.
+        let _slot = match caller.organisation() {
+            Some(org) if self.receive.knows(caller) || self.audit.is_auditor(caller) => {
+                match self.guards.slots.take(org.as_str()) {
+                    Ok(slot) => Some(slot),
+                    Err(r) => return refusal(&r),
+                }
+            }
+            _ => None,
+        };
         match self.route(caller, req).await {
             Ok(reply) => reply,
+            // A caller that is no peer is told so once per connection.
+            Err(r) if r.code == Code::UnknownPeer => limits::close(refusal(&r)),
             Err(r) => refusal(&r),
         }
     }
@@ -206,7 +258,23 @@ impl Listener {
 
     /// `POST /v1/relay/batch`.
     async fn relay_batch(&self, caller: &Caller, req: Request<Incoming>) -> Result<Reply, Refusal> {
-        let body = match read_body_limited(req.into_body(), MAX_BATCH_BYTES).await {
+        // Refuse before reading: nothing of the body is read for a caller that is no
+        // configured peer, nor while the disk is down to its reserve.
+        if !self.receive.knows(caller) {
+            let r = Refusal::new(
+                Code::UnknownPeer,
+                match caller.organisation() {
+                    Some(org) => {
+                        format!("organisation {org} is not a configured peer of this gateway")
+                    }
+                    None => "the client certificate names no organisation".to_string(),
+                },
+            );
+            return Err(self.audited(caller, r).await);
+        }
+        self.guards.disk.check()?;
+        let limit = MAX_BATCH_BYTES;
+        let body = match limits::read_body(req, limit, self.guards.limits.body_read_timeout).await {
             Ok(body) => body,
             Err(r) => return Err(self.audited(caller, r).await),
         };
@@ -257,9 +325,14 @@ impl Listener {
 
     /// Audits a refusal that happened before the receive path could look at the message.
     async fn audited(&self, caller: &Caller, r: Refusal) -> Refusal {
+        let event = if r.code == Code::UnknownPeer {
+            Event::CertificateRefused
+        } else {
+            Event::MessageRefused
+        };
         let mut event = self
             .local
-            .event(Event::MessageRefused, Outcome::Refused, caller.actor())
+            .event(event, Outcome::Refused, caller.actor())
             .reason(r.reason());
         if let Some(org) = caller.organisation() {
             event = event.peer(org);
@@ -268,5 +341,18 @@ impl Listener {
             tracing::error!(error = %e, "could not audit a refusal");
         }
         r
+    }
+}
+
+/// A failed handshake's reason, as audited: a client that closed before finishing (a
+/// bare connect, a port scan) is one reason, whatever the I/O error said.
+fn handshake_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::BrokenPipe => {
+            "the connection closed before the handshake completed".to_string()
+        }
+        _ => e.to_string(),
     }
 }

@@ -15,30 +15,33 @@
 //! | `GET /v1/consents?bsn=…` | a child's consents and their status |
 //! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
 //! | `POST /v1/reload` | reload the config file (peers, auditors, relay, policy), as SIGHUP does |
-//! | `GET /healthz` | liveness |
+//! | `GET /healthz` | liveness: 200 `ok`, or 503 `store_failed` once the store refuses writes |
+//!
+//! The limits ([`super::limits`]): at most `local_api_max_connections` open connections,
+//! the header, body, idle and request timeouts, and the disk reserve (a submission or a
+//! consent is answered 503 `disk_full` below it; reads and acknowledgements go on).
 
-use std::convert::Infallible;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use ring::hmac;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Semaphore};
 
-use super::{json, read_body, refusal, Reply};
+use super::limits::{self, Bounds, DiskGuard};
+use super::{json, refusal, Reply};
 use crate::chain::{Actor, Event, Outcome};
+use crate::config::Limits;
 use crate::consent::ConsentRequest;
 use crate::consent_desk::ConsentDesk;
 use crate::error::{Code, Refusal};
 use crate::identity::OrgId;
 use crate::local::Local;
 use crate::message::Bsn;
+use crate::message::MAX_MESSAGE_BYTES;
 use crate::reload::Reloader;
 use crate::send::SendPath;
 use crate::stats::Stats;
@@ -59,9 +62,13 @@ pub struct LocalApi {
     local: Arc<Local>,
     stats: Stats,
     reloader: Reloader,
+    limits: Limits,
+    disk: DiskGuard,
 }
 
 impl LocalApi {
+    // One argument per part it holds (the table in `gateway.rs`), plus its bounds.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         api_token: &str,
         send: SendPath,
@@ -70,7 +77,9 @@ impl LocalApi {
         local: Arc<Local>,
         stats: Stats,
         reloader: Reloader,
+        bounds: Bounds,
     ) -> LocalApi {
+        let Bounds { limits, disk } = bounds;
         LocalApi {
             token: Arc::new(Token::new(api_token)),
             send,
@@ -79,41 +88,44 @@ impl LocalApi {
             local,
             stats,
             reloader,
+            limits,
+            disk,
         }
     }
 
     /// Accepts local API connections until `stop`, then lets open requests finish.
-    pub async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    pub async fn serve(self, listener: TcpListener, stop: watch::Receiver<bool>) {
+        let cap = Arc::new(Semaphore::new(self.limits.local_api_max_connections));
+        let limits = self.limits.clone();
         let api = Arc::new(self);
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, _)) = accepted else { continue };
-                    let _ = tcp.set_nodelay(true);
-                    let api = api.clone();
-                    let mut stop = stop.clone();
-                    connections.spawn(async move {
-                        let service = service_fn(move |req| {
-                            let api = api.clone();
-                            async move { Ok::<_, Infallible>(api.handle(req).await) }
-                        });
-                        let conn = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            _ = stop.changed() => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = conn.await;
-                            }
-                        }
-                    });
+        let conn_stop = stop.clone();
+        limits::accept_loop(
+            "local_api",
+            listener,
+            cap,
+            None,
+            Arc::new(AtomicU64::new(0)),
+            stop,
+            move |tcp, _remote, permit| {
+                let api = api.clone();
+                let limits = limits.clone();
+                let stop = conn_stop.clone();
+                async move {
+                    let _permit = permit;
+                    limits::serve_http(tcp, &limits, stop, move |req| {
+                        let api = api.clone();
+                        async move { api.handle(req).await }
+                    })
+                    .await;
                 }
-                _ = stop.changed() => break,
-            }
-            while connections.try_join_next().is_some() {}
-        }
-        while connections.join_next().await.is_some() {}
+            },
+        )
+        .await;
+    }
+
+    /// A body of at most [`MAX_MESSAGE_BYTES`], read within the body timeout.
+    async fn body(&self, req: Request<Incoming>) -> Result<bytes::Bytes, Refusal> {
+        limits::read_body(req, MAX_MESSAGE_BYTES, self.limits.body_read_timeout).await
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Reply {
@@ -127,16 +139,23 @@ impl LocalApi {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         if req.method() == Method::GET && segments == ["healthz"] {
+            if let Some(reason) = self.store.failure() {
+                return Ok(json(
+                    503,
+                    &json!({"status": "store_failed", "reason": reason, "identity": self.local.identity}),
+                ));
+            }
             return Ok(json(
                 200,
-                &json!({"status": "ok", "identity": self.local.identity}),
+                &json!({"status": "ok", "identity": self.local.identity, "accepting": !self.disk.is_low()}),
             ));
         }
         self.token.check(&req)?;
         match (req.method().clone(), segments.as_slice()) {
             (Method::POST, ["v1", "messages"]) => {
                 let user = user(&req)?;
-                let body = read_body(req.into_body()).await?;
+                self.disk.check()?;
+                let body = self.body(req).await?;
                 let accepted = self.send.submit(&user, &body).await?;
                 Ok(json(202, &accepted))
             }
@@ -147,7 +166,8 @@ impl LocalApi {
             }
             (Method::POST, ["v1", "consents"]) => {
                 let user = user(&req)?;
-                let body = read_body(req.into_body()).await?;
+                self.disk.check()?;
+                let body = self.body(req).await?;
                 let request: ConsentRequest = serde_json::from_slice(&body)
                     .map_err(|e| Refusal::malformed(format!("the consent is not valid: {e}")))?;
                 let consent_id = self.desk.record(&user, request).await?;
@@ -155,7 +175,7 @@ impl LocalApi {
             }
             (Method::POST, ["v1", "consents", id, "withdraw"]) => {
                 let user = user(&req)?;
-                let body = read_body(req.into_body()).await?;
+                let body = self.body(req).await?;
                 let request: Withdrawal = if body.is_empty() {
                     Withdrawal::default()
                 } else {

@@ -6,6 +6,7 @@
 //! nothing below them imports them.
 
 pub mod audit;
+pub mod limits;
 pub mod listener;
 pub mod local_api;
 
@@ -64,7 +65,9 @@ pub fn status(code: Code) -> StatusCode {
         | Code::Consent(_)
         | Code::ConsentRequest(_)
         | Code::ReloadRefused => StatusCode::UNPROCESSABLE_ENTITY,
-        Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::StoreUnavailable | Code::DiskFull => StatusCode::SERVICE_UNAVAILABLE,
+        Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Code::SigningFailed | Code::Internal | Code::AuditQueryFailed => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -8,7 +8,6 @@
 use chrono::{Duration, Utc};
 use wijkpoort::audit::{Actor, Event};
 use wijkpoort::dev::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
-use wijkpoort::wire::MAX_BATCH_BYTES;
 
 use crate::util::*;
 
@@ -247,36 +246,8 @@ const REFUSAL_CASES: &[RefusalCase] = &[
         message_id: None,
         peer: DEV_PRACTICE_ID,
     },
-    RefusalCase {
-        // The single-message route refused a body over 64 KiB; a batch may hold up to
-        // MAX_BATCH_BYTES, and one over that is refused as a whole, audited.
-        name: "a batch over the size limit",
-        relayed: |setup| {
-            let mut env = referral_envelope("ref-huge");
-            // Many short strings: each within the text limit, together just over the
-            // size limit of a batch (just: little of the body is left unread when the
-            // listener refuses it).
-            let note = serde_json::json!("x".repeat(2000));
-            let mut i = 0;
-            while i < MAX_BATCH_BYTES / 2020 {
-                env.body.insert(format!("note{i}"), note.clone());
-                i += 1;
-            }
-            let mut bytes = env.to_bytes();
-            while bytes.len() <= MAX_BATCH_BYTES {
-                env.body.insert(format!("note{i}"), note.clone());
-                i += 1;
-                bytes = env.to_bytes();
-            }
-            Relayed::by_practice(setup, bytes)
-        },
-        status: 413,
-        code: "too_large",
-        field: None,
-        event: Event::MessageRefused,
-        message_id: None,
-        peer: DEV_PRACTICE_ID,
-    },
+    // A batch over MAX_BATCH_BYTES is refused from its Content-Length, before any of
+    // it is read: `hardening::a_peers_batch_over_the_size_limit_is_refused_before_it_is_read`.
     RefusalCase {
         // Broken JSON cannot be a batch item: the batch is refused as malformed.
         name: "malformed JSON",

@@ -11,6 +11,7 @@ mod fixture;
 mod config;
 mod consent;
 mod durability;
+mod hardening;
 mod identity;
 mod listener_refusals;
 mod local_api;
