@@ -111,6 +111,7 @@ async fn a_kept_alive_connection_is_refused_once_its_certificate_has_expired() {
 
     // The dev certificate is valid for a year; the wijkteam's clock moves past it.
     clock.advance(chrono::Duration::days(400));
+    sender.ready().await.unwrap();
     let second = sender.send_request(post("second")).await.unwrap();
     assert_eq!(second.status(), 403);
     let body = second.into_body().collect().await.unwrap().to_bytes();
