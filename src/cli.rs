@@ -1,4 +1,4 @@
-//! The command line: `serve`, `audit …`, and with the default `dev` feature `demo`,
+//! The command line: `serve`, `check-config`, `audit …`, and with the default `dev` feature `demo`,
 //! `bench` and `certs dev`. `main.rs` only parses and calls this.
 
 use std::path::PathBuf;
@@ -14,6 +14,10 @@ use crate::error::StartError;
     about = "Safe information exchange between a GP practice and the wijkteam"
 )]
 pub struct Cli {
+    /// How log lines on stderr are written: `text` (colour only on a terminal) or
+    /// `json` (one object per line). The level comes from RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +45,13 @@ pub enum Command {
         /// accepted message can be lost on power failure.
         #[arg(long)]
         unsafe_no_fsync: bool,
+    },
+    /// Validate a config file as `serve` would (files, keys, certificates and their
+    /// expiry, policy, peers) without binding ports or opening the store, and print a
+    /// summary. Exit 64 on a config error, with the message `serve` would give.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Show the whole flow on this machine: two gateways, a referral, feedback, receipts.
     #[cfg(feature = "dev")]
@@ -113,6 +124,7 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
             command: StoreCommand::Migrate { config },
         } => migrate(&config),
         Command::Reload { config } => runtime.block_on(reload(config)),
+        Command::CheckConfig { config } => crate::check_config::run(&config),
         #[cfg(feature = "dev")]
         Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
         #[cfg(feature = "dev")]
@@ -144,13 +156,14 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
 async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {
     let config = crate::Config::load(&path)?;
     let listeners = crate::Listeners::bind(&config).await?;
+    let ops = crate::server::ops::bind(&config).await?;
     let durability = if unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: accepted messages can be lost on power failure (benchmark comparison only)");
         crate::store::Durability::Off
     } else {
         crate::store::Durability::Synced
     };
-    let gateway = crate::gateway::Gateway::open(config, durability)?;
+    let gateway = crate::gateway::Gateway::open(config, durability)?.with_ops_listener(ops);
     let reloader = gateway.reloader();
     tokio::spawn(reload_on_sighup(reloader));
     gateway.serve(listeners, shutdown_signal()).await
