@@ -21,6 +21,7 @@ mod relay;
 mod reload;
 mod renewal;
 mod revocation;
+mod service_units;
 mod store_format;
 mod tls_validity;
 mod util;
