@@ -16,6 +16,7 @@
 //! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
 //! | `POST /v1/reload` | reload the config file (peers, auditors, relay, policy), as SIGHUP does |
 //! | `GET /healthz` | liveness |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of this API ([`OPENAPI`]), no token needed |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,6 +45,19 @@ use crate::send::SendPath;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::{inbox, outbox};
+
+/// The OpenAPI 3.1 document of the local API (`config/openapi.json`); a test checks real
+/// responses against it.
+pub const OPENAPI: &str = include_str!("../../config/openapi.json");
+
+fn openapi() -> Reply {
+    hyper::Response::builder()
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            OPENAPI.as_bytes(),
+        )))
+        .unwrap_or_else(|_| hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+}
 
 /// The header that names the acting local user.
 pub const USER_HEADER: &str = "x-wijkpoort-user";
@@ -131,6 +145,9 @@ impl LocalApi {
                 200,
                 &json!({"status": "ok", "identity": self.local.identity}),
             ));
+        }
+        if req.method() == Method::GET && segments == ["v1", "openapi.json"] {
+            return Ok(openapi());
         }
         self.token.check(&req)?;
         match (req.method().clone(), segments.as_slice()) {

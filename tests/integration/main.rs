@@ -16,6 +16,7 @@ mod listener_refusals;
 mod local_api;
 mod many_peers;
 mod minimisation;
+mod openapi;
 mod operations;
 mod relay;
 mod reload;
