@@ -165,23 +165,30 @@ async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {
     };
     let gateway = crate::gateway::Gateway::open(config, durability)?.with_ops_listener(ops);
     let reloader = gateway.reloader();
+    // Both handlers are installed before anything serves: a signal that arrives once the
+    // gateway answers must not meet the default action (which ends the process).
     tokio::spawn(reload_on_sighup(reloader));
-    gateway.serve(listeners, shutdown_signal()).await
+    let shutdown = shutdown_signal();
+    gateway.serve(listeners, shutdown).await
 }
 
 /// Reloads the configuration on every SIGHUP; the gateway logs the outcome.
-async fn reload_on_sighup(reloader: crate::reload::Reloader) {
+/// Installs the SIGHUP handler now (not when the returned future is first polled).
+fn reload_on_sighup(reloader: crate::reload::Reloader) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `wijkpoort reload`");
-            return;
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `wijkpoort reload`");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let _ = reloader.reload().await;
         }
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading the configuration");
-        let _ = reloader.reload().await;
     }
 }
 
@@ -210,19 +217,26 @@ async fn reload(path: PathBuf) -> Result<(), StartError> {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            },
+            (term, int) => {
+                let e = term
+                    .err()
+                    .or(int.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }
