@@ -1,4 +1,4 @@
-//! The command line: `serve`, `audit …`, and with the default `dev` feature `demo`,
+//! The command line: `serve`, `check-config`, `audit …`, and with the default `dev` feature `demo`,
 //! `bench` and `certs dev`. `main.rs` only parses and calls this.
 
 use std::path::PathBuf;
@@ -14,6 +14,10 @@ use crate::error::StartError;
     about = "Safe information exchange between a GP practice and the wijkteam"
 )]
 pub struct Cli {
+    /// How log lines on stderr are written: `text` (colour only on a terminal) or
+    /// `json` (one object per line). The level comes from RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +45,13 @@ pub enum Command {
         /// accepted message can be lost on power failure.
         #[arg(long)]
         unsafe_no_fsync: bool,
+    },
+    /// Validate a config file as `serve` would (files, keys, certificates and their
+    /// expiry, policy, peers) without binding ports or opening the store, and print a
+    /// summary. Exit 64 on a config error, with the message `serve` would give.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Show the whole flow on this machine: two gateways, a referral, feedback, receipts.
     #[cfg(feature = "dev")]
@@ -113,6 +124,7 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
             command: StoreCommand::Migrate { config },
         } => migrate(&config),
         Command::Reload { config } => runtime.block_on(reload(config)),
+        Command::CheckConfig { config } => crate::check_config::run(&config),
         #[cfg(feature = "dev")]
         Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
         #[cfg(feature = "dev")]
@@ -144,31 +156,39 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
 async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {
     let config = crate::Config::load(&path)?;
     let listeners = crate::Listeners::bind(&config).await?;
+    let ops = crate::server::ops::bind(&config).await?;
     let durability = if unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: accepted messages can be lost on power failure (benchmark comparison only)");
         crate::store::Durability::Off
     } else {
         crate::store::Durability::Synced
     };
-    let gateway = crate::gateway::Gateway::open(config, durability)?;
+    let gateway = crate::gateway::Gateway::open(config, durability)?.with_ops_listener(ops);
     let reloader = gateway.reloader();
+    // Both handlers are installed before anything serves: a signal that arrives once the
+    // gateway answers must not meet the default action (which ends the process).
     tokio::spawn(reload_on_sighup(reloader));
-    gateway.serve(listeners, shutdown_signal()).await
+    let shutdown = shutdown_signal();
+    gateway.serve(listeners, shutdown).await
 }
 
 /// Reloads the configuration on every SIGHUP; the gateway logs the outcome.
-async fn reload_on_sighup(reloader: crate::reload::Reloader) {
+/// Installs the SIGHUP handler now (not when the returned future is first polled).
+fn reload_on_sighup(reloader: crate::reload::Reloader) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `wijkpoort reload`");
-            return;
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `wijkpoort reload`");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let _ = reloader.reload().await;
         }
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading the configuration");
-        let _ = reloader.reload().await;
     }
 }
 
@@ -197,19 +217,26 @@ async fn reload(path: PathBuf) -> Result<(), StartError> {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            },
+            (term, int) => {
+                let e = term
+                    .err()
+                    .or(int.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }

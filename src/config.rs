@@ -74,6 +74,27 @@ pub struct RawConfig {
     pub auditors: Vec<RawAuditor>,
     #[serde(default)]
     pub limits: limits::RawLimits,
+    /// The ops listener (metrics, health); none when the section is absent.
+    #[serde(default)]
+    pub ops: Option<RawOps>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOps {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP).
+    #[serde(default = "default_ops_listen")]
+    pub listen: String,
+}
+
+fn default_ops_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// The validated `[ops]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpsSettings {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +240,8 @@ pub struct Config {
     pub peers: Peers,
     pub auditors: Vec<OrgId>,
     pub limits: Limits,
+    /// The ops listener, if `[ops]` is configured.
+    pub ops: Option<OpsSettings>,
 }
 
 /// The configured peers, found by the name the local system uses or by the
@@ -451,6 +474,15 @@ impl RawConfig {
             Some(p) => crate::minimise::Policy::load(&resolve(p))
                 .map_err(|e| err("minimisation_policy", e.to_string()))?,
         };
+        let ops = match &self.ops {
+            None => None,
+            Some(o) => Some(OpsSettings {
+                listen: o
+                    .listen
+                    .parse()
+                    .map_err(|e| err("ops.listen", format!("{:?}: {e}", o.listen)))?,
+            }),
+        };
         let r = &self.relay;
         if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
             return Err(err(
@@ -486,6 +518,7 @@ impl RawConfig {
             peers: Peers::new(peers),
             auditors,
             limits,
+            ops,
         })
     }
 }

@@ -12,6 +12,10 @@
 //! | [`AuditService`] | auditors, pseudonymiser, store, local, own certificate |
 //! | [`LocalApi`] | API token, send path, consent desk, store, stats |
 //! | [`Listener`] | TLS server config, receive path, audit service, store, local |
+//! | [`Ops`] (if `[ops]`) | the metrics registry, store, peers, own certificate's validity |
+//!
+//! One [`Metrics`] handle counts events: the store's committer tells it of the audit
+//! records it commits and how long each group took, and the relays of their attempts.
 //!
 //! A reload ([`crate::reload`]: SIGHUP, `POST /v1/reload`, `wijkpoort reload`) reads and
 //! validates the whole config file again; only if all of it is good does it replace the
@@ -47,6 +51,7 @@ use crate::identity::OrgId;
 use crate::live::Live;
 use crate::local::Local;
 use crate::message::Bsn;
+use crate::metrics::{Metrics, Sources};
 use crate::minimise::Minimiser;
 use crate::outbox::Wakers;
 use crate::pseudonym::Pseudonymiser;
@@ -59,6 +64,7 @@ use crate::server::audit::AuditService;
 use crate::server::limits::Bounds;
 use crate::server::listener::Listener;
 use crate::server::local_api::LocalApi;
+use crate::server::ops::{Ops, Readiness};
 use crate::stats::{Counters, Stats};
 use crate::store::{Durability, Store};
 
@@ -78,6 +84,8 @@ pub struct Gateway {
     live: LiveParts,
     reloader: Reloader,
     reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
+    ops: Ops,
+    ops_listener: Option<TcpListener>,
 }
 
 /// The parts of the config a reload replaces, shared with the parts that read them.
@@ -100,6 +108,7 @@ struct RelaySet {
     wakers: Wakers,
     local: Arc<Local>,
     counters: Arc<Counters>,
+    metrics: Metrics,
     tasks: JoinSet<()>,
 }
 
@@ -119,7 +128,8 @@ impl RelaySet {
             self.wakers.waker(&peer.name),
             self.local.clone(),
             self.counters.clone(),
-        );
+        )
+        .with_metrics(self.metrics.clone());
         self.tasks.spawn(relay.run(stopped));
         self.running.push(RunningRelay { peer, stop });
     }
@@ -230,6 +240,31 @@ impl Gateway {
         let auditors = Live::new(config.auditors.clone());
         let wakers = Wakers::for_peers(config.peers.iter().map(|p| &p.name));
         let (reloader, reloads) = Reloader::new();
+        let metrics = Metrics::default();
+        metrics.watch_peers(peers.clone());
+        let observer: Arc<dyn crate::store::CommitObserver> = Arc::new(metrics.clone());
+        let _ = store.stats().observer.set(observer);
+        let (cert_not_before, cert_not_after) = config
+            .cert_chain
+            .first()
+            .map(|c| crate::server::ops::validity(c))
+            .unwrap_or_default();
+        let ops = Ops::new(
+            metrics.registry(Sources {
+                store: store.clone(),
+                store_dir: config.store_dir.clone(),
+                counters: counters.clone(),
+                peers: peers.clone(),
+                cert_not_after,
+            }),
+            Readiness {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                peers: peers.clone(),
+                cert_not_before,
+                cert_not_after,
+            },
+        );
 
         let send = SendPath::new(
             local.clone(),
@@ -263,6 +298,7 @@ impl Gateway {
             wakers,
             local: local.clone(),
             counters: counters.clone(),
+            metrics,
             tasks: JoinSet::new(),
         };
         let audit = AuditService::new(
@@ -312,7 +348,16 @@ impl Gateway {
             },
             reloader,
             reloads,
+            ops,
+            ops_listener: None,
         })
+    }
+
+    /// Serves the ops listener on `listener` (bound early by `serve`); without one, the
+    /// gateway binds `[ops] listen` itself when it starts, if configured.
+    pub fn with_ops_listener(mut self, listener: Option<TcpListener>) -> Gateway {
+        self.ops_listener = listener;
+        self
     }
 
     /// The handle that asks this gateway to reload its configuration.
@@ -334,8 +379,17 @@ impl Gateway {
             mut relays,
             mut live,
             mut reloads,
+            ops,
+            ops_listener,
             ..
         } = self;
+        let ops_listener = match ops_listener {
+            Some(l) => Some(l),
+            None => match &live.config.ops {
+                Some(o) => Some(bind(o.listen).await?),
+                None => None,
+            },
+        };
         // The own certificate goes into the store before anything is signed with its key.
         let started = local.own_event(Event::GatewayStarted, Outcome::Success);
         let own: Vec<Vec<u8>> = live.config.cert_chain.iter().map(|c| c.to_vec()).collect();
@@ -358,6 +412,11 @@ impl Gateway {
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (ops_done_tx, ops_done_rx) = watch::channel(false);
+        let ops_task = ops_listener.map(|l| {
+            tracing::info!(ops = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ops listener started");
+            tokio::spawn(ops.serve(l, stop_rx.clone(), ops_done_rx))
+        });
         let mut tasks = JoinSet::new();
         for peer in live.config.peers.iter() {
             relays.start(peer.clone());
@@ -438,6 +497,10 @@ impl Gateway {
             tasks.abort_all();
             relays.tasks.abort_all();
         }
+        let _ = ops_done_tx.send(true);
+        if let Some(task) = ops_task {
+            let _ = tokio::time::timeout(GRACE, task).await;
+        }
         if let Some(reason) = failure {
             let closing = store.clone();
             let _ = tokio::task::spawn_blocking(move || closing.close()).await;
@@ -464,7 +527,7 @@ impl Gateway {
 fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
     let new = Config::load(&live.config.path)?;
     let old = &live.config;
-    let fixed: [(&'static str, bool); 10] = [
+    let fixed: [(&'static str, bool); 11] = [
         ("role", new.role == old.role),
         ("identity", new.identity == old.identity),
         ("store_dir", new.store_dir == old.store_dir),
@@ -478,6 +541,7 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
             new.signer.public_key() == old.signer.public_key(),
         ),
         ("limits", new.limits == old.limits),
+        ("ops.listen", new.ops == old.ops),
     ];
     if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(ReloadError::NeedsRestart { field });
@@ -609,7 +673,9 @@ impl RunningGateway {
         durability: Durability,
         clock: Clock,
     ) -> Result<RunningGateway, StartError> {
-        let gateway = Gateway::open_with_clock(config, durability, clock.clone())?;
+        let ops = crate::server::ops::bind(&config).await?;
+        let gateway =
+            Gateway::open_with_clock(config, durability, clock.clone())?.with_ops_listener(ops);
         let local_api = listeners
             .local_api
             .local_addr()

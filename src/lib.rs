@@ -56,6 +56,7 @@
 pub mod audit;
 pub mod caller;
 pub mod chain;
+pub mod check_config;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -71,7 +72,9 @@ pub mod identity;
 pub mod inbox;
 pub mod live;
 pub mod local;
+pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod migrate;
 pub mod minimise;
 pub mod outbox;

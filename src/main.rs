@@ -11,13 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = wijkpoort::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter())),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    wijkpoort::logging::init(cli.log_format, cli.default_log_filter());
     if let Err(e) = wijkpoort::cli::run(cli) {
         eprintln!("wijkpoort: {e}");
         std::process::exit(e.exit_code());

@@ -161,6 +161,7 @@ pub struct Relay {
     waker: Arc<Notify>,
     local: Arc<Local>,
     counters: Arc<Counters>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Relay {
@@ -181,7 +182,14 @@ impl Relay {
             waker,
             local,
             counters,
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Counts this relay's attempts and failures in `metrics` (the gateway's).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Relay {
+        self.metrics = metrics;
+        self
     }
 
     /// Delivers the peer's outbox until `stop` is signalled.
@@ -225,12 +233,17 @@ async fn run(relay: &Relay, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let outcomes = std::mem::take(&mut unrecorded);
+        let sends = !batch.is_empty();
         match attempt(relay, &mut conn, batch, outcomes).await {
             Ok(delivered) => {
+                if sends {
+                    relay.metrics.relay_attempt(&peer.name, true);
+                }
                 failures = 0;
                 unrecorded = delivered;
             }
             Err(e) => {
+                relay.metrics.relay_attempt(&peer.name, false);
                 failures += 1;
                 let delay = backoff(&relay.settings, failures);
                 tracing::info!(peer = %peer.name, error = %e, retry_in_ms = delay.as_millis() as u64, "delivery will be retried");

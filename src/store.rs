@@ -265,6 +265,18 @@ pub struct CommitStats {
     pub groups: AtomicU64,
     pub jobs: AtomicU64,
     pub syncs: AtomicU64,
+    /// Told of every audit record a group commits and of how long each group took
+    /// (the gateway's metrics); set once, after the store is open.
+    pub observer: std::sync::OnceLock<Arc<dyn CommitObserver>>,
+}
+
+/// What the committer tells an observer (the metrics), on its own thread: keep it cheap.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// An audit record going into the group being committed (before its commit point;
+    /// a failing commit poisons the store, so at most that one group is over-counted).
+    fn audited(&self, event: &AuditEvent);
+    /// A group commit finished (applied, flushed and synced), `took` from its start.
+    fn committed(&self, took: std::time::Duration);
 }
 
 /// The gateway's sled database and its committer.
@@ -747,6 +759,8 @@ impl Committer {
     }
 
     fn commit_group(&mut self, group: Vec<JobFn>, finishers: &mut Vec<Finisher>) {
+        let started = std::time::Instant::now();
+        let observer = self.stats.observer.get().cloned();
         let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
         let mut writes: Vec<Write> = Vec::new();
         // Checkpoints signed since the last group are stored with this one.
@@ -770,6 +784,9 @@ impl Committer {
                 ..
             } = tx;
             for event in audit {
+                if let Some(o) = &observer {
+                    o.audited(&event);
+                }
                 if let Err(e) = self.chain.append(event, &mut sealed) {
                     chain_error = Some(StoreError::from(e));
                 }
@@ -790,6 +807,9 @@ impl Committer {
         self.stats
             .jobs
             .fetch_add(finishers.len() as u64, Ordering::Relaxed);
+        if let (Some(o), Ok(())) = (&observer, &result) {
+            o.committed(started.elapsed());
+        }
         match result {
             Ok(()) => {
                 // The group holding the checkpoint's record is durable: have it signed.

@@ -377,6 +377,11 @@ impl Policy {
         }
     }
 
+    /// The message types the policy names.
+    pub fn types(&self) -> impl Iterator<Item = MessageType> + '_ {
+        self.types.keys().copied()
+    }
+
     /// The name of the file (or text) the policy was read from, for logs.
     pub fn source(&self) -> &str {
         &self.source

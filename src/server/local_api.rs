@@ -16,6 +16,7 @@
 //! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
 //! | `POST /v1/reload` | reload the config file (peers, auditors, relay, policy), as SIGHUP does |
 //! | `GET /healthz` | liveness: 200 `ok`, or 503 `store_failed` once the store refuses writes |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of this API ([`OPENAPI`]), no token needed |
 //!
 //! The limits ([`super::limits`]): at most `local_api_max_connections` open connections,
 //! the header, body, idle and request timeouts, and the disk reserve (a submission or a
@@ -47,6 +48,19 @@ use crate::send::SendPath;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::{inbox, outbox};
+
+/// The OpenAPI 3.1 document of the local API (`config/openapi.json`); a test checks real
+/// responses against it.
+pub const OPENAPI: &str = include_str!("../../config/openapi.json");
+
+fn openapi() -> Reply {
+    hyper::Response::builder()
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            OPENAPI.as_bytes(),
+        )))
+        .unwrap_or_else(|_| hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+}
 
 /// The header that names the acting local user.
 pub const USER_HEADER: &str = "x-wijkpoort-user";
@@ -149,6 +163,9 @@ impl LocalApi {
                 200,
                 &json!({"status": "ok", "identity": self.local.identity, "accepting": !self.disk.is_low()}),
             ));
+        }
+        if req.method() == Method::GET && segments == ["v1", "openapi.json"] {
+            return Ok(openapi());
         }
         self.token.check(&req)?;
         match (req.method().clone(), segments.as_slice()) {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod limits;
 pub mod listener;
 pub mod local_api;
+pub mod ops;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
