@@ -128,3 +128,42 @@ async fn the_relay_refuses_a_server_whose_issuer_is_not_a_configured_issuing_ca(
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practice_on_a_uzi_chain_and_a_wijkteam_on_a_pkioverheid_chain_exchange_messages() {
+    use wijkpoort::dev::pki::{write_real_pki, RsaKeys, Shape};
+    let mut setup = Setup::new().await;
+    // The real shapes over the kit's files: ca.pem (the RSA root), practice.pem (UZI
+    // server certificate, UZI server CA, domain CA), wijkteam.pem and auditor.pem
+    // (PKIoverheid), their RSA test-only keys, and the [[issuing_cas]] section.
+    let fixtures = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa"));
+    let keys = RsaKeys::read_dir(fixtures).unwrap();
+    write_real_pki(setup.dir.path(), Shape::Uzi, &keys).unwrap();
+    let section = std::fs::read_to_string(setup.dir.path().join("issuing_cas.toml")).unwrap();
+    for role in [Role::Practice, Role::Wijkteam] {
+        let path = setup.config_path(role);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push('\n');
+        text.push_str(&section);
+        std::fs::write(&path, text).unwrap();
+    }
+    let practice = setup.start(Role::Practice).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let consent = record_consent(&mut his).await;
+    let referral = submit(&mut his, &referral_submission(&consent)).await;
+    let delivered = wait_delivered(&mut his, &referral).await;
+    assert!(delivered["receipt"].is_object(), "{delivered}");
+    assert_eq!(
+        received_ids(store(&wijkteam)),
+        vec![referral.clone()],
+        "the wijkteam identified the practice by the URA in its UZI otherName"
+    );
+
+    let mut case_system = setup.client(Role::Wijkteam, "consulent");
+    let feedback = submit(&mut case_system, &feedback_submission(&referral, &consent)).await;
+    wait_delivered(&mut case_system, &feedback).await;
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
