@@ -270,11 +270,13 @@ impl Listener {
         if !self.receive.knows(caller) {
             let r = Refusal::new(
                 Code::UnknownPeer,
-                match caller.organisation() {
-                    Some(org) => {
-                        format!("organisation {org} is not a configured peer of this gateway")
-                    }
-                    None => "the client certificate names no organisation".to_string(),
+                match &caller.identity {
+                    Ok(id) => format!(
+                        "organisation {} is not a configured peer of this gateway",
+                        id.organisation_id
+                    ),
+                    // Why its issuing CA's rule gives it no identity, in the audit record.
+                    Err(e) => format!("the client certificate names no organisation: {e}"),
                 },
             );
             return Err(self.audited(caller, r).await);
