@@ -93,13 +93,19 @@ pub enum StoreCommand {
     },
 }
 
+#[cfg(feature = "dev")]
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Write a development PKI (CA, practice, wijkteam, auditor; ECDSA P-256, PEM) and
-    /// dev secrets and API tokens for the two gateways.
+    /// Write a development PKI (CA, practice, wijkteam, auditor; PEM) and dev secrets
+    /// and API tokens for the two gateways.
     Dev {
         #[arg(long)]
         out: PathBuf,
+        /// ecdsa: one ECDSA P-256 CA (as before). uzi: RSA, the practice on a UZI server
+        /// certificate, wijkteam and auditor on PKIoverheid ones. pkioverheid: RSA, all
+        /// three on PKIoverheid certificates. The RSA keys are made fresh with `openssl`.
+        #[arg(long, value_enum, default_value_t = crate::dev::pki::Shape::Ecdsa)]
+        shape: crate::dev::pki::Shape,
     },
 }
 
@@ -131,8 +137,8 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         Command::Demo => runtime.block_on(crate::dev::demo::run()),
         #[cfg(feature = "dev")]
         Command::Certs {
-            command: CertsCommand::Dev { out },
-        } => crate::dev::certs_dev(&out).map_err(|e| StartError::Other(e.to_string())),
+            command: CertsCommand::Dev { out, shape },
+        } => crate::dev::certs_dev(&out, shape).map_err(|e| StartError::Other(e.to_string())),
     }
 }
 

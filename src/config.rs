@@ -74,6 +74,11 @@ pub struct RawConfig {
     pub auditors: Vec<RawAuditor>,
     #[serde(default)]
     pub limits: limits::RawLimits,
+    /// The CAs that issue peers' and auditors' certificates, each with the rule by which
+    /// its leaves name their organisation ([`crate::issuers`]). Absent: the trust
+    /// anchors, with the dev rule, for leaves they issue directly.
+    #[serde(default)]
+    pub issuing_cas: Option<Vec<crate::issuers::RawIssuingCa>>,
     /// The ops listener (metrics, health); none when the section is absent.
     #[serde(default)]
     pub ops: Option<RawOps>,
@@ -242,6 +247,8 @@ pub struct Config {
     pub limits: Limits,
     /// The ops listener, if `[ops]` is configured.
     pub ops: Option<OpsSettings>,
+    /// How a peer's or auditor's certificate is identified, per issuing CA.
+    pub issuers: crate::issuers::Issuers,
 }
 
 /// The configured peers, found by the name the local system uses or by the
@@ -464,11 +471,23 @@ impl RawConfig {
                 may_send,
             });
         }
-        let auditors = self
+        let auditors: Vec<OrgId> = self
             .auditors
             .into_iter()
             .map(|a| OrgId::new(a.identity))
             .collect();
+        let issuers = crate::issuers::validate(
+            self.issuing_cas,
+            &trust_anchors,
+            &self.identity,
+            &peers
+                .iter()
+                .map(|p| (p.name.as_str(), &p.identity))
+                .collect::<Vec<_>>(),
+            &auditors,
+            base,
+            &err,
+        )?;
         let policy = match &self.minimisation_policy {
             None => crate::minimise::Policy::default_policy(),
             Some(p) => crate::minimise::Policy::load(&resolve(p))
@@ -519,6 +538,7 @@ impl RawConfig {
             auditors,
             limits,
             ops,
+            issuers,
         })
     }
 }

@@ -8,10 +8,10 @@
 //! | [`SendPath`] | local, peers, store, minimiser, pseudonymiser, relay wakers |
 //! | [`ConsentDesk`] | local, store, pseudonymiser, the send path |
 //! | [`ReceivePath`] | local, peers, store, minimiser, pseudonymiser |
-//! | [`Relay`] (per peer) | its peer, relay settings, TLS client config, store, waker, local |
+//! | [`Relay`] (per peer) | its peer, relay settings, TLS client config, issuing CAs, store, waker, local |
 //! | [`AuditService`] | auditors, pseudonymiser, store, local, own certificate |
 //! | [`LocalApi`] | API token, send path, consent desk, store, stats |
-//! | [`Listener`] | TLS server config, receive path, audit service, store, local |
+//! | [`Listener`] | TLS server config, issuing CAs, receive path, audit service, store, local |
 //! | [`Ops`] (if `[ops]`) | the metrics registry, store, peers, own certificate's validity |
 //!
 //! One [`Metrics`] handle counts events: the store's committer tells it of the audit
@@ -23,7 +23,8 @@
 //! changed ones), the auditors, the relay settings and the minimisation policy. What
 //! cannot change in a running gateway (its role and identity, store, secret, addresses,
 //! token, its own certificate and key) makes the reload refuse with the field named. New
-//! trust anchors and revocation lists take effect as new TLS configs, swapped whole: new
+//! trust anchors, issuing CAs and revocation lists take effect as new TLS configs (and
+//! issuers), swapped whole: new
 //! connections use them, and a kept-alive connection whose certificate a new list
 //! revokes is refused at its next request. A removed peer's queued messages stay queued and visible; they are
 //! delivered if the peer is configured again.
@@ -48,6 +49,7 @@ use crate::config::{Config, Peer, PeerName, Peers, RelaySettings};
 use crate::consent_desk::ConsentDesk;
 use crate::error::StartError;
 use crate::identity::OrgId;
+use crate::issuers::Issuers;
 use crate::live::Live;
 use crate::local::Local;
 use crate::message::Bsn;
@@ -97,6 +99,7 @@ struct LiveParts {
     server_tls: Live<Arc<rustls::ServerConfig>>,
     client_tls: Live<Arc<rustls::ClientConfig>>,
     crls: Live<CrlSet>,
+    issuers: Live<Issuers>,
 }
 
 /// The running relays, one per configured peer, and what each is built from.
@@ -211,6 +214,7 @@ impl Gateway {
         let server_tls = Live::new(crate::tls::server_config(&config)?);
         let client_tls = Live::new(crate::tls::client_config(&config)?);
         let crls = Live::new(config.crls.clone());
+        let issuers = Live::new(config.issuers.clone());
         warn_about_revocation(&config);
         let local = Arc::new(Local {
             role: config.role,
@@ -293,6 +297,7 @@ impl Gateway {
             tls: RelayTls {
                 config: client_tls.clone(),
                 crls: crls.clone(),
+                issuers: issuers.clone(),
             },
             store: store.clone(),
             wakers,
@@ -322,6 +327,7 @@ impl Gateway {
         let listener = Listener::new(
             server_tls.clone(),
             crls.clone(),
+            issuers.clone(),
             receive,
             audit,
             store.clone(),
@@ -345,6 +351,7 @@ impl Gateway {
                 server_tls,
                 client_tls,
                 crls,
+                issuers,
             },
             reloader,
             reloads,
@@ -554,6 +561,7 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
     live.server_tls.replace(server_tls);
     live.client_tls.replace(client_tls);
     live.crls.replace(new.crls.clone());
+    live.issuers.replace(new.issuers.clone());
     let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &new.secret);
     let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
     live.minimiser.replace(Minimiser::new(

@@ -1,8 +1,11 @@
-//! Who a certificate says its holder is. The identity of a peer is its organisation
-//! identifier: the URA from a UZI server certificate's subjectAltName otherName
-//! (OID 2.5.5.5), or else the subject `serialNumber` (an OIN in PKIoverheid
-//! certificates, the dev PKI's numbers). Trust in the certificate (chain, validity) is
-//! the TLS layer's job; this module only reads what a trusted certificate says.
+//! Who a certificate says its holder is: the organisation identifier (URA, OIN), the
+//! types that carry it, and the reasons a certificate names no usable one.
+//!
+//! A *peer's* (or auditor's) certificate is read by [`crate::issuers::Issuers::identify`],
+//! the way the rule of the CA that issued it says. [`identify`] here is the tolerant
+//! reader of the gateway's *own* certificate, which config validation compares with the
+//! configured `identity`: the URA from a UZI otherName (OID 2.5.5.5), or else the subject
+//! `serialNumber`. Trust in a certificate (chain, validity) is the TLS layer's job.
 
 use x509_parser::der_parser::oid;
 use x509_parser::extensions::GeneralName;
@@ -83,9 +86,14 @@ pub struct CertIdentity {
 /// The UZI otherName: `<OID CA>-<version>-<UZI nr>-<card type>-<URA>-<role>-<AGB>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UziName {
+    /// The OID of the CA that issued the certificate (dotted).
+    pub oid_ca: String,
+    pub version: String,
     pub uzi_number: String,
     pub card_type: String,
     pub ura: String,
+    /// The role code (`00.000` for server certificates).
+    pub role: String,
     pub agb: String,
 }
 
@@ -98,6 +106,38 @@ pub enum IdentityError {
     NoOrganisationId,
     #[error("the certificate's UZI otherName is malformed: {0}")]
     BadUziName(String),
+    #[error("the certificate's issuer ({issuer}) is not a configured issuing CA")]
+    UnknownIssuer { issuer: String },
+    #[error("the certificate names the issuing CA {issuer}, but its signature does not verify with that CA's key")]
+    IssuerSignature { issuer: String },
+    #[error("the certificate's subject holds {found} serialNumber attributes; {allowed}")]
+    SerialNumberCount { found: usize, allowed: &'static str },
+    #[error("the certificate's subject serialNumber is in a multi-valued RDN with {others} other attribute(s)")]
+    SerialNumberInMultiValuedRdn { others: usize },
+    #[error("the certificate's subject serialNumber {value:?} {problem}")]
+    BadSerialNumber {
+        value: String,
+        problem: &'static str,
+    },
+    #[error("the certificate's subjectAltName cannot be parsed: {0}")]
+    BadSubjectAltName(String),
+    #[error("the certificate has no UZI otherName (2.5.5.5) in its subjectAltName")]
+    NoUziName,
+    #[error("the certificate's subjectAltName holds {0} UZI otherNames (2.5.5.5); exactly one is allowed")]
+    UziNameCount(usize),
+    #[error("the certificate's UZI card type is {0:?}; only server certificates (S) are accepted")]
+    UziCardType(String),
+    #[error("the certificate's UZI otherName names CA {found}, not {expected} as configured")]
+    UziOidCa { found: String, expected: String },
+    #[error("the certificate's permanentIdentifier otherName is malformed: {0}")]
+    BadPermanentIdentifier(String),
+    #[error("the certificate's permanentIdentifier {found:?} is not its URA {ura}")]
+    PermanentIdentifierMismatch { found: String, ura: String },
+    #[error("the certificate's subject serialNumber {serial_number:?} is not the UZI number {uzi_number} of its UZI otherName")]
+    UziNumberMismatch {
+        serial_number: String,
+        uzi_number: String,
+    },
 }
 
 /// Reads the identity from a DER certificate.
@@ -157,26 +197,56 @@ fn der_string(bytes: &[u8]) -> Option<String> {
     None
 }
 
-/// Parses `<OID CA>-<version>-<UZI nr>-<card type>-<URA>-<role>-<AGB>`.
+/// Parses `<OID CA>-<version>-<UZI nr>-<card type>-<URA>-<role>-<AGB>`, strictly: seven
+/// fields, no whitespace anywhere; the OID CA dotted numbers; version, UZI number and
+/// AGB digits; the card type one capital letter; the URA eight digits; the role digits
+/// and dots (`00.000`). Which card types are acceptable is the caller's rule.
 pub fn parse_uzi(text: &str) -> Result<UziName, IdentityError> {
+    let bad = |what: String| Err(IdentityError::BadUziName(what));
+    if text.chars().any(char::is_whitespace) {
+        return bad(format!("{text:?} contains whitespace"));
+    }
     let parts: Vec<&str> = text.split('-').collect();
-    if parts.len() != 7 {
-        return Err(IdentityError::BadUziName(format!(
+    let [oid_ca, version, uzi_number, card_type, ura, role, agb] = parts.as_slice() else {
+        return bad(format!(
             "expected 7 fields separated by '-', found {}",
             parts.len()
-        )));
+        ));
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !is_dotted_oid(oid_ca) {
+        return bad(format!("the OID CA field {oid_ca:?} is not a dotted OID"));
     }
-    let ura = parts[4];
-    if ura.is_empty() || !ura.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(IdentityError::BadUziName(
-            "the URA field is not a number".into(),
+    if !digits(version) {
+        return bad(format!("the version field {version:?} is not a number"));
+    }
+    if !digits(uzi_number) {
+        return bad(format!(
+            "the UZI number field {uzi_number:?} is not a number"
         ));
     }
+    if card_type.len() != 1 || !card_type.bytes().all(|b| b.is_ascii_uppercase()) {
+        return bad(format!(
+            "the card type field {card_type:?} is not one capital letter"
+        ));
+    }
+    if ura.len() != 8 || !digits(ura) {
+        return bad(format!("the URA field {ura:?} is not a number of 8 digits"));
+    }
+    if role.is_empty() || !role.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return bad(format!("the role field {role:?} is not a role code"));
+    }
+    if !digits(agb) {
+        return bad(format!("the AGB field {agb:?} is not a number"));
+    }
     Ok(UziName {
-        uzi_number: parts[2].to_string(),
-        card_type: parts[3].to_string(),
+        oid_ca: oid_ca.to_string(),
+        version: version.to_string(),
+        uzi_number: uzi_number.to_string(),
+        card_type: card_type.to_string(),
         ura: ura.to_string(),
-        agb: parts[6].to_string(),
+        role: role.to_string(),
+        agb: agb.to_string(),
     })
 }
 
@@ -184,4 +254,11 @@ pub fn parse_uzi(text: &str) -> Result<UziName, IdentityError> {
 pub fn not_after(cert_der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
     chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+}
+
+/// `2.16.528.1…`: two or more numbers separated by single dots.
+pub(crate) fn is_dotted_oid(s: &str) -> bool {
+    s.split('.').count() >= 2
+        && s.split('.')
+            .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()))
 }

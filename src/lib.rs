@@ -41,7 +41,8 @@
 //! - [`caller`]: who is on the other end of an mTLS connection;
 //!   [`local`]: who this gateway is (role, identity, signing key, clock); [`config`]:
 //!   the TOML file, validated once at start; [`tls`]: rustls configs; [`identity`]: who a
-//!   certificate says its holder is; [`minimise`]: the data-minimisation policy;
+//!   certificate says its holder is; [`issuers`]: how each issuing CA's leaves name
+//!   their organisation; [`minimise`]: the data-minimisation policy;
 //!   [`message`]: the envelope, the four message types, validation; [`signing`]:
 //!   signatures; [`pseudonym`]: the keyed pseudonym of a BSN; [`clock`]: "now" and
 //!   "today"; [`cpu`]: a batch's checks spread over the cores; [`client`]: a local API
@@ -70,6 +71,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod inbox;
+pub mod issuers;
 pub mod live;
 pub mod local;
 pub mod logging;

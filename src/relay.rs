@@ -33,6 +33,7 @@ use crate::chain::{Actor, Event, Outcome as AuditOutcome};
 use crate::config::{Peer, PeerName, RelaySettings};
 use crate::consent::{self, registry, Exchange};
 use crate::identity::OrgId;
+use crate::issuers::Issuers;
 use crate::live::Live;
 use crate::local::Local;
 use crate::message::{Bsn, Envelope};
@@ -150,6 +151,8 @@ struct Connection {
 pub struct RelayTls {
     pub config: Live<Arc<rustls::ClientConfig>>,
     pub crls: Live<CrlSet>,
+    /// The issuing CAs by which the server's certificate is identified.
+    pub issuers: Live<Issuers>,
 }
 
 /// The relay for one peer.
@@ -735,8 +738,12 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         .ok_or_else(|| DeliveryError::NoCertificate {
             peer: peer.name.clone(),
         })?;
-    let identity =
-        crate::identity::identify(&peer_cert).map_err(|source| DeliveryError::Identity {
+    let identity = relay
+        .tls
+        .issuers
+        .current()
+        .identify(&peer_cert)
+        .map_err(|source| DeliveryError::Identity {
             peer: peer.name.clone(),
             source,
         })?;

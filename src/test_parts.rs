@@ -78,6 +78,13 @@ impl Pki {
         }
     }
 
+    /// The issuing CAs of a gateway that trusts this CA (the `dev` rule, as without an
+    /// `[[issuing_cas]]` section).
+    pub fn issuers(&self) -> crate::issuers::Issuers {
+        let ca = CertificateDer::from_pem_slice(self.authority.cert_pem.as_bytes()).expect("ca");
+        crate::issuers::Issuers::from_trust_anchors(&[ca]).expect("issuers")
+    }
+
     /// A relay's client config for `party`, trusting this CA.
     pub fn client_config(&self, party: &Party) -> Arc<rustls::ClientConfig> {
         let ca = CertificateDer::from_pem_slice(self.authority.cert_pem.as_bytes()).expect("ca");

@@ -32,11 +32,34 @@ pub struct Addresses {
 /// Writes PKI, secrets and tokens for practice, wijkteam and auditor into `dir`.
 pub fn write_secrets(dir: &Path) -> Result<DevPki, PkiError> {
     let pki = pki::write_dev_pki(dir)?;
+    write_tokens(dir)?;
+    Ok(pki)
+}
+
+/// As [`write_secrets`], with the PKI in `shape`; the uzi and pkioverheid shapes make
+/// fresh RSA keys with `openssl`. Returns the identities of practice, wijkteam and
+/// auditor.
+pub fn write_secrets_shaped(dir: &Path, shape: pki::Shape) -> Result<[String; 3], PkiError> {
+    let ids = match shape {
+        pki::Shape::Ecdsa => {
+            pki::write_dev_pki(dir)?;
+            [DEV_PRACTICE_ID, DEV_WIJKTEAM_ID, DEV_AUDITOR_ID].map(str::to_string)
+        }
+        shape => {
+            let keys = pki::RsaKeys::generate_with_openssl()?;
+            pki::write_real_pki(dir, shape, &keys)?.1
+        }
+    };
+    write_tokens(dir)?;
+    Ok(ids)
+}
+
+fn write_tokens(dir: &Path) -> Result<(), PkiError> {
     for role in ["practice", "wijkteam"] {
         pki::write(&dir.join(format!("{role}.secret")), &random_hex(32), true)?;
         pki::write(&dir.join(format!("{role}.token")), &random_hex(24), true)?;
     }
-    Ok(pki)
+    Ok(())
 }
 
 /// Writes a whole dev kit: secrets in `dir`, stores under `dir/store-*`, configs

@@ -15,23 +15,31 @@ pub mod demo;
 pub mod devkit;
 pub mod pki;
 
-/// What `wijkpoort certs dev --out DIR` writes, and a summary of it on stdout.
-pub fn certs_dev(out: &std::path::Path) -> Result<(), pki::PkiError> {
-    devkit::write_secrets(out)?;
-    println!("dev PKI written to {}:", out.display());
-    println!("  ca.pem                      trust anchor (the CA key is not kept)");
-    println!(
-        "  practice.pem/.key           {} (practice, URA-like)",
-        pki::DEV_PRACTICE_ID
-    );
-    println!(
-        "  wijkteam.pem/.key           {} (municipality, OIN-like)",
-        pki::DEV_WIJKTEAM_ID
-    );
-    println!(
-        "  auditor.pem/.key            {} (auditor)",
-        pki::DEV_AUDITOR_ID
-    );
+/// What `wijkpoort certs dev --out DIR [--shape SHAPE]` writes, and a summary of it on
+/// stdout.
+pub fn certs_dev(out: &std::path::Path, shape: pki::Shape) -> Result<(), pki::PkiError> {
+    if shape != pki::Shape::Ecdsa {
+        println!("making fresh RSA keys with `openssl genpkey` (4096 and 2048 bits) …");
+    }
+    let [practice, wijkteam, auditor] = devkit::write_secrets_shaped(out, shape)?;
+    let (kind, practice_kind) = match shape {
+        pki::Shape::Ecdsa => ("ECDSA P-256, one CA", "URA-like, serialNumber"),
+        pki::Shape::Uzi => (
+            "RSA, UZI and PKIoverheid shapes",
+            "URA in the UZI otherName",
+        ),
+        pki::Shape::Pkioverheid => ("RSA, PKIoverheid shape", "OIN in serialNumber"),
+    };
+    println!("dev PKI ({kind}) written to {}:", out.display());
+    println!("  ca.pem                      trust anchor (the CA keys are not kept)");
+    if shape != pki::Shape::Ecdsa {
+        println!("  uzi-server-ca.pem           issuing CA, rule uzi");
+        println!("  pkio-issuing-ca.pem         issuing CA, rule pkioverheid");
+        println!("  issuing_cas.toml            the [[issuing_cas]] section naming them");
+    }
+    println!("  practice.pem/.key           {practice} (practice, {practice_kind})");
+    println!("  wijkteam.pem/.key           {wijkteam} (municipality, OIN in serialNumber)");
+    println!("  auditor.pem/.key            {auditor} (auditor)");
     println!("  practice/wijkteam.secret    pseudonym and HMAC key");
     println!("  practice/wijkteam.token     local API bearer token");
     Ok(())

@@ -90,6 +90,7 @@ fn relay_to_a_closed_port(
         RelayTls {
             config: Live::new(pki.client_config(&parts.me)),
             crls: Live::new(CrlSet::default()),
+            issuers: Live::new(pki.issuers()),
         },
         parts.store.clone(),
         parts.wakers.waker(&wijkteam()),

@@ -5,8 +5,9 @@
 //! refused before its batch is read — and a failed handshake is logged and audited with
 //! its reason (summarised under a flood, see [`super::limits::Refusals`]).
 //!
-//! The [`Listener`] holds the TLS server config, the receive path, the audit service,
-//! and what it needs to audit refusals itself (the store, who this gateway is, the
+//! The [`Listener`] holds the TLS server config, the issuing CAs by which a caller's
+//! certificate is identified ([`Issuers`]), the receive path, the audit service, and
+//! what it needs to audit refusals itself (the store, who this gateway is, the
 //! handshake counter), and the limits it enforces ([`super::limits`]): the connection
 //! caps, the unidentified connections' gate, the handshake rate, the timeouts, the
 //! per-peer request slots and the disk reserve.
@@ -28,6 +29,7 @@ use crate::caller::Caller;
 use crate::chain::{Event, Outcome};
 use crate::config::Limits;
 use crate::error::{Code, Refusal};
+use crate::issuers::Issuers;
 use crate::live::Live;
 use crate::local::Local;
 use crate::receive::{ReceivePath, Relayed};
@@ -42,6 +44,9 @@ pub struct Listener {
     /// Swapped whole by a reload (new trust anchors or revocation lists).
     tls: Live<Arc<rustls::ServerConfig>>,
     crls: Live<CrlSet>,
+    /// The issuing CAs by which a caller's certificate is identified; swapped with the TLS
+    /// config.
+    issuers: Live<Issuers>,
     receive: ReceivePath,
     audit: AuditService,
     store: Store,
@@ -67,6 +72,7 @@ impl Listener {
     pub fn new(
         tls: Live<Arc<rustls::ServerConfig>>,
         crls: Live<CrlSet>,
+        issuers: Live<Issuers>,
         receive: ReceivePath,
         audit: AuditService,
         store: Store,
@@ -91,6 +97,7 @@ impl Listener {
         Listener {
             tls,
             crls,
+            issuers,
             receive,
             audit,
             store,
@@ -170,7 +177,7 @@ impl Listener {
         };
         let caller = Arc::new(Caller {
             remote,
-            identity: crate::identity::identify(&cert),
+            identity: self.issuers.current().identify(&cert),
             cert,
         });
         // A configured peer or auditor leaves the unidentified connections (and their
@@ -263,11 +270,13 @@ impl Listener {
         if !self.receive.knows(caller) {
             let r = Refusal::new(
                 Code::UnknownPeer,
-                match caller.organisation() {
-                    Some(org) => {
-                        format!("organisation {org} is not a configured peer of this gateway")
-                    }
-                    None => "the client certificate names no organisation".to_string(),
+                match &caller.identity {
+                    Ok(id) => format!(
+                        "organisation {} is not a configured peer of this gateway",
+                        id.organisation_id
+                    ),
+                    // Why its issuing CA's rule gives it no identity, in the audit record.
+                    Err(e) => format!("the client certificate names no organisation: {e}"),
                 },
             );
             return Err(self.audited(caller, r).await);

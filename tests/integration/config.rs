@@ -7,7 +7,7 @@ use std::process::Command;
 use chrono::{Duration, Utc};
 use wijkpoort::config::ConfigError;
 use wijkpoort::dev::devkit::{self, Addresses, DevKit};
-use wijkpoort::dev::pki::{Authority, LeafSpec, DEV_PRACTICE_ID};
+use wijkpoort::dev::pki::{Authority, LeafSpec, DEV_AUDITOR_ID, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 use wijkpoort::Config;
 
 /// A dev kit on fixed loopback addresses (nothing is started, nothing binds).
@@ -198,4 +198,121 @@ fn serve_with_a_missing_config_file_exits_64() {
     let (dir, _kit) = kit();
     let out = serve(&dir.path().join("nowhere.toml"));
     assert_eq!(out.status.code(), Some(64), "{out:?}");
+}
+
+#[test]
+fn an_auditor_with_a_peers_identity_is_refused_naming_the_auditor() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    edit(
+        &path,
+        &format!("[[auditors]]\nidentity = \"{DEV_AUDITOR_ID}\""),
+        &format!("[[auditors]]\nidentity = \"{DEV_WIJKTEAM_ID}\""),
+    );
+
+    let e = load_err(&path);
+    assert_names(&e, &path, "auditors[0].identity");
+    assert!(e.problem.contains("peer \"wijkteam\""), "{e}");
+
+    let out = serve(&path);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("auditors[0].identity"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_auditor_with_the_gateways_own_identity_is_refused() {
+    let (_dir, kit) = kit();
+    let path = kit.practice_config.clone();
+    edit(
+        &path,
+        &format!("[[auditors]]\nidentity = \"{DEV_AUDITOR_ID}\""),
+        &format!("[[auditors]]\nidentity = \"{DEV_PRACTICE_ID}\""),
+    );
+    let e = load_err(&path);
+    assert_names(&e, &path, "auditors[0].identity");
+    assert!(e.problem.contains("own identity"), "{e}");
+}
+
+/// Appends `text` to the config file.
+fn append(path: &Path, text: &str) {
+    let mut config = std::fs::read_to_string(path).unwrap();
+    config.push_str(text);
+    std::fs::write(path, config).unwrap();
+}
+
+#[test]
+fn the_issuing_cas_section_is_validated_entry_by_entry() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("issuing_cas = []\n", "issuing_cas", "names no CA"),
+        (
+            "[[issuing_cas]]\ncert = \"practice.pem\"\nrule = \"dev\"\n",
+            "issuing_cas[0].cert",
+            "not a CA certificate",
+        ),
+        (
+            "[[issuing_cas]]\ncert = \"missing.pem\"\nrule = \"dev\"\n",
+            "issuing_cas[0].cert",
+            "missing.pem",
+        ),
+        (
+            "[[issuing_cas]]\ncert = \"ca.pem\"\nrule = \"pkioverheid\"\noid_ca = \"2.16.528.1\"\n",
+            "issuing_cas[0].oid_ca",
+            "only the uzi rule",
+        ),
+        (
+            "[[issuing_cas]]\ncert = \"ca.pem\"\nrule = \"uzi\"\noid_ca = \"CIBG\"\n",
+            "issuing_cas[0].oid_ca",
+            "not a dotted OID",
+        ),
+        (
+            "[[issuing_cas]]\ncert = \"ca.pem\"\nrule = \"dev\"\n[[issuing_cas]]\ncert = \"ca.pem\"\nrule = \"uzi\"\n",
+            "issuing_cas[1].cert",
+            "listed twice",
+        ),
+    ];
+    for (section, field, problem) in cases {
+        let (_dir, kit) = kit();
+        let path = kit.wijkteam_config.clone();
+        if section.starts_with("issuing_cas =") {
+            // A plain key belongs before the first table.
+            edit(&path, "[tls]", &format!("{section}\n[tls]"));
+        } else {
+            append(&path, &format!("\n{section}"));
+        }
+        let e = load_err(&path);
+        assert_names(&e, &path, field);
+        assert!(e.to_string().contains(problem), "{section}: {e}");
+    }
+    // An unknown rule is a TOML error, naming the rules there are.
+    let (_dir, kit) = kit();
+    let path = kit.wijkteam_config.clone();
+    append(
+        &path,
+        "\n[[issuing_cas]]\ncert = \"ca.pem\"\nrule = \"agb\"\n",
+    );
+    let e = load_err(&path);
+    assert!(
+        e.problem
+            .contains("unknown variant `agb`, expected one of `uzi`, `pkioverheid`, `dev`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_valid_issuing_cas_section_loads() {
+    let (_dir, kit) = kit();
+    let path = kit.wijkteam_config.clone();
+    append(
+        &path,
+        "\n[[issuing_cas]]\ncert = \"ca.pem\"\nrule = \"uzi\"\noid_ca = \"2.16.528.1.1003.1.3.5.5.2\"\n",
+    );
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.issuers.cas().len(), 1);
+    assert_eq!(
+        config.issuers.cas()[0].rule(),
+        wijkpoort::issuers::Rule::Uzi
+    );
 }

@@ -13,6 +13,7 @@ mod consent;
 mod durability;
 mod hardening;
 mod identity;
+mod issuing_cas;
 mod listener_refusals;
 mod local_api;
 mod many_peers;
