@@ -645,11 +645,7 @@ impl Listeners {
     }
 }
 
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
-}
+pub use crate::server::bind;
 
 /// A gateway started in this process, for the demo, the benchmark and the tests: its
 /// addresses, and read access to its store and pseudonyms.

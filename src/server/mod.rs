@@ -98,3 +98,12 @@ pub async fn read_body_limited(body: Incoming, limit: usize) -> Result<Bytes, Re
         ))),
     }
 }
+
+/// Binds a listening socket; the error names the address.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, crate::error::StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::error::StartError::Bind { addr, source })
+}

@@ -48,7 +48,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// a taken port stops the start).
 pub async fn bind(config: &Config) -> Result<Option<TcpListener>, StartError> {
     match &config.ops {
-        Some(ops) => Ok(Some(crate::gateway::bind(ops.listen).await?)),
+        Some(ops) => Ok(Some(super::bind(ops.listen).await?)),
         None => Ok(None),
     }
 }
