@@ -20,10 +20,12 @@
 //! Nothing imports a module above it; the servers are on top and nothing below them
 //! imports them.
 //!
-//! - [`cli`]: the command line; [`gateway`]: builds each part from the [`Config`] with
-//!   only the handles it needs, starts and stops them (its table says who holds what).
-//! - [`server`]: the local API, the mTLS listener and the auditor's routes — the only
-//!   place where a refusal [`error::Code`] becomes an HTTP status.
+//! - [`cli`]: the command line (with [`check_config`], [`migrate`] and [`logging`]);
+//!   [`gateway`]: builds each part from the [`Config`] with only the handles it needs,
+//!   starts and stops them, and applies a [`reload`] (its table says who holds what).
+//! - [`server`]: the local API, the mTLS listener, the auditor's routes, the ops listener
+//!   (metrics, health) and the listeners' limits — the only place where a refusal
+//!   [`error::Code`] becomes an HTTP status.
 //! - [`consent_desk`]: record, withdraw (queues a `consent_update` through the send
 //!   path), list a child's consents.
 //! - [`send`] and [`receive`]: the two halves of the data path, each in its order;
@@ -34,21 +36,24 @@
 //! - [`consent`]: what a consent is, the WGBO rules, derived state, the coverage check,
 //!   and [`consent::registry`] where consent events live in the store.
 //! - [`outbox`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect;
-//!   [`stats`]: counters for `/v1/stats`.
+//!   [`stats`] and [`metrics`]: counters for `/v1/stats` and `/metrics`.
 //! - [`store`]: sled, its trees and keys, and the commit point; [`chain`]: the audit
 //!   hash chain the store's committer seals records into (records, checkpoints, index
 //!   runs).
-//! - [`caller`]: who is on the other end of an mTLS connection;
-//!   [`local`]: who this gateway is (role, identity, signing key, clock); [`config`]:
-//!   the TOML file, validated once at start; [`tls`]: rustls configs; [`identity`]: who a
-//!   certificate says its holder is; [`issuers`]: how each issuing CA's leaves name
-//!   their organisation; [`minimise`]: the data-minimisation policy;
-//!   [`message`]: the envelope, the four message types, validation; [`signing`]:
-//!   signatures; [`pseudonym`]: the keyed pseudonym of a BSN; [`clock`]: "now" and
+//! - [`local`]: who this gateway is (role, identity, signing key, certificate, clock);
+//!   [`config`]: the TOML file, validated once at start (and again on a reload);
+//!   [`live`]: a value a reload swaps whole; [`tls`]: rustls configs; [`revocation`]:
+//!   the CAs' revocation lists; [`issuers`]: which CA issued a peer's certificate and how
+//!   its certificates name an organisation; [`caller`]: who is on the other end of an
+//!   mTLS connection; [`identity`]: what a certificate says; [`minimise`]: the
+//!   data-minimisation policy; [`message`]: the envelope, the four message types,
+//!   validation; [`signing`]: RSA and ECDSA signatures that name their algorithm and
+//!   certificate; [`pseudonym`]: the keyed pseudonym of a BSN; [`clock`]: "now" and
 //!   "today"; [`cpu`]: a batch's checks spread over the cores; [`client`]: a local API
 //!   client; [`error`]: refusals and start-up errors.
-//! - `dev` (the default-on `dev` feature): the development PKI, dev kit, [`demo`] and
-//!   benchmark — `cargo run -- demo` and `bench` — left out of a production build.
+//! - `dev` (the default-on `dev` feature): the development PKI (ECDSA, and the UZI and
+//!   PKIoverheid shapes), dev kit and network, [`demo`] and benchmark — `cargo run --
+//!   demo` and `bench` — left out of a production build.
 //!
 //! [`demo`]: crate::dev::demo
 
