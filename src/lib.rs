@@ -49,7 +49,7 @@
 //!   data-minimisation policy; [`message`]: the envelope, the four message types,
 //!   validation; [`signing`]: RSA and ECDSA signatures that name their algorithm and
 //!   certificate; [`pseudonym`]: the keyed pseudonym of a BSN; [`clock`]: "now" and
-//!   "today"; [`cpu`]: a batch's checks spread over the cores; [`client`]: a local API
+//!   "today"; [`der`]: a DER tag-length-value; [`cpu`]: a batch's checks spread over the cores; [`client`]: a local API
 //!   client; [`error`]: refusals and start-up errors.
 //! - `dev` (the default-on `dev` feature): the development PKI (ECDSA, and the UZI and
 //!   PKIoverheid shapes), dev kit and network, [`demo`] and benchmark — `cargo run --
@@ -70,6 +70,7 @@ pub mod config;
 pub mod consent;
 pub mod consent_desk;
 pub mod cpu;
+pub mod der;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;

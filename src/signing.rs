@@ -372,9 +372,9 @@ fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, SigningError> {
     algorithm.extend_from_slice(EC_PUBLIC_KEY_OID_DER);
     algorithm.extend_from_slice(curve);
     let mut body = vec![0x02, 0x01, 0x00]; // version 0
-    body.extend(der_tlv(0x30, &algorithm));
-    body.extend(der_tlv(0x04, sec1));
-    Ok(der_tlv(0x30, &body))
+    body.extend(crate::der::tlv(0x30, &algorithm));
+    body.extend(crate::der::tlv(0x04, sec1));
+    Ok(crate::der::tlv(0x30, &body))
 }
 
 const EC_PUBLIC_KEY_OID_DER: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
@@ -383,25 +383,6 @@ const P384_OID_DER: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = value.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(value);
-    out
 }
 
 #[cfg(test)]

@@ -419,17 +419,7 @@ impl Store {
     /// Opens a stopped gateway's store for reading (the auditor's offline mode). Any format
     /// version: the audit and consent trees read the same in every one.
     pub fn open_read_only(dir: &Path) -> Result<ReadOnlyStore, StoreError> {
-        if !dir.join("db").exists() {
-            return Err(StoreError::Open {
-                path: dir.to_path_buf(),
-                source: sled::Error::Unsupported("no wijkpoort store in this directory".into()),
-            });
-        }
-        let db = open_db(dir)?;
-        let trees = T::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (db, trees) = open_existing(dir)?;
         Ok(ReadOnlyStore { _db: db, trees })
     }
 
@@ -532,17 +522,7 @@ pub struct Upgrade {
 
 impl Upgrade {
     pub fn open(dir: &Path) -> Result<Upgrade, StoreError> {
-        if !dir.join("db").exists() {
-            return Err(StoreError::Open {
-                path: dir.to_path_buf(),
-                source: sled::Error::Unsupported("no wijkpoort store in this directory".into()),
-            });
-        }
-        let db = open_db(dir)?;
-        let trees = T::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (db, trees) = open_existing(dir)?;
         Ok(Upgrade {
             db,
             trees,
@@ -613,6 +593,22 @@ fn sealed_writes(sealed: Sealed, writes: &mut Vec<Write>) {
         let k = [be(millis), be(seqs[0])].concat();
         writes.push((T::AuditByTime, k, Some(run_value(&seqs))));
     }
+}
+
+/// Opens the trees of a store that must exist already (for reading, or a migration).
+fn open_existing(dir: &Path) -> Result<(sled::Db, Vec<sled::Tree>), StoreError> {
+    if !dir.join("db").exists() {
+        return Err(StoreError::Open {
+            path: dir.to_path_buf(),
+            source: sled::Error::Unsupported("no wijkpoort store in this directory".into()),
+        });
+    }
+    let db = open_db(dir)?;
+    let trees = T::ALL
+        .iter()
+        .map(|t| db.open_tree(t.name()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((db, trees))
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {

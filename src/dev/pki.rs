@@ -277,22 +277,7 @@ impl Authority {
 
 /// DER: a tag, a definite length and the content.
 pub fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
+    crate::der::tlv(tag, content)
 }
 
 /// DER: an OBJECT IDENTIFIER from its arcs.
