@@ -265,6 +265,7 @@ impl Gateway {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 peers: peers.clone(),
+                crls: crls.clone(),
                 cert_not_before,
                 cert_not_after,
             },

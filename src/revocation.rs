@@ -121,6 +121,18 @@ impl CrlSet {
             || self.grace.is_zero()
     }
 
+    /// The stale lists whose grace (if any) has ended at `now`: their CAs' certificates
+    /// are refused.
+    pub fn refusing(&self, now: DateTime<Utc>) -> Vec<&CrlState> {
+        self.states
+            .iter()
+            .filter(|s| {
+                s.next_update
+                    .is_some_and(|n| n < now && now >= n + self.grace)
+            })
+            .collect()
+    }
+
     /// The lists past their nextUpdate at `now`.
     pub fn stale(&self, now: DateTime<Utc>) -> Vec<&CrlState> {
         self.states

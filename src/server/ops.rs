@@ -37,6 +37,7 @@ use crate::config::{Config, Peers};
 use crate::error::StartError;
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::revocation::CrlSet;
 use crate::store::{Store, StoreError};
 
 /// How recent a successful group commit must be for `/readyz` not to commit itself.
@@ -66,6 +67,8 @@ pub struct Readiness {
     pub store: Store,
     pub metrics: Metrics,
     pub peers: Live<Peers>,
+    /// The revocation lists in force.
+    pub crls: Live<CrlSet>,
     /// The own certificate's validity, Unix seconds.
     pub cert_not_before: i64,
     pub cert_not_after: i64,
@@ -162,6 +165,16 @@ impl Readiness {
         } else {
             Ok(())
         };
+        let crls = self.crls.current();
+        let refusing = crls.refusing(chrono::Utc::now());
+        let revocation = if refusing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} revocation list(s) past their nextUpdate and grace: their CAs' certificates are refused",
+                refusing.len()
+            ))
+        };
         let shutting_down = if stopping {
             Err("the gateway is shutting down".to_string())
         } else {
@@ -175,6 +188,7 @@ impl Readiness {
         for (name, r) in [
             ("store", &store),
             ("certificate", &certificate),
+            ("revocation", &revocation),
             ("shutting_down", &shutting_down),
         ] {
             if r.is_err() {
@@ -209,6 +223,18 @@ impl Readiness {
                 "checks": {
                     "store": view(&store),
                     "certificate": cert,
+                    "revocation": {
+                        "ok": revocation.is_ok(),
+                        "reason": revocation.as_ref().err(),
+                        "lists": crls.states().iter().map(|s| json!({
+                            "file": s.file.display().to_string(),
+                            "issuer": s.issuer,
+                            "this_update": s.this_update,
+                            "next_update": s.next_update,
+                            "revoked": s.revoked,
+                            "stale": s.next_update.is_some_and(|n| n < chrono::Utc::now()),
+                        })).collect::<Vec<_>>(),
+                    },
                     "shutting_down": view(&shutting_down),
                 },
                 "peers": peers,
@@ -268,6 +294,7 @@ mod tests {
             store,
             metrics: Metrics::default(),
             peers: Live::new(Peers::default()),
+            crls: Live::new(CrlSet::default()),
             cert_not_before: now - 3600,
             cert_not_after: now + 10 * 86_400,
         }
@@ -302,5 +329,37 @@ mod tests {
         assert!(!ready);
         assert_eq!(body["failed"], json!(["store", "certificate"]), "{body}");
         assert_eq!(body["checks"]["store"]["ok"], json!(false));
+    }
+
+    #[tokio::test]
+    async fn a_stale_revocation_list_past_its_grace_makes_the_gateway_unready() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::dev::pki::Authority::new("readyz").unwrap();
+        let now = chrono::Utc::now();
+        let file = dir.path().join("ca.crl.pem");
+        let pem = ca
+            .crl(
+                &[],
+                now - chrono::Duration::days(3),
+                now - chrono::Duration::days(1),
+            )
+            .unwrap();
+        std::fs::write(&file, pem).unwrap();
+        let r = readiness(&dir.path().join("store")).await;
+        for (grace_hours, ready_expected) in [(0, false), (48, true)] {
+            let crls = CrlSet::load(
+                std::slice::from_ref(&file),
+                chrono::Duration::hours(grace_hours),
+            )
+            .unwrap();
+            r.crls.replace(crls);
+            let (ready, body) = r.check(false).await;
+            assert_eq!(ready, ready_expected, "grace {grace_hours}: {body}");
+            let lists = &body["checks"]["revocation"]["lists"];
+            assert_eq!(lists[0]["stale"], json!(true), "{body}");
+            if !ready_expected {
+                assert_eq!(body["failed"], json!(["revocation"]));
+            }
+        }
     }
 }
