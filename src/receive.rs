@@ -233,6 +233,10 @@ impl ReceivePath {
                     ),
                 )
             })?;
+        // Every message of a batch is held to the limit a single message has.
+        if body.len() > message::MAX_MESSAGE_BYTES {
+            return Err(Refusal::too_large(message::MAX_MESSAGE_BYTES));
+        }
         let signature = signature.ok_or_else(|| {
             Refusal::new(Code::MissingSignature, "the message carries no signature")
         })?;

@@ -391,6 +391,21 @@ async fn a_message_carrying_more_than_the_policy_allows_is_refused() {
 }
 
 #[tokio::test]
+async fn a_message_in_a_batch_is_held_to_the_single_message_size_limit() {
+    let s = scene();
+    let mut envelope = s.referral("msg-big");
+    let text = "x".repeat(crate::message::MAX_MESSAGE_BYTES);
+    envelope.body.insert("request_for_help".into(), json!(text));
+    s.assert_refused(
+        &caller(&s.practice),
+        s.signed(&envelope),
+        Code::TooLarge,
+        Event::MessageRefused,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_batch_is_answered_in_order_and_only_its_good_messages_are_stored() {
     let s = scene();
     let good_1 = s.signed(&s.referral("msg-1"));
