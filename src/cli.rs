@@ -160,6 +160,8 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
 }
 
 async fn serve(path: PathBuf, unsafe_no_fsync: bool) -> Result<(), StartError> {
+    // Every file the gateway creates (the store's) is its user's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let config = crate::Config::load(&path)?;
     let listeners = crate::Listeners::bind(&config).await?;
     let ops = crate::server::ops::bind(&config).await?;

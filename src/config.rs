@@ -55,6 +55,10 @@ impl Role {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Development only: accept private key, secret and token files that group or others
+    /// can read. Off by default, as ssh refuses such keys.
+    #[serde(default)]
+    pub allow_readable_secrets: bool,
     pub role: Role,
     /// This gateway's organisation identifier; must match its certificate.
     pub identity: String,
@@ -328,6 +332,13 @@ impl RawConfig {
         let cert_chain = read_certs(&cert_path).map_err(|p| err("tls.cert", p))?;
         let leaf = &cert_chain[0];
         let key_path = resolve(&self.tls.key);
+        let private = |field: &str, path: &Path| {
+            if self.allow_readable_secrets {
+                return Ok(());
+            }
+            private_file(path).map_err(|p| err(field, p))
+        };
+        private("tls.key", &key_path)?;
         let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
             err(
                 "tls.key",
@@ -374,6 +385,7 @@ impl RawConfig {
         .map_err(|p| err("tls.crls", p))?;
 
         let secret_path = resolve(&self.secret_key_file);
+        private("secret_key_file", &secret_path)?;
         let secret = std::fs::read_to_string(&secret_path)
             .map_err(|e| err("secret_key_file", format!("{}: {e}", secret_path.display())))
             .and_then(|s| {
@@ -410,6 +422,7 @@ impl RawConfig {
             ));
         }
         let token_path = resolve(&self.local_api.token_file);
+        private("local_api.token_file", &token_path)?;
         let api_token = std::fs::read_to_string(&token_path)
             .map_err(|e| {
                 err(
@@ -541,6 +554,23 @@ impl RawConfig {
             issuers,
         })
     }
+}
+
+/// A private key, secret or token file must not be readable by group or others.
+fn private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // reading it names the problem
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:04o}); it holds a secret: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -612,10 +612,21 @@ fn open_existing(dir: &Path) -> Result<(sled::Db, Vec<sled::Tree>), StoreError> 
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
         path: dir.to_path_buf(),
         source: e.into(),
     })?;
+    if created {
+        // What the store holds is about children: its directory is the gateway's alone.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            StoreError::Open {
+                path: dir.to_path_buf(),
+                source: e.into(),
+            }
+        })?;
+    }
     sled::Config::new().path(dir).open().map_err(|e| match e {
         sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
             StoreError::Locked(dir.to_path_buf())

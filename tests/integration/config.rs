@@ -31,6 +31,12 @@ fn edit(path: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
+/// Makes a file readable by its owner only, as a private key must be.
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn load_err(path: &Path) -> ConfigError {
     match Config::load(path) {
         Ok(_) => panic!("{} was accepted", path.display()),
@@ -98,6 +104,7 @@ fn an_expired_own_certificate_names_tls_cert() {
     let issued = ca.issue(&spec).unwrap();
     std::fs::write(dir.path().join("old.pem"), issued.cert_pem).unwrap();
     std::fs::write(dir.path().join("old.key"), issued.key_pem).unwrap();
+    private(&dir.path().join("old.key"));
     let path = kit.practice_config.clone();
     edit(&path, r#"cert = "practice.pem""#, r#"cert = "old.pem""#);
     edit(&path, r#"key = "practice.key""#, r#"key = "old.key""#);
@@ -315,4 +322,49 @@ fn a_valid_issuing_cas_section_loads() {
         config.issuers.cas()[0].rule(),
         wijkpoort::issuers::Rule::Uzi
     );
+}
+
+#[test]
+fn a_key_secret_or_token_readable_by_others_is_refused_naming_the_file_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    for (field, file) in [
+        ("tls.key", "practice.key"),
+        ("secret_key_file", "practice.secret"),
+        ("local_api.token_file", "practice.token"),
+    ] {
+        let (dir, kit) = kit();
+        let file = dir.path().join(file);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = kit.practice_config.clone();
+
+        let e = load_err(&path);
+
+        assert_names(&e, &path, field);
+        assert!(e.problem.contains("readable by group or others"), "{e}");
+        assert!(
+            e.problem.contains(&format!("chmod 600 {}", file.display())),
+            "{e}"
+        );
+
+        // The development switch lets it through.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("allow_readable_secrets = true\n{text}")).unwrap();
+        Config::load(&path).unwrap();
+    }
+}
+
+#[test]
+fn a_new_store_directory_is_the_gateways_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, kit) = kit();
+    let config = Config::load(&kit.practice_config).unwrap();
+    let store = wijkpoort::store::Store::open(&config.store_dir, config.signer.clone()).unwrap();
+    let mode = std::fs::metadata(&config.store_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "{:o}", mode);
+    store.close();
+    drop(dir);
 }
