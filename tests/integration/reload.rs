@@ -167,3 +167,49 @@ async fn sighup_reloads_a_running_daemon_and_a_broken_file_is_one_log_line() {
     daemon.signal("TERM");
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_renamed_by_a_reload_is_still_told_of_a_withdrawal() {
+    let mut setup = Setup::new().await;
+    let practice = setup.start(Role::Practice).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let consent = record_consent(&mut his).await;
+    let referral = submit(&mut his, &referral_submission(&consent)).await;
+    wait_delivered(&mut his, &referral).await;
+
+    // The operator renames the peer; who was told is kept by organisation identifier.
+    let path = setup.config_path(Role::Practice);
+    let text = std::fs::read_to_string(&path).unwrap();
+    write(
+        &path,
+        &text.replace("name = \"wijkteam\"", "name = \"wijkteam-utrecht\""),
+    );
+    let (code, answer) = reload(&setup).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["changes"]["peers_added"],
+        json!(["wijkteam-utrecht"])
+    );
+    assert_eq!(answer["changes"]["peers_removed"], json!(["wijkteam"]));
+
+    let (code, answer) = his
+        .post(
+            &format!("/v1/consents/{consent}/withdraw"),
+            &json!({"reason": "op verzoek"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let updates = answer["consent_updates"].as_array().unwrap().clone();
+    assert_eq!(updates.len(), 1, "{answer}");
+    let update = updates[0].as_str().unwrap().to_string();
+    let delivered = wait_delivered(&mut his, &update).await;
+    assert_eq!(delivered["peer"], "wijkteam-utrecht");
+    assert_eq!(
+        audit_count(store(&wijkteam), Event::MessageReceived, &update),
+        1
+    );
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
