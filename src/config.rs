@@ -303,14 +303,6 @@ impl Config {
         })?;
         raw.validate(path)
     }
-
-    pub fn peer_by_name(&self, name: &str) -> Option<&Peer> {
-        self.peers.by_name(name)
-    }
-
-    pub fn peer_by_identity(&self, identity: impl AsRef<str>) -> Option<&Peer> {
-        self.peers.by_identity(identity)
-    }
 }
 
 impl RawConfig {

@@ -656,7 +656,6 @@ pub struct RunningGateway {
     store: Store,
     pseudonymiser: Pseudonymiser,
     stats: Stats,
-    clock: Clock,
     reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), StartError>>,
@@ -703,7 +702,6 @@ impl RunningGateway {
             store,
             pseudonymiser,
             stats,
-            clock,
             reloader,
             stop: Some(stop),
             task,
@@ -723,11 +721,6 @@ impl RunningGateway {
     /// What `/v1/stats` would answer.
     pub fn stats(&self) -> serde_json::Value {
         self.stats.snapshot()
-    }
-
-    /// The clock every part of this gateway reads.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
     }
 
     /// Reloads the gateway's configuration from its file (as SIGHUP does).

@@ -283,12 +283,6 @@ pub fn decode_full(encoded: &str) -> Result<Decoded, SigningError> {
     })
 }
 
-/// The algorithm and bytes of an encoded signature.
-pub fn decode(encoded: &str) -> Result<(Algorithm, Vec<u8>), SigningError> {
-    let d = decode_full(encoded)?;
-    Ok((d.algorithm, d.signature))
-}
-
 /// The fingerprint of the certificate an encoded signature names, if any.
 pub fn named_certificate(encoded: &str) -> Option<String> {
     decode_full(encoded).ok().and_then(|d| d.certificate)
