@@ -70,7 +70,7 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// The store of a stopped gateway.
+    /// The store: migrate (stopped gateway), back up (running or stopped), restore.
     Store {
         #[command(subcommand)]
         command: StoreCommand,
@@ -90,6 +90,43 @@ pub enum StoreCommand {
     Migrate {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Back the store up into a new directory: online through the running gateway of
+    /// `--config` (its local API and token; the gateway's commits wait while it copies the
+    /// store into memory), or offline from the stopped gateway's store `--store DIR`.
+    /// The backup is a store that `wijkpoort audit --store OUT verify` checks. The data
+    /// key and secrets are not in it: back them up on their own.
+    Backup {
+        /// Online: the running gateway's config file.
+        #[arg(long, conflicts_with = "store", required_unless_present = "store")]
+        config: Option<PathBuf>,
+        /// Offline: a stopped gateway's store directory.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// The backup directory (new or empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Restore a backup into a store directory of a stopped gateway, after checking the
+    /// backup's format, audit chain and content. Refuses a directory that holds anything
+    /// unless `--replace` (which moves it aside to DIR.before-restore-TIME).
+    Restore {
+        /// The backup directory (made by `store backup`).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The gateway's config: its certificate and trust anchors check the backup's
+        /// checkpoints, its store_dir is the target unless --store names another.
+        #[arg(long, required_unless_present = "cert")]
+        config: Option<PathBuf>,
+        /// The store directory to restore into (default: the config's store_dir).
+        #[arg(long, value_name = "DIR", required_unless_present = "config")]
+        store: Option<PathBuf>,
+        /// The gateway's certificate (PEM), instead of the config's.
+        #[arg(long, value_name = "PEM")]
+        cert: Option<PathBuf>,
+        /// Move what the target directory holds aside instead of refusing.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -129,6 +166,19 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
         Command::Store {
             command: StoreCommand::Migrate { config },
         } => migrate(&config),
+        Command::Store {
+            command: StoreCommand::Backup { config, store, out },
+        } => runtime.block_on(backup(config, store, out)),
+        Command::Store {
+            command:
+                StoreCommand::Restore {
+                    from,
+                    config,
+                    store,
+                    cert,
+                    replace,
+                },
+        } => restore(&from, config, store, cert, replace),
         Command::Reload { config } => runtime.block_on(reload(config)),
         Command::CheckConfig { config } => crate::check_config::run(&config),
         #[cfg(feature = "dev")]
@@ -156,6 +206,134 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
     for name in &done.unknown_recipients {
         println!("  consent recipient {name:?} is no configured peer; kept as it was");
     }
+    Ok(())
+}
+
+/// `wijkpoort store backup`: online through the gateway of `config`, or offline from
+/// the stopped gateway's `store`.
+async fn backup(
+    config: Option<PathBuf>,
+    store: Option<PathBuf>,
+    out: PathBuf,
+) -> Result<(), StartError> {
+    use crate::backup::{self, Taken};
+    let failed = |e: backup::BackupError| StartError::Other(e.to_string());
+    // Refuse a used directory before the gateway is asked for anything.
+    if std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(failed(backup::BackupError::OutNotEmpty(out)));
+    }
+    let (stream, taken) = match (config, store) {
+        (Some(path), _) => {
+            let config = crate::Config::load(&path)?;
+            let mut client = crate::client::LocalApiClient::new(
+                config.local_api,
+                &config.api_token,
+                "wijkpoort store backup",
+            );
+            let (code, bytes) = client
+                .post_for_bytes("/v1/store/backup", &serde_json::json!({}))
+                .await
+                .map_err(|e| {
+                    StartError::Other(format!(
+                        "cannot reach the gateway's local API at {} (for a stopped gateway use --store DIR): {e}",
+                        config.local_api
+                    ))
+                })?;
+            if code != 200 {
+                let why = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "no reason given".into());
+                return Err(StartError::Other(format!(
+                    "the gateway refused the backup ({code}): {why}"
+                )));
+            }
+            let stream = backup::Stream {
+                bytes: bytes.to_vec(),
+                commits_paused: std::time::Duration::ZERO,
+            };
+            (stream, Taken::Online)
+        }
+        (None, Some(dir)) => (backup::take_offline(&dir).map_err(failed)?, Taken::Offline),
+        (None, None) => {
+            return Err(StartError::Other(
+                "say which store: --config FILE (running gateway) or --store DIR (stopped)".into(),
+            ))
+        }
+    };
+    let m = backup::write_backup(&stream, &out, taken).map_err(failed)?;
+    let paused = m
+        .commits_paused_ms
+        .map(|ms| format!("; the gateway's commits waited {ms:.1} ms"))
+        .unwrap_or_default();
+    println!(
+        "backup written to {}: {} entries in {} trees, audit chain of {} records, store format {}{paused}",
+        out.display(),
+        m.entries,
+        m.trees,
+        m.audit_records,
+        m.store_format.map_or("none (empty)".into(), |f| f.to_string()),
+    );
+    println!(
+        "check it with: wijkpoort audit --store {} --cert CERT verify",
+        out.display()
+    );
+    Ok(())
+}
+
+/// `wijkpoort store restore`.
+fn restore(
+    from: &std::path::Path,
+    config: Option<PathBuf>,
+    store: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    replace: bool,
+) -> Result<(), StartError> {
+    use rustls::pki_types::pem::PemObject;
+    let config = config.as_deref().map(crate::Config::load).transpose()?;
+    let target = store
+        .or_else(|| config.as_ref().map(|c| c.store_dir.clone()))
+        .ok_or_else(|| StartError::Other("say where to restore to: --store DIR".into()))?;
+    let cert_der = match (&cert, &config) {
+        (Some(path), _) => rustls::pki_types::CertificateDer::from_pem_file(path)
+            .map_err(|e| StartError::Other(format!("{}: not a PEM certificate: {e}", path.display())))?
+            .to_vec(),
+        (None, Some(c)) => c
+            .cert_chain
+            .first()
+            .map(|c| c.to_vec())
+            .ok_or_else(|| StartError::Other("the config's certificate chain is empty".into()))?,
+        (None, None) => {
+            return Err(StartError::Other(
+                "the backup's checkpoints are checked against the gateway's certificate: pass --config FILE or --cert PEM".into(),
+            ))
+        }
+    };
+    let anchors = config
+        .as_ref()
+        .map(|c| c.trust_anchors.clone())
+        .unwrap_or_default();
+    let done = crate::backup::restore(from, &target, replace, &cert_der, &anchors)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    if let Some(aside) = &done.moved_aside {
+        println!(
+            "what {} held was moved to {}",
+            target.display(),
+            aside.display()
+        );
+    }
+    println!(
+        "restored {} into {}: {} entries in {} trees; audit chain of {} records intact ({} signed checkpoints); backup taken {} ({:?})",
+        from.display(),
+        target.display(),
+        done.entries,
+        done.trees,
+        done.manifest.audit_records,
+        done.checkpoints,
+        done.manifest.created_at.to_rfc3339(),
+        done.manifest.taken,
+    );
+    println!("start the gateway on it; messages still in its outbox are delivered again (the receiver drops any it already has)");
     Ok(())
 }
 

@@ -37,6 +37,23 @@ impl LocalApiClient {
         self.call(Method::POST, path, Some(bytes)).await
     }
 
+    /// Posts JSON and returns the answer's bytes as they came (`store backup`).
+    pub async fn post_for_bytes(
+        &mut self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Bytes), String> {
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let auth = format!("Bearer {}", self.token);
+        let user = self.user.clone();
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-wijkpoort-user", user.as_str()),
+            ("content-type", "application/json"),
+        ];
+        self.exchange(Method::POST, path, &headers, bytes).await
+    }
+
     /// Sends raw bytes with chosen headers (tests of malformed input and auth).
     pub async fn call_raw(
         &mut self,
@@ -45,6 +62,22 @@ impl LocalApiClient {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(u16, Value), String> {
+        let (status, bytes) = self.exchange(method, path, headers, body).await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| format!("answer is not JSON: {e}"))?
+        };
+        Ok((status, value))
+    }
+
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), String> {
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -67,12 +100,7 @@ impl LocalApiClient {
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| format!("answer is not JSON: {e}"))?
-        };
-        Ok((status, value))
+        Ok((status, bytes))
     }
 
     async fn call(

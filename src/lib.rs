@@ -37,6 +37,8 @@
 //!   and [`consent::registry`] where consent events live in the store.
 //! - [`outbox`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect;
 //!   [`stats`] and [`metrics`]: counters for `/v1/stats` and `/metrics`.
+//! - [`backup`]: a consistent copy of the store taken between two group commits (or of
+//!   a stopped gateway's store), and its checked restore.
 //! - [`store`]: sled, its trees and keys, and the commit point; [`chain`]: the audit
 //!   hash chain the store's committer seals records into (records, checkpoints, index
 //!   runs).
@@ -60,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod caller;
 pub mod chain;
 pub mod check_config;

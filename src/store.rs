@@ -453,6 +453,19 @@ impl Store {
         done_rx.await.map_err(|_| E::from(StoreError::Closed))?
     }
 
+    /// Runs `f` on the committer thread between two group commits, so that it sees the
+    /// database exactly as the last durable commit left it and nothing changes while it
+    /// runs: every other commit waits until `f` returns (the online backup,
+    /// [`crate::backup`]). Keep `f` short; its result arrives once its group is durable.
+    pub async fn between_commits<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&sled::Db) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.commit(move |tx: &mut Tx<'_>| Ok::<R, StoreError>(f(tx.db)))
+            .await
+    }
+
     /// Commits audit records alone (a refusal: nothing else changes).
     pub async fn commit_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
         self.commit(move |tx| {
@@ -611,7 +624,15 @@ fn open_existing(dir: &Path) -> Result<(sled::Db, Vec<sled::Tree>), StoreError> 
     Ok((db, trees))
 }
 
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+/// Opens the sled database of a store that must exist already, as a whole (the
+/// backup copies every tree in it).
+pub(crate) fn open_existing_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    open_existing(dir).map(|(db, _)| db)
+}
+
+/// Opens (creating it 0700 if need be) the sled database in `dir`; a lock held by
+/// another process is [`StoreError::Locked`].
+pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
         path: dir.to_path_buf(),

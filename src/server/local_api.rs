@@ -15,6 +15,7 @@
 //! | `GET /v1/consents?bsn=…` | a child's consents and their status |
 //! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
 //! | `POST /v1/reload` | reload the config file (peers, auditors, relay, policy), as SIGHUP does |
+//! | `POST /v1/store/backup` | a consistent copy of the store, taken between two group commits (`wijkpoort store backup`) |
 //! | `GET /healthz` | liveness: 200 `ok`, or 503 `store_failed` once the store refuses writes |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of this API ([`OPENAPI`]), no token needed |
 //!
@@ -59,6 +60,14 @@ fn openapi() -> Reply {
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             OPENAPI.as_bytes(),
         )))
+        .unwrap_or_else(|_| hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+}
+
+/// A binary answer (the backup stream).
+fn octets(bytes: Vec<u8>) -> Reply {
+    hyper::Response::builder()
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))
         .unwrap_or_else(|_| hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
 }
 
@@ -225,6 +234,19 @@ impl LocalApi {
                     }
                     Err(e) => Err(Refusal::new(Code::ReloadRefused, e.to_string())),
                 }
+            }
+            (Method::POST, ["v1", "store", "backup"]) => {
+                let user = user(&req)?;
+                let stream = crate::backup::take_online(&self.store)
+                    .await
+                    .map_err(|e| Refusal::new(Code::StoreUnavailable, e.to_string()))?;
+                tracing::info!(
+                    user = %user,
+                    bytes = stream.bytes.len(),
+                    commits_paused_ms = stream.commits_paused.as_secs_f64() * 1000.0,
+                    "store copied for a backup"
+                );
+                Ok(octets(stream.bytes))
             }
             (Method::GET, ["v1", "inbox"]) => {
                 let query = inbox_query(req.uri().query())?;

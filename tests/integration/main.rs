@@ -8,6 +8,7 @@
 #[path = "../fixture/mod.rs"]
 mod fixture;
 
+mod backup;
 mod config;
 mod consent;
 mod durability;

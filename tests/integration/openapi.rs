@@ -83,6 +83,18 @@ impl Doc {
             .insert((method.to_string(), template.to_string(), status));
     }
 
+    /// Notes a binary answer: the document must list `status` with `content_type`.
+    fn check_binary(&mut self, method: &str, template: &str, status: u16, content_type: &str) {
+        let op = &self.doc["paths"][template][method.to_lowercase()];
+        let content = &op["responses"][status.to_string()]["content"];
+        assert!(
+            content[content_type].is_object(),
+            "{method} {template} {status} answered {content_type}, which the document does not list"
+        );
+        self.seen
+            .insert((method.to_string(), template.to_string(), status));
+    }
+
     /// Every documented route's success statuses were seen.
     fn all_successes_seen(&self) {
         let mut missing = Vec::new();
@@ -343,6 +355,27 @@ async fn real_responses_match_the_openapi_document() {
     std::fs::write(&path, good).unwrap();
     assert_eq!(code, 422, "{body}");
     d.check("POST", "/v1/reload", code, &body);
+
+    // The backup stream (binary), and a call without the acting user.
+    let (code, bytes) = his
+        .post_for_bytes("/v1/store/backup", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(bytes.starts_with(b"wijkpoort-backup/1\n"));
+    d.check_binary("POST", "/v1/store/backup", code, "application/octet-stream");
+    let token = format!("Bearer {}", setup.token(Role::Practice));
+    let (code, body) = his
+        .call_raw(
+            Method::POST,
+            "/v1/store/backup",
+            &[("authorization", token.as_str())],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    d.check("POST", "/v1/store/backup", code, &body);
 
     d.all_successes_seen();
     practice.stop().await.unwrap();
