@@ -175,6 +175,21 @@ pub fn queued_for_peer(store: &crate::store::Store, peer: &str) -> usize {
     store.tree(T::Outbox).scan_prefix(&prefix).count()
 }
 
+/// When the oldest message still queued for `peer` was accepted (`None`: none queued).
+/// The queue is in enqueue order, so that is its first entry's message.
+pub fn oldest_queued_for_peer(
+    store: &crate::store::Store,
+    peer: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let prefix = key(&[peer.as_bytes(), b""]);
+    let Some(first) = store.tree(T::Outbox).scan_prefix(&prefix).next() else {
+        return Ok(None);
+    };
+    let (_, id) = first?;
+    let id = String::from_utf8_lossy(&id).into_owned();
+    Ok(get(store, &id)?.map(|m| m.created_at))
+}
+
 /// Reads a sent message outside a job (status queries).
 pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>, StoreError> {
     match store.get(T::Sent, id.as_bytes())? {

@@ -716,14 +716,21 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
             detail: e.to_string(),
         })?;
     let connector = TlsConnector::from(relay.tls.config.current().as_ref().clone());
+    let counters = &relay.counters;
     let tls = tokio::time::timeout(timeout, connector.connect(server_name, tcp))
         .await
-        .map_err(|_| DeliveryError::HandshakeTimeout {
-            peer: peer.name.clone(),
+        .map_err(|_| {
+            counters.handshake_failed("out", "timeout");
+            DeliveryError::HandshakeTimeout {
+                peer: peer.name.clone(),
+            }
         })?
-        .map_err(|e| DeliveryError::Handshake {
-            peer: peer.name.clone(),
-            detail: e.to_string(),
+        .map_err(|e| {
+            counters.handshake_failed("out", crate::stats::handshake_failure_reason(&e));
+            DeliveryError::Handshake {
+                peer: peer.name.clone(),
+                detail: e.to_string(),
+            }
         })?;
     relay
         .counters
@@ -735,19 +742,26 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
-        .ok_or_else(|| DeliveryError::NoCertificate {
-            peer: peer.name.clone(),
+        .ok_or_else(|| {
+            counters.handshake_failed("out", "no_certificate");
+            DeliveryError::NoCertificate {
+                peer: peer.name.clone(),
+            }
         })?;
     let identity = relay
         .tls
         .issuers
         .current()
         .identify(&peer_cert)
-        .map_err(|source| DeliveryError::Identity {
-            peer: peer.name.clone(),
-            source,
+        .map_err(|source| {
+            counters.handshake_failed("out", "unidentified");
+            DeliveryError::Identity {
+                peer: peer.name.clone(),
+                source,
+            }
         })?;
     if identity.organisation_id != peer.identity {
+        counters.handshake_failed("out", "wrong_peer");
         return Err(DeliveryError::WrongPeer {
             addr: addr(),
             found: identity.organisation_id,
@@ -755,6 +769,7 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
             peer: peer.name.clone(),
         });
     }
+    counters.peer_certificate_seen(peer.identity.as_str(), &peer_cert);
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| DeliveryError::Http {

@@ -277,6 +277,10 @@ pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     fn audited(&self, event: &AuditEvent);
     /// A group commit finished (applied, flushed and synced), `took` from its start.
     fn committed(&self, took: std::time::Duration);
+    /// The commit point's fdatasync (and any blob fsyncs) of one commit took `took`.
+    fn synced(&self, took: std::time::Duration) {
+        let _ = took;
+    }
 }
 
 /// The gateway's sled database and its committer.
@@ -877,8 +881,12 @@ impl Committer {
         }
         // sled's flush used sync_file_range: the data is written but neither the file's
         // metadata (its new length) nor the disk's cache is flushed. fdatasync does both.
+        let syncing = std::time::Instant::now();
         self.log_file.sync_data()?;
         self.sync_new_blobs()?;
+        if let Some(o) = self.stats.observer.get() {
+            o.synced(syncing.elapsed());
+        }
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -150,10 +150,13 @@ impl Listener {
             done = handshake => match done {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
+                    let reason = crate::stats::handshake_failure_reason(&e);
+                    self.counters.handshake_failed("in", reason);
                     self.refuse_handshake(remote, &handshake_error(&e)).await;
                     return;
                 }
                 Err(_) => {
+                    self.counters.handshake_failed("in", "timeout");
                     self.refuse_handshake(remote, "the TLS handshake timed out").await;
                     return;
                 }
@@ -172,6 +175,7 @@ impl Listener {
             .and_then(|c| c.first())
             .map(|c| c.to_vec())
         else {
+            self.counters.handshake_failed("in", "no_certificate");
             self.refuse_handshake(remote, "no client certificate").await;
             return;
         };
@@ -183,6 +187,13 @@ impl Listener {
         // A configured peer or auditor leaves the unidentified connections (and their
         // caps) here; anyone else keeps its place there, and may be closed for a newer one.
         let identified = self.receive.knows(&caller) || self.audit.is_auditor(&caller);
+        if let Some(org) = caller
+            .organisation()
+            .filter(|_| self.receive.knows(&caller))
+        {
+            self.counters
+                .peer_certificate_seen(org.as_str(), &caller.cert);
+        }
         let limits = self.guards.limits.clone();
         let listener = Arc::new(self);
         let serve = limits::serve_http(tls, &limits, stop, move |req| {

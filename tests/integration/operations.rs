@@ -579,6 +579,31 @@ async fn metrics_count_the_flow_and_parse_as_prometheus_text() {
     assert!(p.get("wijkpoort_fdatasync_total") >= 3.0);
     assert!(p.get("wijkpoort_commit_duration_seconds_count") >= 3.0);
     assert!(p.get("wijkpoort_commit_duration_seconds_sum") > 0.0);
+    // fdatasync on its own, a part of each commit's duration.
+    let syncs = p.get("wijkpoort_fdatasync_duration_seconds_count");
+    assert!(syncs >= 3.0, "{syncs}");
+    assert!(p.get("wijkpoort_fdatasync_duration_seconds_sum") > 0.0);
+    assert!(
+        p.get("wijkpoort_fdatasync_duration_seconds_sum")
+            <= p.get("wijkpoort_commit_duration_seconds_sum")
+    );
+    assert_eq!(p.types["wijkpoort_fdatasync_duration_seconds"], "histogram");
+    // The certificate the wijkteam presented to the practice's relay.
+    let expected = |role: Role| {
+        let der = setup.credentials(role).cert_der();
+        (wijkpoort::identity::not_after(&der).unwrap() - chrono::Utc::now()).num_seconds() as f64
+    };
+    let seen = p.get("wijkpoort_peer_certificate_expiry_seconds{peer=\"wijkteam\"}");
+    assert!((seen - expected(Role::Wijkteam)).abs() < 120.0, "{seen}");
+    assert_eq!(
+        p.get("wijkpoort_outbox_oldest_age_seconds{peer=\"wijkteam\"}"),
+        0.0
+    );
+    // A fresh store has no checkpoint yet.
+    assert!(
+        !text.contains("wijkpoort_audit_last_checkpoint_age_seconds "),
+        "{text}"
+    );
     assert!(p.get("wijkpoort_certificate_expiry_seconds") > 30.0 * 86_400.0);
     assert!(p.get("wijkpoort_audit_records") >= 5.0);
     assert!(p.get("wijkpoort_store_size_bytes") > 0.0);
@@ -594,6 +619,32 @@ async fn metrics_count_the_flow_and_parse_as_prometheus_text() {
     );
     assert!(w.get("wijkpoort_tls_handshakes_total{direction=\"in\"}") >= 1.0);
     assert_eq!(w.get("wijkpoort_inbox_unacknowledged"), 2.0);
+    // The certificate the practice presented to the wijkteam's listener.
+    let seen = w.get("wijkpoort_peer_certificate_expiry_seconds{peer=\"practice\"}");
+    assert!((seen - expected(Role::Practice)).abs() < 120.0, "{seen}");
+
+    // A bare connect to the wijkteam's listener is a failed handshake, by its reason.
+    drop(
+        tokio::net::TcpStream::connect(setup.listener_addr(Role::Wijkteam))
+            .await
+            .unwrap(),
+    );
+    let failed = "wijkpoort_tls_handshake_failures_total{direction=\"in\",reason=\"closed_early\"}";
+    wait_until("the bare connect counted as a failed handshake", || async {
+        let (_, w) = scrape(wijkteam_ops).await;
+        w.samples
+            .get(failed)
+            .is_some_and(|v| *v >= 1.0)
+            .then_some(())
+    })
+    .await;
+
+    // A stop seals the log with a checkpoint: after a restart its age is shown.
+    practice.stop().await.unwrap();
+    let practice = setup.start(Role::Practice).await;
+    let (text, p) = scrape(practice_ops).await;
+    let age = p.get("wijkpoort_audit_last_checkpoint_age_seconds");
+    assert!((0.0..60.0).contains(&age), "{age}");
 
     match promtool(&text) {
         Some((ok, said)) => assert!(ok, "promtool check metrics:\n{said}\n{text}"),
@@ -650,6 +701,8 @@ async fn health_and_readiness_with_a_peer_down() {
     assert_eq!(p.get("wijkpoort_outbox_backlog{peer=\"wijkteam\"}"), 1.0);
     assert!(p.get("wijkpoort_relay_failures_total{peer=\"wijkteam\"}") >= 1.0);
     assert!(p.get("wijkpoort_relay_consecutive_failures{peer=\"wijkteam\"}") >= 1.0);
+    let age = p.get("wijkpoort_outbox_oldest_age_seconds{peer=\"wijkteam\"}");
+    assert!(age > 0.0 && age < 60.0, "the waiting referral's age: {age}");
 
     let (code, _, _) = http_get(ops, "/nothing").await;
     assert_eq!(code, 404);
