@@ -20,6 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::online::{Credentials, OnlineAuditor, OnlineError};
+use super::progress::Progress;
 use super::query::{AccessReport, ConsentHistory, RecordPage};
 use super::render::{self, Format};
 use super::request::{self, AuditAnswer, Command, Context, Params, RequestError};
@@ -480,12 +481,18 @@ async fn offline(
         .as_ref()
         .map(|c| c.trust_anchors.clone())
         .unwrap_or_default();
+    // The long commands show a bar on a terminal (and nothing when piped).
+    let progress = match command {
+        Command::Verify | Command::Export => Progress::on_terminal(),
+        _ => Progress::hidden(),
+    };
     let ctx = Context {
         observer: &observer,
         certificate: certificate.as_deref(),
         trust_anchors: &anchors,
         pseudonymiser: pseudonymiser.as_ref(),
         today: Utc::now().date_naive(),
+        progress: &progress,
     };
     let locked = |e: StoreError, config: Option<&Config>| match e {
         StoreError::Locked(dir) => AuditCliError::Locked {
@@ -509,7 +516,9 @@ async fn offline(
     let config = if own_store { config } else { None };
     let Some(config) = config.as_ref() else {
         let store = retry_locked(|| Store::open_read_only(&dir)).map_err(|e| locked(e, None))?;
-        let answer = request::execute(&store, &request, &ctx)?;
+        let answer = request::execute(&store, &request, &ctx);
+        progress.finish();
+        let answer = answer?;
         eprintln!(
             "note: this read is not recorded in the audit log (the store was opened read-only: no --config, or --store is not the config's store_dir)"
         );
@@ -519,6 +528,7 @@ async fn offline(
     let store = retry_locked(|| Store::open(&dir, config.signer.clone()))
         .map_err(|e| locked(e, Some(config)))?;
     let answer = request::execute(&store, &request, &ctx);
+    progress.finish();
     let user = args
         .user
         .clone()

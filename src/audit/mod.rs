@@ -28,6 +28,7 @@ pub use crate::pseudonym::Pseudonymiser;
 pub mod cli;
 pub mod fhir;
 pub mod online;
+pub mod progress;
 pub mod query;
 pub mod render;
 pub mod request;

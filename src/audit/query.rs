@@ -13,6 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::progress::Progress;
 use super::{index_run, Actor, AuditError, AuditRecord, AuditTrees, Event, Outcome, Pseudonymiser};
 use crate::message::{Bsn, MessageType};
 use crate::store::{be, T};
@@ -91,7 +92,28 @@ impl RecordQuery {
 /// Runs a record query through the most selective index it allows: child, then message,
 /// then period.
 pub fn records(trees: &impl AuditTrees, q: &RecordQuery) -> Result<RecordPage, AuditError> {
+    records_with_progress(trees, q, &Progress::hidden())
+}
+
+/// The length of the audit chain: its last record's sequence number (0 when empty).
+pub fn chain_length(trees: &impl AuditTrees) -> u64 {
+    trees
+        .tree(T::Audit)
+        .last()
+        .ok()
+        .flatten()
+        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0)
+}
+
+/// [`records`], telling `progress` of each record examined (at most the whole chain).
+pub fn records_with_progress(
+    trees: &impl AuditTrees,
+    q: &RecordQuery,
+    progress: &Progress,
+) -> Result<RecordPage, AuditError> {
     q.check()?;
+    progress.start("exporting", chain_length(trees));
     let (index, seqs): (IndexUsed, Box<dyn Iterator<Item = Result<u64, AuditError>>>) =
         if let Some(subject) = &q.subject {
             (IndexUsed::Subject, subject_seqs(trees, subject))
@@ -110,6 +132,7 @@ pub fn records(trees: &impl AuditTrees, q: &RecordQuery) -> Result<RecordPage, A
     for seq in seqs {
         let record = read_record(trees, seq?, index_name(index))?;
         page.examined += 1;
+        progress.advance(1);
         if q.matches(&record) {
             if page.records.len() == limit {
                 page.truncated = true;

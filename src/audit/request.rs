@@ -319,6 +319,8 @@ pub struct Context<'a> {
     /// To name children by pseudonym in the all-consents listing.
     pub pseudonymiser: Option<&'a Pseudonymiser>,
     pub today: NaiveDate,
+    /// Where `verify` and `export` report how far they are (a bar on the CLI's terminal).
+    pub progress: &'a super::progress::Progress,
 }
 
 /// Why a request could not be answered.
@@ -342,7 +344,7 @@ pub fn execute(
     Ok(match req {
         AuditRequest::Records(q) => AuditAnswer::Records(query::records(trees, q)?),
         AuditRequest::Export(q) => {
-            let page = query::records(trees, q)?;
+            let page = query::records_with_progress(trees, q, ctx.progress)?;
             AuditAnswer::Fhir(super::fhir::audit_bundle(&page.records, ctx.observer))
         }
         AuditRequest::Report { subject, from, to } => {
@@ -358,11 +360,12 @@ pub fn execute(
         }
         AuditRequest::Verify { expect } => {
             let cert = ctx.certificate.ok_or(RequestError::NoCertificate)?;
-            AuditAnswer::Verify(verify::verify_with_anchors(
+            AuditAnswer::Verify(verify::verify_with_progress(
                 trees,
                 cert,
                 ctx.trust_anchors,
                 expect.as_ref(),
+                ctx.progress,
             )?)
         }
     })

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::progress::Progress;
 use super::{checkpoint_bytes, AuditRecord, AuditTrees, Checkpoint, GENESIS_HASH};
 use crate::signing::SigningError;
 use crate::store::{StoreError, T};
@@ -194,6 +195,17 @@ pub fn verify_with_anchors(
     anchors: &[CertificateDer<'static>],
     known: Option<&KnownCheckpoint>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_with_progress(trees, cert_der, anchors, known, &Progress::hidden())
+}
+
+/// [`verify_with_anchors`], telling `progress` of each record checked (the CLI's bar).
+pub fn verify_with_progress(
+    trees: &impl AuditTrees,
+    cert_der: &[u8],
+    anchors: &[CertificateDer<'static>],
+    known: Option<&KnownCheckpoint>,
+    progress: &Progress,
+) -> Result<VerifyReport, VerifyError> {
     // Fails early, naming the problem, if the certificate's key is of no usable type.
     crate::signing::certificate_key(cert_der)?;
     let mut first: Option<Tamper> = None;
@@ -270,9 +282,11 @@ pub fn verify_with_anchors(
     let mut last_good_checkpoint = 0u64;
     let mut chain_broken = false;
     let mut hashes_at_known = None;
+    progress.start("verifying", super::query::chain_length(trees));
     for item in trees.tree(T::Audit).iter() {
         let (k, v) = item?;
         records += 1;
+        progress.advance(1);
         let Some(seq) = seq_of(&k) else {
             note(Tamper {
                 seq: expected,

@@ -121,6 +121,7 @@ impl AuditService {
                 trust_anchors: &worker.trust_anchors,
                 pseudonymiser: Some(&worker.pseudonymiser),
                 today: worker.local.clock.today(),
+                progress: &crate::audit::progress::Progress::hidden(),
             };
             request::execute(&worker.store, &worker_request, &ctx)
         })

@@ -713,3 +713,89 @@ async fn health_and_readiness_with_a_peer_down() {
     drop(ids);
     practice.stop().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------
+// Progress of long commands
+
+/// A stopped practice's store with `n` audit records more than the start leaves.
+async fn store_with_records(setup: &Setup, n: usize) -> std::path::PathBuf {
+    use wijkpoort::chain::{Actor, AuditEvent, Event, Outcome};
+    let dir = setup.store_dir(Role::Practice);
+    let store = open_store(&dir, &setup.config(Role::Practice));
+    for chunk in 0..n / 1000 {
+        let events = (0..1000)
+            .map(|i| {
+                AuditEvent::new(
+                    Event::AuditRead,
+                    Outcome::Success,
+                    Actor::User {
+                        id: "auditor".into(),
+                    },
+                )
+                .reason(format!("load {chunk}-{i}"))
+            })
+            .collect();
+        store.commit_audit(events).await.unwrap();
+    }
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_export_show_progress_on_a_terminal_and_nothing_when_piped() {
+    let setup = Setup::new().await;
+    let dir = store_with_records(&setup, 3_000).await;
+    let cert = setup.kit.pki.cert("practice");
+    let store = dir.display().to_string();
+    let cert = cert.display().to_string();
+    let commands: [Vec<&str>; 2] = [
+        vec!["audit", "--store", &store, "--cert", &cert, "verify"],
+        vec!["audit", "--store", &store, "export", "--format", "fhir"],
+    ];
+    // The bar's own words and the terminal controls it draws with.
+    let progress_marks = ["audit records (", "\r", "\x1b["];
+    for args in &commands {
+        // Piped: the answer alone on stdout, and no progress on stderr.
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        for mark in progress_marks {
+            assert!(
+                !stdout.contains(mark) && !stderr.contains(mark),
+                "{args:?} piped wrote {mark:?}:\nstderr: {stderr}"
+            );
+        }
+        if args.last() == Some(&"verify") {
+            assert!(stdout.starts_with("intact: 300"), "{stdout}");
+        } else {
+            let bundle: Value = serde_json::from_str(&stdout).unwrap();
+            assert!(bundle["entry"].as_array().unwrap().len() >= 3_000);
+        }
+
+        // On a terminal (a pseudo-terminal made by util-linux's `script`): a bar.
+        let line = std::iter::once(BIN)
+            .chain(args.iter().copied())
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let Ok(tty) = Command::new("script")
+            .args(["-qec", &format!("{line} >/dev/null"), "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+        else {
+            eprintln!("`script` (util-linux) is not installed: the terminal case is not checked");
+            continue;
+        };
+        let shown = String::from_utf8_lossy(&tty.stdout);
+        assert!(tty.status.success(), "{args:?} on a terminal: {shown}");
+        assert!(
+            shown.contains("audit records ("),
+            "{args:?} showed no progress on a terminal:\n{shown:?}"
+        );
+    }
+}
