@@ -22,6 +22,7 @@ impl Caller {
             Ok(id) => Actor::Peer {
                 organisation: id.organisation_id.to_string(),
                 certificate_serial: id.serial.clone(),
+                remote: Some(self.remote.to_string()),
             },
             Err(_) => Actor::Unknown {
                 remote: self.remote.to_string(),

@@ -69,10 +69,16 @@ pub enum Actor {
     Peer {
         organisation: String,
         certificate_serial: String,
+        /// The address it connected from (records before this field have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
     },
     Auditor {
         organisation: String,
         certificate_serial: String,
+        /// The address it connected from (records before this field have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
     },
     Gateway,
     Unknown {

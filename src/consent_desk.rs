@@ -57,6 +57,9 @@ impl ConsentDesk {
             id: user.to_string(),
         };
         let clock = &self.local.clock;
+        // A refused consent's record still names the child (by pseudonym), so that the
+        // child's access report and an audit repository show the refusal too.
+        let refused_subject = self.pseudonymiser.pseudonym(&request.child.bsn);
         let record = match ConsentRecord::from_request(
             id.clone(),
             request,
@@ -71,6 +74,7 @@ impl ConsentDesk {
                     .commit_audit(vec![self
                         .local
                         .event(Event::ConsentRecorded, Outcome::Refused, actor)
+                        .subject(Some(refused_subject))
                         .reason(refusal.reason())])
                     .await?;
                 return Err(refusal);

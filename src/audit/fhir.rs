@@ -39,6 +39,7 @@ const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 const SOURCE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
+const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 
 fn instant(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -72,6 +73,62 @@ fn kind(e: Event) -> (&'static str, &'static str, &'static str) {
         MessageRefused | CertificateRefused => ("110113", "Security Alert", "E"),
         GatewayStarted | GatewayStopped => ("110100", "Application Activity", "E"),
     }
+}
+
+/// The DICOM Security Alert subtype of a refusal: a caller whose certificate or
+/// identity failed is Node Authentication (110126); a message refused for what it
+/// carries (consent, policy, limits) is Use of Restricted Function (110132).
+fn alert_subtype(e: &super::AuditEvent) -> (&'static str, &'static str) {
+    const NODE_AUTHENTICATION: (&str, &str) = ("110126", "Node Authentication");
+    const RESTRICTED: (&str, &str) = ("110132", "Use of Restricted Function");
+    if e.event == Event::CertificateRefused {
+        return NODE_AUTHENTICATION;
+    }
+    // A local user's refused submission is about what it carries, whatever its code.
+    if matches!(e.actor, Actor::User { .. }) {
+        return RESTRICTED;
+    }
+    let code = e
+        .reason
+        .as_deref()
+        .and_then(|r| r.split_once(':'))
+        .map_or("", |(c, _)| c.trim());
+    match code {
+        "unknown_peer"
+        | "from_mismatch"
+        | "bad_signature"
+        | "missing_signature"
+        | "certificate_expired"
+        | "certificate_revoked"
+        | "not_an_auditor" => NODE_AUTHENTICATION,
+        _ => RESTRICTED,
+    }
+}
+
+/// Why the event happened (`purposeOfEvent`, v3 PurposeOfUse): an exchange or consent
+/// about a child is for its care (TREAT), reading the audit log is compliance (HCOMPL),
+/// the gateway's own events and refused connections are system administration.
+fn purpose_of_event(dicom_type: &str) -> (&'static str, &'static str) {
+    match dicom_type {
+        "110106" | "110107" | "110110" => ("TREAT", "treatment"),
+        "110101" => ("HCOMPL", "health compliance"),
+        _ => ("HSYSADMIN", "health system administration"),
+    }
+}
+
+/// `agent.network` for an address as stored (`IP:PORT`, `[IPv6]:PORT`): the IP, type
+/// 2 (IP address).
+fn network(remote: &str) -> Value {
+    let address = remote
+        .rsplit_once(':')
+        .map_or(remote, |(ip, _)| ip)
+        .trim_matches(['[', ']']);
+    json!({ "address": address, "type": "2" })
+}
+
+/// Whether an agent's `who` is the organisation `org`.
+fn names_organisation(agent: &Value, org: &str) -> bool {
+    agent["who"]["type"] == "Organization" && agent["who"]["identifier"]["value"] == org
 }
 
 /// A deterministic `urn:uuid:` from a record hash, so an export is reproducible.
@@ -108,6 +165,10 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
     match e.event {
         Event::GatewayStarted => subtype.push(coding(DCM, "110120", "Application Start")),
         Event::GatewayStopped => subtype.push(coding(DCM, "110121", "Application Stop")),
+        Event::MessageRefused | Event::CertificateRefused => {
+            let (code, display) = alert_subtype(e);
+            subtype.push(coding(DCM, code, display));
+        }
         _ => {}
     }
     let outcome = match e.outcome {
@@ -117,6 +178,7 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
     };
 
     let mut agents = Vec::new();
+    // The organisation that acted, when the actor is one (or acts for one).
     let mut actor_org: Option<&str> = None;
     match &e.actor {
         Actor::User { id } => {
@@ -135,16 +197,22 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
         Actor::Peer {
             organisation: org,
             certificate_serial,
+            remote,
         }
         | Actor::Auditor {
             organisation: org,
             certificate_serial,
+            remote,
         } => {
-            agents.push(json!({
+            let mut agent = json!({
                 "who": organisation(org),
                 "altId": format!("certificate serial {certificate_serial}"),
                 "requestor": true
-            }));
+            });
+            if let Some(remote) = remote {
+                agent["network"] = network(remote);
+            }
+            agents.push(agent);
             actor_org = Some(org);
         }
         Actor::Gateway => {
@@ -153,28 +221,41 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
             actor_org = Some(org);
         }
         Actor::Unknown { remote } => {
-            let address = remote
-                .rsplit_once(':')
-                .map_or(remote.as_str(), |(ip, _)| ip)
-                .trim_matches(['[', ']']);
             agents.push(json!({
                 "who": { "display": "unidentified client" },
                 "requestor": true,
-                "network": { "address": address, "type": "2" }
+                "network": network(remote)
             }));
         }
     }
     if let Some(peer) = &e.peer {
         if actor_org != Some(peer.as_str()) {
-            let role = match kind(e.event).0 {
-                "110107" => coding(DCM, "110153", "Source Role ID"),
-                _ => coding(DCM, "110152", "Destination Role ID"),
-            };
-            agents.push(json!({
-                "type": { "coding": [role] },
-                "who": organisation(peer),
-                "requestor": false
-            }));
+            agents.push(json!({ "who": organisation(peer), "requestor": false }));
+        }
+    }
+    // IHE ATNA: an Export names its Source (this gateway) and Destination (the peer), an
+    // Import its Source (the peer, the sender) and Destination (this gateway), each as
+    // an agent with the DICOM role code.
+    let us = e.on_behalf_of.as_deref().unwrap_or(observer);
+    let ends = match code {
+        "110106" => Some((Some(us), e.peer.as_deref())),
+        "110107" => Some((e.peer.as_deref(), Some(us))),
+        _ => None,
+    };
+    if let Some((source, destination)) = ends {
+        for (org, role) in [
+            (source, coding(DCM, "110153", "Source Role ID")),
+            (destination, coding(DCM, "110152", "Destination Role ID")),
+        ] {
+            let Some(org) = org else { continue };
+            match agents.iter_mut().find(|a| names_organisation(a, org)) {
+                Some(agent) => agent["type"] = json!({ "coding": [role] }),
+                None => agents.push(json!({
+                    "type": { "coding": [role] },
+                    "who": organisation(org),
+                    "requestor": false
+                })),
+            }
         }
     }
 
@@ -226,6 +307,11 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
     if let Some(reason) = &e.reason {
         resource.insert("outcomeDesc".into(), json!(reason));
     }
+    let (purpose, purpose_display) = purpose_of_event(code);
+    resource.insert(
+        "purposeOfEvent".into(),
+        json!([{ "coding": [coding(ACT_REASON, purpose, purpose_display)] }]),
+    );
     resource.insert("agent".into(), Value::Array(agents));
     resource.insert(
         "source".into(),

@@ -73,6 +73,7 @@ impl AuditService {
             Ok(id) if self.is_auditor(caller) => Actor::Auditor {
                 organisation: id.organisation_id.to_string(),
                 certificate_serial: id.serial.clone(),
+                remote: Some(caller.remote.to_string()),
             },
             _ => return self.refuse_non_auditor(caller, uri).await,
         };

@@ -293,6 +293,7 @@ async fn the_access_report_is_chronological_with_who_what_and_consent() {
         Actor::Peer {
             organisation: DEV_WIJKTEAM_ID.into(),
             certificate_serial: "01:02".into(),
+            remote: None,
         },
     )
     .subject(pa)

@@ -12,6 +12,7 @@ mod backup;
 mod config;
 mod consent;
 mod durability;
+mod fhir_export;
 mod hardening;
 mod identity;
 mod issuing_cas;
