@@ -333,7 +333,7 @@ fn restore(
         done.manifest.created_at.to_rfc3339(),
         done.manifest.taken,
     );
-    println!("start the gateway on it; messages still in its outbox are delivered again (the receiver drops any it already has)");
+    println!("start the gateway on it; messages still in its outbox are delivered again (a receiver that has one already answers with its stored receipt)");
     Ok(())
 }
 
