@@ -5,9 +5,15 @@
 //! `recorded`, `agent` 1..* each with `who` and `requestor`, and `source.observer`;
 //! optional `subtype`, `action` (C/R/U/D/E), `outcome` (0/4/8), `outcomeDesc`, and
 //! `entity` for the message (`what` = message id), the child (`what` = pseudonym, role
-//! Patient) and the consent. `Consent` has `status`, `scope`, `category`, `patient`
-//! (ppc-2), `policy` (ppc-1) and a permit `provision`. The child is named by pseudonym
-//! only: no BSN leaves through an export.
+//! Patient) and the consent. For an IHE ATNA repository each event also has
+//! `purposeOfEvent`, Export and Import events their Source (DICOM 110153) and
+//! Destination (110152) agents, every agent whose address is on record `agent.network`,
+//! and security alerts a DICOM subtype (110126, 110132). `Consent` has `status`,
+//! `scope`, `category`, `patient` (ppc-2), `policy` (ppc-1), a permit `provision`, and
+//! for a consent recorded here `organization`, `performer` (by relationship),
+//! `policyRule` and `sourceAttachment` (title and hash). The child is named by pseudonym
+//! only and nobody by name: no BSN, name or free text leaves through an export (the
+//! identified `Consent` for systems that may see the child is [`crate::consent`]'s).
 //!
 //! Independent check: `java -jar validator_cli.jar bundle.json -version 4.0.1` (the HL7
 //! FHIR validator) validates the output; the tests check the required elements.
@@ -356,8 +362,12 @@ fn fhir_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// One consent history as a FHIR R4 `Consent`.
-pub fn consent(h: &ConsentHistory) -> Value {
+/// One consent history as a FHIR R4 `Consent`, as the auditor may see it: the child by
+/// pseudonym; for a consent recorded here, `organization` this gateway (the practice),
+/// the performers by relationship only (contained `RelatedPerson`s without a name),
+/// `policyRule` the WGBO rule, and `sourceAttachment` the evidence's title and hash,
+/// never its text. `observer` is the gateway's identity.
+pub fn consent(h: &ConsentHistory, observer: &str) -> Value {
     let status = match h.status.as_str() {
         "active" | "not_yet_valid" => "active",
         _ => "inactive",
@@ -409,6 +419,51 @@ pub fn consent(h: &ConsentHistory) -> Value {
     if fhir_id(&h.consent_id) {
         c["id"] = json!(h.consent_id);
     }
+    if let Some(p) = &h.particulars {
+        c["organization"] = json!([organisation(observer)]);
+        let mut contained = Vec::new();
+        let mut performers = Vec::new();
+        for (i, role) in p.performer_roles.iter().enumerate() {
+            let code = match role.as_str() {
+                "parent" => ("PRN", "parent"),
+                "guardian" => ("GUARD", "guardian"),
+                _ => {
+                    // The child itself: the patient, by pseudonym.
+                    performers.push(c["patient"].clone());
+                    continue;
+                }
+            };
+            let id = format!("performer-{}", i + 1);
+            contained.push(json!({
+                "resourceType": "RelatedPerson",
+                "id": id,
+                "patient": c["patient"].clone(),
+                "relationship": [{ "coding": [coding(
+                    "http://terminology.hl7.org/CodeSystem/v3-RoleCode", code.0, code.1)] }]
+            }));
+            performers.push(json!({ "reference": format!("#{id}"), "display": code.1 }));
+        }
+        if !contained.is_empty() {
+            c["contained"] = Value::Array(contained);
+        }
+        if !performers.is_empty() {
+            c["performer"] = Value::Array(performers);
+        }
+        if let Some(rule) = &p.wgbo_rule {
+            c["policyRule"] = json!({ "text": rule });
+        }
+        if let Some(hash) = &p.evidence_sha1 {
+            let mut attachment = json!({
+                "contentType": "text/plain; charset=utf-8",
+                "title": "Evidence of consent (recorded at the practice; its text is not disclosed)",
+                "hash": hash
+            });
+            if let Some(on) = &p.given_on {
+                attachment["creation"] = json!(on);
+            }
+            c["sourceAttachment"] = attachment;
+        }
+    }
     if let Some(at) = h.events.first().and_then(|e| e.at.clone()) {
         c["dateTime"] = json!(at);
     }
@@ -416,13 +471,16 @@ pub fn consent(h: &ConsentHistory) -> Value {
 }
 
 /// Consent histories as a `Bundle` (type `collection`) of `Consent`s.
-pub fn consent_bundle(histories: &[ConsentHistory]) -> Value {
+pub fn consent_bundle(histories: &[ConsentHistory], observer: &str) -> Value {
     bundle(
         histories
             .iter()
             .map(|h| {
                 let digest = ring::digest::digest(&ring::digest::SHA256, h.consent_id.as_bytes());
-                (urn_uuid(&hex::encode(digest.as_ref())), consent(h))
+                (
+                    urn_uuid(&hex::encode(digest.as_ref())),
+                    consent(h, observer),
+                )
             })
             .collect(),
     )

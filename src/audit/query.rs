@@ -393,6 +393,24 @@ pub struct ConsentHistory {
     pub valid_from: Option<String>,
     pub valid_until: Option<String>,
     pub events: Vec<ConsentEventView>,
+    /// What the auditor may see of a recorded consent's particulars (none for a mirror):
+    /// never a name, the evidence text or an exception's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub particulars: Option<ConsentParticulars>,
+}
+
+/// A recorded consent's particulars as the auditor's export discloses them: who gave it
+/// by relationship only, the WGBO rule it stands on, and the evidence by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentParticulars {
+    /// `parent`, `guardian`, `child`, one per performer, in order.
+    pub performer_roles: Vec<String>,
+    /// The WGBO rule (article and who consented), without an exception's reason.
+    pub wgbo_rule: Option<String>,
+    /// SHA-1 of the evidence text, base64 (FHIR `Attachment.hash`).
+    pub evidence_sha1: Option<String>,
+    /// The day consent was given.
+    pub given_on: Option<String>,
 }
 
 /// The consent log: of one child through `consent_by_subject`, or of all children with
@@ -500,6 +518,31 @@ fn in_period(h: &ConsentHistory, q: &ConsentQuery) -> bool {
     })
 }
 
+/// What of a stored consent record the auditor's export shows.
+fn particulars(record: &Value) -> ConsentParticulars {
+    let performer_roles = record["performers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["role"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let wgbo_rule = serde_json::from_value::<crate::consent::WgboBasis>(record["basis"].clone())
+        .ok()
+        .map(|b| crate::consent::fhir::wgbo_rule(&b, false));
+    let evidence_sha1 = record["evidence"].as_str().map(|e| {
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, e.as_bytes());
+        crate::consent::fhir::base64(digest.as_ref())
+    });
+    ConsentParticulars {
+        performer_roles,
+        wgbo_rule,
+        evidence_sha1,
+        given_on: text(record, &[&["given_on"], &["valid_from"]]),
+    }
+}
+
 /// Looks up the first of several JSON paths that holds a string.
 fn text(v: &Value, paths: &[&[&str]]) -> Option<String> {
     paths.iter().find_map(|path| {
@@ -527,6 +570,7 @@ fn history(
         valid_from: None,
         valid_until: None,
         events: Vec::new(),
+        particulars: None,
     };
     for (number, bytes) in raw {
         let v: Value =
@@ -590,6 +634,9 @@ fn history(
                 "mirrored" | "updated_from_peer" => status.clone().unwrap_or("active".into()),
                 _ => h.status.clone(),
             };
+        }
+        if event == "recorded" && h.particulars.is_none() {
+            h.particulars = Some(particulars(&v["record"]));
         }
         h.events.push(ConsentEventView {
             number: *number,

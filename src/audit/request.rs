@@ -353,7 +353,7 @@ pub fn execute(
         AuditRequest::Consents { query: q, fhir } => {
             let consents = query::consents(trees, q, ctx.pseudonymiser, ctx.today)?;
             if *fhir {
-                AuditAnswer::Fhir(super::fhir::consent_bundle(&consents))
+                AuditAnswer::Fhir(super::fhir::consent_bundle(&consents, ctx.observer))
             } else {
                 AuditAnswer::Consents { consents }
             }

@@ -102,7 +102,7 @@ pub fn fhir_consent(state: &ConsentState, events: &[ConsentEvent], today: NaiveD
         }
         obj.insert(
             "policyRule".into(),
-            json!({ "text": basis_text(&record.basis) }),
+            json!({ "text": wgbo_rule(&record.basis, true) }),
         );
         obj.insert(
             "sourceAttachment".into(),
@@ -159,7 +159,9 @@ fn performers(record: &ConsentRecord, patient_identifier: &Value) -> (Vec<Value>
     (contained, refs)
 }
 
-fn basis_text(basis: &WgboBasis) -> String {
+/// The WGBO rule a consent stands on, as text; `with_reason` adds an exception's
+/// documented reason (free text: never in the auditor's export).
+pub fn wgbo_rule(basis: &WgboBasis, with_reason: bool) -> String {
     match basis {
         WgboBasis::ParentOrGuardian => {
             "WGBO (art. 7:465 lid 1 BW): child under 12, consent of a parent or guardian".into()
@@ -168,14 +170,15 @@ fn basis_text(basis: &WgboBasis) -> String {
         WgboBasis::Child => {
             "WGBO (art. 7:447 BW): child aged 16 or older, consent of the child".into()
         }
-        WgboBasis::ExceptionSeriousHarm { reason } => format!(
+        WgboBasis::ExceptionSeriousHarm { reason } if with_reason => format!(
             "WGBO (art. 7:450 lid 2 BW): child aged 12 to 15 consented without a parent or guardian, to prevent serious harm to the child: {reason}"
         ),
+        WgboBasis::ExceptionSeriousHarm { .. } => "WGBO (art. 7:450 lid 2 BW): child aged 12 to 15 consented without a parent or guardian, to prevent serious harm to the child (reason recorded with the consent)".into(),
     }
 }
 
 /// Standard base64 with padding (RFC 4648), as FHIR `base64Binary` requires.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

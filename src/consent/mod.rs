@@ -20,7 +20,7 @@
 //! is exactly one coverage rule. Error texts never contain a BSN, a name or a birth date,
 //! because they end up in logs and HTTP responses.
 
-mod fhir;
+pub(crate) mod fhir;
 pub mod registry;
 mod state;
 pub mod wgbo;

@@ -19,10 +19,15 @@ const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 
 /// `wijkpoort audit --config CONFIG export --format fhir` on a stopped gateway's store.
 fn export(config: &Path) -> Value {
+    audit_fhir(config, "export")
+}
+
+/// `wijkpoort audit --config CONFIG COMMAND --format fhir`.
+fn audit_fhir(config: &Path, command: &str) -> Value {
     let out = Command::new(BIN)
         .args(["audit", "--config"])
         .arg(config)
-        .args(["export", "--format", "fhir"])
+        .args([command, "--format", "fhir"])
         .output()
         .unwrap();
     assert!(out.status.success(), "export: {out:?}");
@@ -87,7 +92,12 @@ async fn the_fhir_export_is_complete_for_an_atna_repository() {
 
     let at_practice = export(&setup.config_path(Role::Practice));
     let at_wijkteam = export(&setup.config_path(Role::Wijkteam));
-    for text in [at_practice.to_string(), at_wijkteam.to_string()] {
+    let consents = audit_fhir(&setup.config_path(Role::Practice), "consents");
+    for text in [
+        at_practice.to_string(),
+        at_wijkteam.to_string(),
+        consents.to_string(),
+    ] {
         for personal in [BSN, "Sanne", "de Vries", "mondeling tijdens consult"] {
             assert!(!text.contains(personal), "the export holds {personal:?}");
         }
@@ -178,11 +188,44 @@ async fn the_fhir_export_is_complete_for_an_atna_repository() {
         "urn:wijkpoort:subject-pseudonym"
     );
 
-    // An independent R4 model library reads both bundles.
+    // The auditor's Consent: the practice as organization, the parent by relationship
+    // (no name), the WGBO rule, the evidence by title and hash only.
+    let recorded = events(&consents)
+        .into_iter()
+        .find(|c| c["identifier"][0]["value"] == json!(consent))
+        .unwrap();
+    assert_eq!(
+        recorded["organization"][0]["identifier"]["value"],
+        DEV_PRACTICE_ID
+    );
+    assert_eq!(recorded["performer"][0]["display"], "parent");
+    let parent = &recorded["contained"][0];
+    assert_eq!(parent["resourceType"], "RelatedPerson");
+    assert_eq!(parent["relationship"][0]["coding"][0]["code"], "PRN");
+    assert!(parent.get("name").is_none(), "{parent}");
+    assert!(
+        recorded["policyRule"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("WGBO (art. 7:465 lid 1 BW)"),
+        "{recorded:#}"
+    );
+    let evidence = &recorded["sourceAttachment"];
+    assert!(
+        evidence["hash"].as_str().is_some_and(|h| h.len() == 28),
+        "{evidence}"
+    );
+    assert!(evidence.get("data").is_none() && evidence["title"].is_string());
+
+    // An independent R4 model library reads the bundles.
     let dir = tempfile::tempdir().unwrap();
     match fhir_resources(dir.path()) {
         Some(python) => {
-            for (name, bundle) in [("practice", &at_practice), ("wijkteam", &at_wijkteam)] {
+            for (name, bundle) in [
+                ("practice", &at_practice),
+                ("wijkteam", &at_wijkteam),
+                ("consents", &consents),
+            ] {
                 let path = dir.path().join(format!("{name}.json"));
                 std::fs::write(&path, bundle.to_string()).unwrap();
                 let out = Command::new(&python)
