@@ -40,6 +40,9 @@ pub enum Event {
     MessageExpired,
     MessageReceived,
     MessageAcknowledged,
+    /// A local user read personal data through the local API (the inbox, a received
+    /// message, a child's consents): one record per request, naming what it returned.
+    PersonalDataRead,
     ConsentRecorded,
     ConsentWithdrawn,
     ConsentMirrored,
@@ -146,6 +149,14 @@ pub struct AuditEvent {
     /// Field paths the minimisation removed or changed (never their values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_fields: Vec<String>,
+    /// A read of personal data: the ids of the messages it returned, in the order shown.
+    /// Left out when empty, so records written before reads were audited hash the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_messages: Vec<String>,
+    /// A read of personal data: the pseudonyms of the children it showed, each once. The
+    /// record is indexed under each, so the per-child report shows who looked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_subjects: Vec<String>,
 }
 
 impl AuditEvent {
@@ -162,6 +173,8 @@ impl AuditEvent {
             peer: None,
             consent_id: None,
             changed_fields: Vec::new(),
+            read_messages: Vec::new(),
+            read_subjects: Vec::new(),
         }
     }
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
@@ -192,6 +205,31 @@ impl AuditEvent {
     pub fn changed(mut self, paths: Vec<String>) -> Self {
         self.changed_fields = paths;
         self
+    }
+    /// What a read returned: message ids, and children's pseudonyms (kept once each, in
+    /// first-seen order).
+    pub fn read(mut self, messages: Vec<String>, subjects: Vec<String>) -> Self {
+        self.read_messages = messages;
+        let mut seen = Vec::with_capacity(subjects.len());
+        for s in subjects {
+            if !seen.contains(&s) {
+                seen.push(s);
+            }
+        }
+        self.read_subjects = seen;
+        self
+    }
+
+    /// Whether the record is about the child with this pseudonym: its subject, or one of
+    /// the children a read showed.
+    pub fn concerns_subject(&self, pseudonym: &str) -> bool {
+        self.subject.as_deref() == Some(pseudonym)
+            || self.read_subjects.iter().any(|s| s == pseudonym)
+    }
+
+    /// Whether the record is about this message: its message, or one a read returned.
+    pub fn concerns_message(&self, id: &str) -> bool {
+        self.message_id.as_deref() == Some(id) || self.read_messages.iter().any(|m| m == id)
     }
 }
 
@@ -281,10 +319,19 @@ pub struct GroupIndex {
 
 impl GroupIndex {
     fn add(&mut self, rec: &AuditRecord) {
-        if let Some(p) = &rec.event.subject {
+        // A record is listed once under each child and message it concerns: a read of
+        // many messages about many children is found from each of them.
+        let e = &rec.event;
+        let mut subjects: Vec<&String> = e.subject.iter().chain(&e.read_subjects).collect();
+        subjects.sort();
+        subjects.dedup();
+        for p in subjects {
             self.by_subject.entry(p.clone()).or_default().push(rec.seq);
         }
-        if let Some(id) = &rec.event.message_id {
+        let mut messages: Vec<&String> = e.message_id.iter().chain(&e.read_messages).collect();
+        messages.sort();
+        messages.dedup();
+        for id in messages {
             self.by_message.entry(id.clone()).or_default().push(rec.seq);
         }
         let millis = u64::try_from(rec.time.timestamp_millis()).unwrap_or(0);

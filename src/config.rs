@@ -86,7 +86,28 @@ pub struct RawConfig {
     /// The ops listener (metrics, health); none when the section is absent.
     #[serde(default)]
     pub ops: Option<RawOps>,
+    /// How far consents may stretch in time (practice); defaults when absent.
+    #[serde(default)]
+    pub consent: RawConsent,
 }
+
+/// `[consent]`: see [`crate::consent::ConsentRules`] for what each bound is for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsent {
+    /// Days `given_on` may lie before the day the consent is recorded (default 14).
+    #[serde(default)]
+    pub given_on_max_days_back: Option<u32>,
+    /// Days after `given_on` a consent may run at most (default 366).
+    #[serde(default)]
+    pub max_validity_days: Option<u32>,
+}
+
+/// Highest `consent.given_on_max_days_back` accepted: back-dating a consent by more than
+/// a quarter defeats the bound's purpose.
+const GIVEN_ON_MAX_DAYS_BACK_LIMIT: u32 = 90;
+/// Highest `consent.max_validity_days` accepted (five years).
+const MAX_VALIDITY_DAYS_LIMIT: u32 = 1827;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +274,8 @@ pub struct Config {
     pub ops: Option<OpsSettings>,
     /// How a peer's or auditor's certificate is identified, per issuing CA.
     pub issuers: crate::issuers::Issuers,
+    /// How far the consents recorded here may stretch in time.
+    pub consent_rules: crate::consent::ConsentRules,
 }
 
 /// The configured peers, found by the name the local system uses or by the
@@ -518,6 +541,34 @@ impl RawConfig {
             .limits
             .validate()
             .map_err(|(field, problem)| err(&format!("limits.{field}"), problem))?;
+        let defaults = crate::consent::ConsentRules::DEFAULT;
+        let consent_rules = crate::consent::ConsentRules {
+            given_on_max_days_back: self
+                .consent
+                .given_on_max_days_back
+                .unwrap_or(defaults.given_on_max_days_back),
+            max_validity_days: self
+                .consent
+                .max_validity_days
+                .unwrap_or(defaults.max_validity_days),
+        };
+        if consent_rules.given_on_max_days_back > GIVEN_ON_MAX_DAYS_BACK_LIMIT {
+            return Err(err(
+                "consent.given_on_max_days_back",
+                format!("{} is more than {GIVEN_ON_MAX_DAYS_BACK_LIMIT} days: a consent is recorded when it is given", consent_rules.given_on_max_days_back),
+            ));
+        }
+        if consent_rules.max_validity_days == 0
+            || consent_rules.max_validity_days > MAX_VALIDITY_DAYS_LIMIT
+        {
+            return Err(err(
+                "consent.max_validity_days",
+                format!(
+                    "{} must be 1 to {MAX_VALIDITY_DAYS_LIMIT} days",
+                    consent_rules.max_validity_days
+                ),
+            ));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             role: self.role,
@@ -543,6 +594,7 @@ impl RawConfig {
             auditors,
             limits,
             ops,
+            consent_rules,
             issuers,
         })
     }

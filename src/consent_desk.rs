@@ -12,7 +12,7 @@ use crate::chain::{Actor, Event, Outcome};
 use crate::config::{PeerName, Role};
 use crate::consent::{
     check_withdrawable, registry, withdrawal_event, ConsentEvent, ConsentRecord, ConsentRequest,
-    ConsentState, WgboBasis,
+    ConsentRules, ConsentState, WgboBasis,
 };
 use crate::error::{Code, Refusal};
 use crate::local::Local;
@@ -27,6 +27,15 @@ pub struct ConsentDesk {
     store: Store,
     pseudonymiser: Pseudonymiser,
     send: SendPath,
+    rules: ConsentRules,
+}
+
+/// A consent just recorded: its id and the last day it covers messages (its
+/// `valid_until`, or earlier where its WGBO basis lapses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub consent_id: String,
+    pub effective_until: chrono::NaiveDate,
 }
 
 impl ConsentDesk {
@@ -35,17 +44,20 @@ impl ConsentDesk {
         store: Store,
         pseudonymiser: Pseudonymiser,
         send: SendPath,
+        rules: ConsentRules,
     ) -> ConsentDesk {
         ConsentDesk {
             local,
             store,
             pseudonymiser,
             send,
+            rules,
         }
     }
 
-    /// `POST /v1/consents`: validates a consent against the WGBO rules and records it.
-    pub async fn record(&self, user: &str, request: ConsentRequest) -> Result<String, Refusal> {
+    /// `POST /v1/consents`: validates a consent against the WGBO rules and the
+    /// configured bounds in time, and records it.
+    pub async fn record(&self, user: &str, request: ConsentRequest) -> Result<Recorded, Refusal> {
         if self.local.role != Role::Practice {
             return Err(Refusal::new(
                 Code::ConsentRecordedAtPractice,
@@ -66,6 +78,7 @@ impl ConsentDesk {
             user.to_string(),
             clock.now(),
             clock.today(),
+            &self.rules,
         ) {
             Ok(r) => r,
             Err(e) => {
@@ -81,12 +94,19 @@ impl ConsentDesk {
             }
         };
         let pseudonym = self.pseudonymiser.pseudonym(&record.child.bsn);
-        let basis = match &record.basis {
+        let effective_until = record.effective_until();
+        let mut basis = match &record.basis {
             WgboBasis::ExceptionSeriousHarm { .. } => {
                 "WGBO exception for a child of 12-15 alone (serious harm), reason recorded with the consent".to_string()
             }
             other => format!("WGBO basis: {other:?}"),
         };
+        if effective_until < record.valid_until {
+            // No date: the end follows from the birth date, which the log must not hold.
+            basis.push_str(
+                "; ends the day before the child's 12th birthday, before valid_until (renew with the child)",
+            );
+        }
         let event = ConsentEvent::Recorded { record };
         let audit = self
             .local
@@ -102,7 +122,10 @@ impl ConsentDesk {
             })
             .await?;
         tracing::info!(consent_id = %id, "consent recorded");
-        Ok(id)
+        Ok(Recorded {
+            consent_id: id,
+            effective_until,
+        })
     }
 
     /// `POST /v1/consents/{id}/withdraw`: records the withdrawal and, in the same commit,
@@ -171,8 +194,9 @@ impl ConsentDesk {
         Ok(queued.into_iter().map(|(id, _)| id).collect())
     }
 
-    /// `GET /v1/consents?bsn=…`: the child's consents with their status today.
-    pub fn list_for_child(&self, bsn: &Bsn) -> Result<Vec<Value>, StoreError> {
+    /// `POST /v1/consents/query`: the child's consents with their status today, and the
+    /// child's pseudonym for the audit record of the read.
+    pub fn list_for_child(&self, bsn: &Bsn) -> Result<ChildConsents, StoreError> {
         let pseudonym = self.pseudonymiser.pseudonym(bsn);
         let today = self.local.clock.today();
         let mut out = Vec::new();
@@ -191,8 +215,18 @@ impl ConsentDesk {
                 }));
             }
         }
-        Ok(out)
+        Ok(ChildConsents {
+            pseudonym,
+            consents: out,
+        })
     }
+}
+
+/// A child's consents as the local API shows them.
+pub struct ChildConsents {
+    /// The child's pseudonym (for the audit record; never shown to the caller).
+    pub pseudonym: String,
+    pub consents: Vec<Value>,
 }
 
 /// The `consent_update` that tells `peer` a consent was withdrawn.

@@ -29,6 +29,8 @@ pub enum Code {
     MissingUser,
     /// A consent query names no child (local API).
     MissingBsn,
+    /// A BSN was asked for in a URL (`GET /v1/consents?bsn=`); it goes in a POST body.
+    BsnInUrl,
     NoSuchEndpoint,
     MethodNotAllowed,
     /// No message or consent with that id.
@@ -56,6 +58,11 @@ pub enum Code {
     PolicyUnnamedFields,
     /// The message carries more than its policy allows.
     PolicyViolation,
+    /// The message holds an object or list where its policy keeps a single value (a
+    /// string, number, boolean or null), or a group of the wrong shape.
+    PolicyNestedValue,
+    /// The envelope's consent block carries a field its type's policy does not name.
+    PolicyConsentBlock,
     /// The policy removes a field the message type requires.
     PolicyRemovesRequiredField,
     /// An anonymous message type names a consent.
@@ -105,6 +112,7 @@ impl Code {
             Code::Unauthorised => "unauthorised",
             Code::MissingUser => "missing_user",
             Code::MissingBsn => "missing_bsn",
+            Code::BsnInUrl => "bsn_in_url",
             Code::NoSuchEndpoint => "no_such_endpoint",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::NotFound => "not_found",
@@ -118,6 +126,8 @@ impl Code {
             Code::SignatureNotHex | Code::BadSignature => "bad_signature",
             Code::PolicyUnnamedFields => "policy_unnamed_fields",
             Code::PolicyViolation => "policy_violation",
+            Code::PolicyNestedValue => "policy_nested_value",
+            Code::PolicyConsentBlock => "policy_consent_block",
             Code::PolicyRemovesRequiredField => "policy_removes_required_field",
             Code::ConsentNotApplicable => "consent_not_applicable",
             Code::ConsentMissing => "consent_missing",
@@ -294,9 +304,19 @@ impl From<crate::consent::ConsentError> for Refusal {
 
 impl From<crate::minimise::PolicyRefusal> for Refusal {
     fn from(r: crate::minimise::PolicyRefusal) -> Refusal {
+        use crate::minimise::{RefusalReason, ViolationKind};
         let code = match r.reason {
-            crate::minimise::RefusalReason::UnnamedFields => Code::PolicyUnnamedFields,
-            crate::minimise::RefusalReason::PolicyViolation => Code::PolicyViolation,
+            RefusalReason::ConsentBlock
+                if r.violations
+                    .iter()
+                    .any(|v| v.kind == ViolationKind::ConsentNotCarried) =>
+            {
+                Code::ConsentNotApplicable
+            }
+            RefusalReason::ConsentBlock => Code::PolicyConsentBlock,
+            _ if r.has_nested_value() => Code::PolicyNestedValue,
+            RefusalReason::UnnamedFields => Code::PolicyUnnamedFields,
+            RefusalReason::PolicyViolation => Code::PolicyViolation,
         };
         Refusal::new(code, r.to_string()).field(r.paths.join(", "))
     }

@@ -284,6 +284,7 @@ impl Gateway {
             store.clone(),
             pseudonymiser.clone(),
             send.clone(),
+            config.consent_rules,
         );
         let receive = ReceivePath::new(
             local.clone(),

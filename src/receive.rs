@@ -291,8 +291,11 @@ impl ReceivePath {
             .field("type"));
         }
         message::validate(&envelope).map_err(Refusal::invalid)?;
-        self.minimiser
-            .current()
+        let minimiser = self.minimiser.current();
+        minimiser
+            .check_consent(envelope.message_type, envelope.consent.as_ref())
+            .map_err(Refusal::from)?;
+        minimiser
             .check(envelope.message_type, &envelope.content())
             .map_err(Refusal::from)?;
         message::check_anonymous(&envelope)

@@ -213,10 +213,12 @@ impl SendPath {
             .consent_for(&peer, sub.consent_id.as_deref(), &envelope)
             .map_err(fail)?;
 
+        let minimiser = self.minimiser.current();
+        minimiser
+            .check_consent(envelope.message_type, envelope.consent.as_ref())
+            .map_err(|r| fail(r.into()))?;
         let mut content = envelope.take_content();
-        let changes = self
-            .minimiser
-            .current()
+        let changes = minimiser
             .apply(
                 envelope.message_type,
                 &mut content,

@@ -285,6 +285,7 @@ impl Parts {
             "dr. Bakker".into(),
             self.local.clock.now(),
             today,
+            &crate::consent::ConsentRules::DEFAULT,
         )
         .expect("a valid consent");
         self.append_consent(child, ConsentEvent::Recorded { record })

@@ -73,6 +73,7 @@ fn kind(e: Event) -> (&'static str, &'static str, &'static str) {
         MessageDelivered | MessageWithheld | MessageExpired => ("110106", "Export", "E"),
         MessageReceived => ("110107", "Import", "C"),
         MessageAcknowledged => ("110107", "Import", "U"),
+        PersonalDataRead => ("110110", "Patient Record", "R"),
         ConsentRecorded | ConsentMirrored => ("110110", "Patient Record", "C"),
         ConsentWithdrawn | ConsentUpdated => ("110110", "Patient Record", "U"),
         AuditRead => ("110101", "Audit Log Used", "R"),
@@ -287,7 +288,18 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
         }
         entities.push(entity);
     }
-    if let Some(p) = &e.subject {
+    for id in &e.read_messages {
+        entities.push(json!({
+            "what": { "identifier": { "system": MESSAGE_ID_SYSTEM, "value": id } },
+            "type": coding(ENTITY_TYPE, "2", "System Object"),
+            "role": coding(OBJECT_ROLE, "4", "Domain Resource")
+        }));
+    }
+    for p in e.subject.iter().chain(
+        e.read_subjects
+            .iter()
+            .filter(|s| e.subject.as_ref() != Some(*s)),
+    ) {
         entities.push(json!({
             "what": { "type": "Patient", "identifier": { "system": PSEUDONYM_SYSTEM, "value": p } },
             "type": coding(ENTITY_TYPE, "1", "Person"),

@@ -72,13 +72,11 @@ impl RecordQuery {
 
     fn matches(&self, r: &AuditRecord) -> bool {
         let e = &r.event;
-        self.subject
-            .as_ref()
-            .is_none_or(|s| e.subject.as_ref() == Some(s))
+        self.subject.as_ref().is_none_or(|s| e.concerns_subject(s))
             && self
                 .message_id
                 .as_ref()
-                .is_none_or(|m| e.message_id.as_ref() == Some(m))
+                .is_none_or(|m| e.concerns_message(m))
             && self
                 .peer
                 .as_ref()
@@ -272,6 +270,9 @@ pub struct AccessEntry {
     pub peer: Option<String>,
     pub consent_id: Option<String>,
     pub reason: Option<String>,
+    /// For a read of personal data (`personal_data_read`): the messages it returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_messages: Vec<String>,
 }
 
 impl AccessEntry {
@@ -297,6 +298,7 @@ impl AccessEntry {
             peer: e.peer.clone(),
             consent_id: e.consent_id.clone(),
             reason: e.reason.clone(),
+            read_messages: e.read_messages.clone(),
         }
     }
 }

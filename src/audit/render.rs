@@ -99,10 +99,15 @@ const RECORD_HEADERS: [&str; 13] = [
 
 fn record_row(r: &AuditRecord, short: bool) -> Vec<String> {
     let e = &r.event;
-    let subject = match (&e.subject, short) {
-        (Some(s), true) => format!("{}…", s.get(..12).unwrap_or(s)),
-        (s, _) => opt(s),
-    };
+    let subjects: Vec<&String> = e.subject.iter().chain(&e.read_subjects).collect();
+    let subject = subjects
+        .iter()
+        .map(|s| match short {
+            true => format!("{}…", s.get(..12).unwrap_or(s)),
+            false => s.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     vec![
         r.seq.to_string(),
         r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -111,7 +116,7 @@ fn record_row(r: &AuditRecord, short: bool) -> Vec<String> {
         actor(&e.actor),
         opt(&e.on_behalf_of),
         e.message_type.map(|t| t.to_string()).unwrap_or_default(),
-        opt(&e.message_id),
+        message_ids(&e.message_id, &e.read_messages),
         subject,
         opt(&e.peer),
         opt(&e.consent_id),
@@ -160,6 +165,14 @@ const REPORT_HEADERS: [&str; 11] = [
     "seq",
 ];
 
+/// The message a record is about, or the messages a read returned, space-separated.
+fn message_ids(id: &Option<String>, read: &[String]) -> String {
+    match id {
+        Some(id) => id.clone(),
+        None => read.join(" "),
+    }
+}
+
 fn report_row(e: &AccessEntry) -> Vec<String> {
     vec![
         e.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -169,7 +182,7 @@ fn report_row(e: &AccessEntry) -> Vec<String> {
         e.action.name(),
         e.outcome.name(),
         e.message_type.map(|t| t.to_string()).unwrap_or_default(),
-        opt(&e.message_id),
+        message_ids(&e.message_id, &e.read_messages),
         opt(&e.peer),
         opt(&e.consent_id),
         e.seq.to_string(),

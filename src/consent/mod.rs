@@ -36,7 +36,38 @@ pub use state::{
     withdrawal_event, ConsentEvent, ConsentOrigin, ConsentRefusal, ConsentState, ConsentStatus,
     ConsentSummary, Exchange, Withdrawal, Withdrawer,
 };
-pub use wgbo::{age_on, wgbo_basis, MissingPerformer, WgboBasis};
+pub use wgbo::{age_on, basis_ends_on, birthday, wgbo_basis, MissingPerformer, WgboBasis};
+
+/// How far the practice's records of consent may stretch in time; `[consent]` in the
+/// config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentRules {
+    /// `given_on` may lie at most this many days before the day the consent is recorded.
+    /// The WGBO basis is judged on `given_on`, so an open-ended back-dating would let a
+    /// consent be filed under the age band of years ago (a 13-year-old's consent recorded
+    /// as a parent's alone, dated to when the child was 11). A form signed on paper is
+    /// normally entered within days; two weeks covers a holiday or a locum.
+    pub given_on_max_days_back: u32,
+    /// A consent covers messages at most this many days after it was given, however long
+    /// a period the request names: consent is asked for a referral and what follows from
+    /// it, not for ever, and a family whose situation changed is asked again.
+    pub max_validity_days: u32,
+}
+
+impl ConsentRules {
+    /// Two weeks back; a year (366 days, so a consent given today may run to the same
+    /// date next year, also across 29 February).
+    pub const DEFAULT: ConsentRules = ConsentRules {
+        given_on_max_days_back: 14,
+        max_validity_days: 366,
+    };
+}
+
+impl Default for ConsentRules {
+    fn default() -> ConsentRules {
+        ConsentRules::DEFAULT
+    }
+}
 
 /// Longest accepted name (of the child, a performer or a recording user), in characters.
 pub const NAME_MAX: usize = 200;
@@ -154,10 +185,11 @@ impl ConsentRecord {
         recorded_by: String,
         recorded_at: DateTime<Utc>,
         today: NaiveDate,
+        rules: &ConsentRules,
     ) -> Result<ConsentRecord, ConsentError> {
         check_consent_id("id", &id)?;
         check_text("recorded_by", &recorded_by, NAME_MAX)?;
-        let basis = validate_request(&req, today)?;
+        let basis = validate_request(&req, today, rules)?;
         let given_on = req.effective_given_on();
         let mut scope = req.scope;
         scope.types.sort();
@@ -176,6 +208,16 @@ impl ConsentRecord {
             recorded_at,
             basis,
         })
+    }
+
+    /// The last day this consent covers messages: its `valid_until`, or earlier the last
+    /// day its WGBO basis carries it ([`basis_ends_on`]). This is the end date that
+    /// travels in the summary; the birth date it follows from stays at the practice.
+    pub fn effective_until(&self) -> NaiveDate {
+        match basis_ends_on(&self.basis, self.child.birth_date) {
+            Some(lapse) if lapse < self.valid_until => lapse,
+            _ => self.valid_until,
+        }
     }
 }
 
@@ -226,6 +268,21 @@ pub enum ConsentError {
         given_on: NaiveDate,
         defaulted: bool,
     },
+    #[error("the consent was given on {given_on}{}, more than {max_days} days before today ({today}); a consent is recorded when it is given, or the WGBO age it is judged by would be that of long ago", defaulted_note(*.defaulted))]
+    GivenOnTooLongAgo {
+        given_on: NaiveDate,
+        today: NaiveDate,
+        max_days: u32,
+        defaulted: bool,
+    },
+    #[error("valid_until ({valid_until}) is more than {max_days} days after the consent was given ({given_on}); ask for consent again when the period ends")]
+    ValidityTooLong {
+        given_on: NaiveDate,
+        valid_until: NaiveDate,
+        max_days: u32,
+    },
+    #[error("a parent's or guardian's consent alone lapses the day before the child's 12th birthday, and that is before valid_from ({valid_from}): from 12 the child consents too (WGBO art. 7:450 lid 2); record it with the child and a parent or guardian")]
+    WgboBasisLapsesBeforeStart { valid_from: NaiveDate },
     #[error("{field} ({valid_until}) is before valid_from ({valid_from})")]
     ValidityReversed {
         field: &'static str,
@@ -271,6 +328,9 @@ impl ConsentError {
             ConsentError::GivenOnInFuture { .. } => "given_on_in_future",
             ConsentError::GivenOnBeforeBirth { .. } => "given_on_before_birth",
             ConsentError::ValidityReversed { .. } => "validity_period_reversed",
+            ConsentError::GivenOnTooLongAgo { .. } => "given_on_too_long_ago",
+            ConsentError::ValidityTooLong { .. } => "validity_too_long",
+            ConsentError::WgboBasisLapsesBeforeStart { .. } => "wgbo_basis_lapses_before_start",
             ConsentError::WgboMissingPerformer { .. } => "wgbo_missing_performer",
             ConsentError::WgboExceptionOutsideAge { .. } => "wgbo_exception_outside_age",
             ConsentError::WgboExceptionWithParent { .. } => "wgbo_exception_with_parent",
@@ -296,7 +356,10 @@ impl ConsentError {
                 Some("performers")
             }
             ConsentError::BirthDateInFuture { .. } => Some("child.birth_date"),
+            ConsentError::ValidityTooLong { .. } => Some("valid_until"),
+            ConsentError::WgboBasisLapsesBeforeStart { .. } => Some("valid_from"),
             ConsentError::GivenOnInFuture { defaulted, .. }
+            | ConsentError::GivenOnTooLongAgo { defaulted, .. }
             | ConsentError::GivenOnBeforeBirth { defaulted, .. } => {
                 Some(if *defaulted { "valid_from" } else { "given_on" })
             }
@@ -313,9 +376,15 @@ impl ConsentError {
 /// first problem is reported.
 ///
 /// `today` is the practice's local date. The age is taken on `given_on` (or `valid_from`
-/// when absent); a child who turns 12 or 16 later in the validity period does not change
-/// the basis.
-pub fn validate_request(req: &ConsentRequest, today: NaiveDate) -> Result<WgboBasis, ConsentError> {
+/// when absent), which may lie at most `rules.given_on_max_days_back` days back; the
+/// period may run at most `rules.max_validity_days` after it. A child who turns 12
+/// during the period ends a parent-only consent the day before (see
+/// [`ConsentRecord::effective_until`]); one that would end before it starts is refused.
+pub fn validate_request(
+    req: &ConsentRequest,
+    today: NaiveDate,
+    rules: &ConsentRules,
+) -> Result<WgboBasis, ConsentError> {
     let birth = req.child.birth_date;
     if birth > today {
         return Err(ConsentError::BirthDateInFuture { today });
@@ -371,13 +440,34 @@ pub fn validate_request(req: &ConsentRequest, today: NaiveDate) -> Result<WgboBa
         given_on,
         defaulted,
     })?;
+    if (today - given_on).num_days() > i64::from(rules.given_on_max_days_back) {
+        return Err(ConsentError::GivenOnTooLongAgo {
+            given_on,
+            today,
+            max_days: rules.given_on_max_days_back,
+            defaulted,
+        });
+    }
+    if (req.valid_until - given_on).num_days() > i64::from(rules.max_validity_days) {
+        return Err(ConsentError::ValidityTooLong {
+            given_on,
+            valid_until: req.valid_until,
+            max_days: rules.max_validity_days,
+        });
+    }
 
     check_text("evidence", &req.evidence, EVIDENCE_MAX)?;
     if let Some(reason) = &req.exception {
         check_text("exception", reason, REASON_MAX)?;
     }
 
-    wgbo_basis(age, given_on, &req.performers, req.exception.as_deref())
+    let basis = wgbo_basis(age, given_on, &req.performers, req.exception.as_deref())?;
+    if basis_ends_on(&basis, birth).is_some_and(|lapse| lapse < req.valid_from) {
+        return Err(ConsentError::WgboBasisLapsesBeforeStart {
+            valid_from: req.valid_from,
+        });
+    }
+    Ok(basis)
 }
 
 /// Non-blank and at most `max` characters (not bytes: names carry diacritics).

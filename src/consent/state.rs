@@ -177,7 +177,10 @@ pub struct ConsentState {
     pub types: Vec<MessageType>,
     pub recipient: String,
     pub valid_from: NaiveDate,
-    /// Inclusive.
+    /// Inclusive: the effective end. At the practice the record's `valid_until`, or the
+    /// day before its WGBO basis lapses if that comes first
+    /// ([`ConsentRecord::effective_until`]); at the wijkteam the summary's, which the
+    /// practice set the same way.
     pub valid_until: NaiveDate,
     pub origin: ConsentOrigin,
     pub withdrawn: Option<Withdrawal>,
@@ -225,7 +228,9 @@ impl ConsentState {
                 types: record.scope.types.clone(),
                 recipient: record.scope.recipient.clone(),
                 valid_from: record.valid_from,
-                valid_until: record.valid_until,
+                // Capped where the WGBO basis lapses, also for records stored before
+                // the cap existed: the birth date is in the record.
+                valid_until: record.effective_until(),
                 origin: ConsentOrigin::Recorded {
                     recorded_by: record.recorded_by.clone(),
                     recorded_at: record.recorded_at,

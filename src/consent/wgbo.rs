@@ -7,6 +7,25 @@
 //! going ahead without the parents is clearly necessary to prevent serious harm to the
 //! child; under 12 the parents or guardian act for the child (art. 7:465 lid 1). These
 //! functions are pure so that the boundary cases can be tested to the day.
+//!
+//! The basis is judged on the day consent is given, but the child grows older while the
+//! consent runs, so [`basis_ends_on`] says when a basis stops carrying it:
+//!
+//! - **parent or guardian alone** (given under 12): ends the day before the 12th
+//!   birthday. From 12 the child's own consent is needed as well (art. 7:450 lid 2); the
+//!   parents' consent alone no longer suffices, so the practice renews it with the child.
+//! - **child and parent** (given at 12–15): runs on after the 16th birthday. The child
+//!   consented; the parents' consent was needed *in addition* only until 16
+//!   (art. 7:450 lid 2), and from 16 the child decides alone (art. 7:447) and the
+//!   parents' own rights under the WGBO end (art. 7:465 lid 2 reaches only to 16). Nothing
+//!   in the WGBO voids a consent the child itself gave; what ends is the parents' part,
+//!   which a consent of the child alone does not need. The child may withdraw it alone
+//!   from then on, as any patient may.
+//! - **child alone** (from 16, or 12–15 under the serious-harm exception): never lapses
+//!   by age; from 16 the child decides alone anyway.
+//!
+//! Whatever the basis, the consent's own period and the configured maximum validity
+//! still end it.
 
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -77,6 +96,27 @@ pub fn age_on(birth: NaiveDate, day: NaiveDate) -> Option<u32> {
         years -= 1;
     }
     u32::try_from(years).ok()
+}
+
+/// The n-th birthday of a child born on `birth`: the same day and month n years on, or
+/// 1 March in a year without 29 February (as [`age_on`] counts it).
+pub fn birthday(birth: NaiveDate, n: u32) -> Option<NaiveDate> {
+    let year = birth.year().checked_add(i32::try_from(n).ok()?)?;
+    birth
+        .with_year(year)
+        .or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
+}
+
+/// The last day on which `basis` carries a consent about a child born on `birth`, or
+/// `None` when growing older does not end it (see the module text for the rule and its
+/// sources).
+pub fn basis_ends_on(basis: &WgboBasis, birth: NaiveDate) -> Option<NaiveDate> {
+    match basis {
+        WgboBasis::ParentOrGuardian => birthday(birth, 12).and_then(|d| d.pred_opt()),
+        WgboBasis::ChildAndParent | WgboBasis::Child | WgboBasis::ExceptionSeriousHarm { .. } => {
+            None
+        }
+    }
 }
 
 /// The three age bands the WGBO distinguishes.

@@ -42,7 +42,7 @@ pub(crate) fn transform(action: Action, value: &Value, key: &hmac::Key, on: Naiv
         return Outcome::Remove("drop:wrong_type");
     };
     let new = match action {
-        Action::Keep | Action::Drop => return Outcome::Unchanged,
+        Action::Keep | Action::Drop | Action::Group | Action::List => return Outcome::Unchanged,
         Action::Pseudonymise => pseudonym(key, s),
         Action::Scrub => scrub(s).0,
         Action::Truncate(n) => s.chars().filter(|c| !c.is_whitespace()).take(n).collect(),
@@ -92,7 +92,7 @@ pub(crate) fn conforms(action: Action, value: &Value) -> Result<(), Nonconformit
         return Err(Nonconformity::WrongType);
     };
     match action {
-        Action::Keep | Action::Drop => Ok(()),
+        Action::Keep | Action::Drop | Action::Group | Action::List => Ok(()),
         Action::Scrub => {
             let counts = scrub(s).1;
             if counts.total() == 0 {

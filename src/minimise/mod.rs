@@ -83,6 +83,9 @@ pub enum RefusalReason {
     UnnamedFields,
     /// Receive side: the content carries more than the policy allows.
     PolicyViolation,
+    /// Either side: the envelope's `consent` block carries what the policy does not name
+    /// for this type (or the type carries no consent block at all).
+    ConsentBlock,
 }
 
 /// What is wrong with one field of a refused message.
@@ -107,6 +110,14 @@ pub enum ViolationKind {
     NotGeneralised,
     /// The value has a type its action cannot produce (an object for free text).
     WrongType,
+    /// An object or list under a `keep`: the policy allows only a single value there.
+    NestedValue,
+    /// Something other than an object where the policy declares a group.
+    NotAGroup,
+    /// Something other than a list where the policy declares a list.
+    NotAList,
+    /// The envelope carries a `consent` block although its type carries none.
+    ConsentNotCarried,
 }
 
 impl fmt::Display for ViolationKind {
@@ -122,6 +133,14 @@ impl fmt::Display for ViolationKind {
             ViolationKind::NotPseudonymised => f.write_str("not a pseudonym"),
             ViolationKind::NotGeneralised => f.write_str("not generalised"),
             ViolationKind::WrongType => f.write_str("unexpected type of value"),
+            ViolationKind::NestedValue => f.write_str(
+                "an object or list where the policy keeps only a single value (string, number, boolean or null)",
+            ),
+            ViolationKind::NotAGroup => f.write_str("not an object, which the policy declares here"),
+            ViolationKind::NotAList => f.write_str("not a list, which the policy declares here"),
+            ViolationKind::ConsentNotCarried => {
+                f.write_str("this message type carries no consent block")
+            }
         }
     }
 }
@@ -144,6 +163,14 @@ pub struct PolicyRefusal {
 }
 
 impl PolicyRefusal {
+    /// Whether an object or list was found where the policy keeps a single value: the
+    /// shape of a bypass attempt, which gets a code of its own.
+    pub fn has_nested_value(&self) -> bool {
+        self.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::NestedValue)
+    }
+
     fn new(
         message_type: MessageType,
         reason: RefusalReason,
@@ -169,10 +196,15 @@ impl fmt::Display for PolicyRefusal {
                 "{t} refused: the minimisation policy refuses fields it does not name: {}",
                 self.paths.join(", ")
             ),
-            RefusalReason::PolicyViolation => {
+            RefusalReason::PolicyViolation | RefusalReason::ConsentBlock => {
+                let what = if self.reason == RefusalReason::ConsentBlock {
+                    "its consent block"
+                } else {
+                    "it"
+                };
                 write!(
                     f,
-                    "{t} refused: it carries more than the minimisation policy allows: "
+                    "{t} refused: {what} carries more than the minimisation policy allows: "
                 )?;
                 for (i, v) in self.violations.iter().enumerate() {
                     let sep = if i == 0 { "" } else { "; " };
@@ -311,6 +343,61 @@ impl Minimiser {
     }
 }
 
+impl Minimiser {
+    /// Both sides: the envelope's `consent` block may carry only the fields the policy
+    /// names for its type, and a type for which it names none (the anonymous
+    /// consultation) carries no block at all. The sending gateway builds the block itself
+    /// and checks it here before signing; the receiving gateway checks what arrived.
+    pub fn check_consent(
+        &self,
+        t: MessageType,
+        consent: Option<&Value>,
+    ) -> Result<(), PolicyRefusal> {
+        let allowed = &self.policy.for_type(t).consent;
+        let violations: Vec<Violation> = match consent {
+            None => Vec::new(),
+            Some(_) if allowed.is_empty() => vec![Violation {
+                path: "consent".into(),
+                kind: ViolationKind::ConsentNotCarried,
+            }],
+            Some(Value::Object(block)) => block
+                .iter()
+                .filter_map(|(key, value)| {
+                    let shown = format!("consent.{}", shown_key(key));
+                    if !allowed.iter().any(|a| a == key) {
+                        Some(Violation {
+                            path: shown,
+                            kind: ViolationKind::NotNamed,
+                        })
+                    } else if key != "types" && is_container(value) {
+                        // Only the summary's scope is a list; its items are checked
+                        // with the summary itself.
+                        Some(Violation {
+                            path: shown,
+                            kind: ViolationKind::NestedValue,
+                        })
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Some(_) => vec![Violation {
+                path: "consent".into(),
+                kind: ViolationKind::NotAGroup,
+            }],
+        };
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyRefusal::new(
+                t,
+                RefusalReason::ConsentBlock,
+                violations,
+            ))
+        }
+    }
+}
+
 /// The send-side walk.
 struct Apply<'a> {
     tp: &'a TypePolicy,
@@ -347,6 +434,12 @@ impl Apply<'_> {
             self.tp.lookup(&at.policy)
         };
         match lookup {
+            // `keep` passes a single value only: an object or list under a kept field
+            // would carry whatever the sender put in it (`subject.name: {"diagnosis": …}`).
+            Lookup::Rule(Action::Keep) if is_container(value) => {
+                self.record(at.shown.clone(), "drop:wrong_type");
+                false
+            }
             Lookup::Rule(Action::Keep) => true,
             Lookup::Rule(Action::Drop) => {
                 self.record(at.shown.clone(), "drop");
@@ -364,14 +457,20 @@ impl Apply<'_> {
                     false
                 }
             },
-            Lookup::Inner => match value {
-                // A group whose every member was removed goes too: an empty
-                // `parent_contact` says nothing the receiver needs.
+            // A group whose every member was removed goes too: an empty
+            // `parent_contact` says nothing the receiver needs.
+            Lookup::Group => match value {
                 Value::Object(m) => {
                     let before = m.len();
                     self.map(m, at);
                     !(m.is_empty() && before > 0)
                 }
+                _ => {
+                    self.record(at.shown.clone(), "drop:wrong_type");
+                    false
+                }
+            },
+            Lookup::List => match value {
                 Value::Array(items) => {
                     let before = items.len();
                     let mut i = 0;
@@ -382,9 +481,8 @@ impl Apply<'_> {
                     });
                     !(items.is_empty() && before > 0)
                 }
-                // A single value where the policy expects a group of named fields.
                 _ => {
-                    self.record(at.shown.clone(), "drop:unnamed");
+                    self.record(at.shown.clone(), "drop:wrong_type");
                     false
                 }
             },
@@ -394,6 +492,11 @@ impl Apply<'_> {
             }
         }
     }
+}
+
+/// An object or a list: what only a declared group or list may hold.
+fn is_container(value: &Value) -> bool {
+    matches!(value, Value::Object(_) | Value::Array(_))
 }
 
 /// The receive-side walk (and, with `unnamed_only`, the send-side pre-check for
@@ -428,6 +531,9 @@ fn inspect_value(
         tp.lookup(&at.policy)
     };
     let kind = match lookup {
+        // The send-side pre-check of `unknown = "refuse"`: an object under a kept field
+        // holds members nobody named, so it counts as unnamed too.
+        Lookup::Rule(Action::Keep) if is_container(value) => Some(ViolationKind::NestedValue),
         Lookup::Rule(_) if unnamed_only => None,
         Lookup::Rule(Action::Drop) => Some(ViolationKind::Dropped),
         Lookup::Rule(action) => actions::conforms(action, value).err().map(|n| match n {
@@ -441,18 +547,21 @@ fn inspect_value(
             Nonconformity::NotPseudonym => ViolationKind::NotPseudonymised,
             Nonconformity::NotGeneralised => ViolationKind::NotGeneralised,
         }),
-        Lookup::Inner => match value {
+        Lookup::Group => match value {
             Value::Object(m) => {
                 inspect_map(tp, m, at, unnamed_only, out);
                 None
             }
+            _ => Some(ViolationKind::NotAGroup),
+        },
+        Lookup::List => match value {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     inspect_value(tp, item, &at.index(i), unnamed_only, out);
                 }
                 None
             }
-            _ => Some(ViolationKind::NotNamed),
+            _ => Some(ViolationKind::NotAList),
         },
         Lookup::Unnamed => Some(ViolationKind::NotNamed),
     };

@@ -7,11 +7,11 @@
 //! section, setting, path and action is checked, and every error names the file, the line
 //! and the path, so that the officer can fix it without reading code.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
 use crate::message::MessageType;
@@ -92,6 +92,12 @@ pub(crate) fn is_strictly_inside(inner: &str, outer: &str) -> bool {
 pub(crate) enum Action {
     Keep,
     Drop,
+    /// Not an action on a value: the path holds an object whose members are named as
+    /// fields of their own (`"body.parent_contact" = "group"`).
+    Group,
+    /// The path holds a list whose elements are named at `path[]`
+    /// (`"body.scope_types" = "list"`, `"body.scope_types[]" = "keep"`).
+    List,
     Pseudonymise,
     GeneraliseYear,
     GeneraliseAgeBand,
@@ -105,6 +111,8 @@ impl Action {
         Ok(match s {
             "keep" => Action::Keep,
             "drop" => Action::Drop,
+            "group" => Action::Group,
+            "list" => Action::List,
             "pseudonymise" => Action::Pseudonymise,
             "generalise:year" => Action::GeneraliseYear,
             "generalise:age_band" => Action::GeneraliseAgeBand,
@@ -126,7 +134,16 @@ impl Action {
     /// Whether the action rewrites a single value (and so needs a single field, not a
     /// group of fields).
     pub(crate) fn is_transform(self) -> bool {
-        !matches!(self, Action::Keep | Action::Drop)
+        !matches!(
+            self,
+            Action::Keep | Action::Drop | Action::Group | Action::List
+        )
+    }
+
+    /// Whether the rule declares a container (a group or a list) rather than deciding
+    /// about a value.
+    pub(crate) fn is_container(self) -> bool {
+        matches!(self, Action::Group | Action::List)
     }
 }
 
@@ -135,6 +152,8 @@ impl fmt::Display for Action {
         match self {
             Action::Keep => f.write_str("keep"),
             Action::Drop => f.write_str("drop"),
+            Action::Group => f.write_str("group"),
+            Action::List => f.write_str("list"),
             Action::Pseudonymise => f.write_str("pseudonymise"),
             Action::GeneraliseYear => f.write_str("generalise:year"),
             Action::GeneraliseAgeBand => f.write_str("generalise:age_band"),
@@ -158,11 +177,13 @@ pub(crate) enum Unknown {
 
 /// Where a content path stands in a type's policy.
 pub(crate) enum Lookup {
-    /// The policy names this path.
+    /// The policy decides about the value at this path (never `group` or `list`).
     Rule(Action),
-    /// The policy names fields inside this path: descend into it.
-    Inner,
-    /// The policy does not name this path or anything inside it.
+    /// The policy declares an object here whose members it names: descend into it.
+    Group,
+    /// The policy declares a list here whose elements it names at `path[]`.
+    List,
+    /// The policy does not name this path.
     Unnamed,
 }
 
@@ -170,21 +191,49 @@ pub(crate) enum Lookup {
 #[derive(Debug, Clone)]
 pub(crate) struct TypePolicy {
     pub(crate) unknown: Unknown,
+    /// Every named path with its rule, containers (`group`, `list`) included, so that a
+    /// lookup is one hash probe.
     rules: HashMap<String, Action>,
-    /// Every proper ancestor of a rule path, so that lookup is two hash probes.
-    inner: HashSet<String>,
+    /// The fields the envelope's `consent` block may carry; empty: no block at all.
+    pub(crate) consent: Vec<String>,
 }
 
 impl TypePolicy {
-    /// Looks up a normalised path (array indices written as `[]`).
+    /// Looks up a normalised path (array indices written as `[]`). `subject` and `body`
+    /// are groups unless the policy decides otherwise (`"subject" = "drop"`).
     pub(crate) fn lookup(&self, path: &str) -> Lookup {
-        if let Some(a) = self.rules.get(path) {
-            Lookup::Rule(*a)
-        } else if self.inner.contains(path) {
-            Lookup::Inner
-        } else {
-            Lookup::Unnamed
+        match self.rules.get(path) {
+            Some(Action::Group) => Lookup::Group,
+            Some(Action::List) => Lookup::List,
+            Some(a) => Lookup::Rule(*a),
+            None if is_root(path) => Lookup::Group,
+            None => Lookup::Unnamed,
         }
+    }
+}
+
+/// The two top-level members of message content.
+fn is_root(path: &str) -> bool {
+    matches!(path, "subject" | "body")
+}
+
+/// The fields of the envelope's `consent` block each type carries, all needed: a referral
+/// carries the consent's summary (the wijkteam mirrors it and checks feedback against
+/// it), feedback and consent updates name the consent they travel under, and an anonymous
+/// consultation carries no consent block at all.
+fn consent_schema(t: MessageType) -> &'static [&'static str] {
+    match t {
+        MessageType::Referral => &[
+            "id",
+            "subject_bsn",
+            "types",
+            "recipient",
+            "valid_from",
+            "valid_until",
+            "status",
+        ],
+        MessageType::Feedback | MessageType::ConsentUpdate => &["id"],
+        MessageType::Consultation => &[],
     }
 }
 
@@ -228,7 +277,7 @@ pub enum PolicyError {
         key: String,
         expected: &'static str,
     },
-    #[error("{file}:{line}: unknown setting `{key}` in [{section}]; a section has only `unknown` and `fields`")]
+    #[error("{file}:{line}: unknown setting `{key}` in [{section}]; a section has only `unknown`, `consent` and `fields`")]
     UnknownSetting {
         file: String,
         line: usize,
@@ -248,7 +297,7 @@ pub enum PolicyError {
         section: String,
         value: String,
     },
-    #[error("{file}:{line}: {message_type} field `{path}`: unknown action \"{action}\"; the actions are keep, drop, pseudonymise, generalise:year, generalise:age_band, truncate:N and scrub")]
+    #[error("{file}:{line}: {message_type} field `{path}`: unknown action \"{action}\"; the actions are keep, drop, pseudonymise, generalise:year, generalise:age_band, truncate:N and scrub, and group or list for a container")]
     UnknownAction {
         file: String,
         line: usize,
@@ -272,13 +321,56 @@ pub enum PolicyError {
         path: String,
         known: String,
     },
-    #[error("{file}:{line}: {message_type} field `{path}` is a group of fields; \"{action}\" works on a single field: use keep or drop, or name the fields inside it")]
+    #[error("{file}:{line}: {message_type} field `{path}` is a {shape}; \"{action}\" works on a single value (string, number, boolean or null): use drop, or declare it \"{shape}\" and name the fields inside it")]
     ActionOnGroup {
         file: String,
         line: usize,
         message_type: String,
         path: String,
         action: String,
+        shape: &'static str,
+    },
+    #[error("{file}:{line}: {message_type} field `{path}` is {actual}, not a {declared}; declare it \"{}\"", declaration_for(.actual))]
+    WrongContainer {
+        file: String,
+        line: usize,
+        message_type: String,
+        path: String,
+        declared: &'static str,
+        actual: &'static str,
+    },
+    #[error("{file}:{line}: {message_type} field `{path}` lies inside `{container}`, which the policy does not declare; add \"{container}\" = \"{shape}\" so that an object or list is allowed there only with its fields named")]
+    UndeclaredContainer {
+        file: String,
+        line: usize,
+        message_type: String,
+        path: String,
+        container: String,
+        shape: &'static str,
+    },
+    #[error("{file}:{line}: {message_type} field `{path}` is declared \"{shape}\" but no field inside it is named; name its fields, or drop it")]
+    EmptyContainer {
+        file: String,
+        line: usize,
+        message_type: String,
+        path: String,
+        shape: &'static str,
+    },
+    #[error("{file}:{line}: [{section}] consent names `{field}`, which a {section} does not carry in its consent block; {allowed}")]
+    UnknownConsentField {
+        file: String,
+        line: usize,
+        section: String,
+        field: String,
+        allowed: String,
+    },
+    #[error("{file}:{line}: [{section}] consent does not name `{field}`, which the receiving gateway needs; name all of {needed}")]
+    MissingConsentField {
+        file: String,
+        line: usize,
+        section: String,
+        field: String,
+        needed: String,
     },
     #[error("{file}:{line}: {message_type} field `{path}` lies inside `{outer}` (line {outer_line}), which already decides about it; name each field once")]
     Overlap {
@@ -420,6 +512,7 @@ impl SectionCtx<'_> {
         let file = self.file.to_string();
         let section = self.t.as_str().to_string();
         let mut unknown = None;
+        let mut consent: Option<(Vec<String>, usize)> = None;
         let mut rules: Vec<(String, Action, usize)> = Vec::new();
         for (key, node) in settings {
             let kline = self.line(key);
@@ -445,6 +538,27 @@ impl SectionCtx<'_> {
                             })
                         }
                     });
+                }
+                "consent" => {
+                    let fields = match node {
+                        Node::Seq(items) => items
+                            .iter()
+                            .map(|i| match i {
+                                Node::Str(s) => Some(s.clone()),
+                                _ => None,
+                            })
+                            .collect::<Option<Vec<String>>>(),
+                        _ => None,
+                    };
+                    let Some(fields) = fields else {
+                        return Err(PolicyError::WrongShape {
+                            file,
+                            line: kline,
+                            key: format!("{section}.consent"),
+                            expected: "a list of consent field names, e.g. [\"id\"]",
+                        });
+                    };
+                    consent = Some((fields, kline));
                 }
                 "fields" => match node {
                     Node::Table(fields) => self.collect_fields("", fields, &mut rules)?,
@@ -475,19 +589,55 @@ impl SectionCtx<'_> {
             });
         };
         self.check_rules(&rules)?;
-        let mut inner = HashSet::new();
-        for (path, _, _) in &rules {
-            for (i, b) in path.bytes().enumerate() {
-                if b == b'.' || (b == b'[' && i > 0) {
-                    inner.insert(path[..i].to_string());
-                }
-            }
-        }
+        let consent = self.check_consent(consent, line)?;
         Ok(TypePolicy {
             unknown,
             rules: rules.into_iter().map(|(p, a, _)| (p, a)).collect(),
-            inner,
+            consent,
         })
+    }
+
+    /// The `consent` list must name exactly the fields this type's consent block
+    /// carries: one more would travel unchecked, one fewer and the receiver could not
+    /// check the message against consent. Absent means none, which only a consultation
+    /// may have.
+    fn check_consent(
+        &self,
+        consent: Option<(Vec<String>, usize)>,
+        section_line: usize,
+    ) -> Result<Vec<String>, PolicyError> {
+        let schema = consent_schema(self.t);
+        let (fields, line) = consent.unwrap_or((Vec::new(), section_line));
+        let section = self.t.as_str().to_string();
+        let listed = |names: &[&str]| {
+            if names.is_empty() {
+                "a consultation is anonymous and carries no consent block: leave consent out or write consent = []".to_string()
+            } else {
+                format!("it carries {}", names.join(", "))
+            }
+        };
+        if let Some(extra) = fields.iter().find(|f| !schema.contains(&f.as_str())) {
+            return Err(PolicyError::UnknownConsentField {
+                file: self.file.to_string(),
+                line,
+                section,
+                field: extra.clone(),
+                allowed: listed(schema),
+            });
+        }
+        if let Some(missing) = schema.iter().find(|s| !fields.iter().any(|f| f == *s)) {
+            return Err(PolicyError::MissingConsentField {
+                file: self.file.to_string(),
+                line,
+                section,
+                field: missing.to_string(),
+                needed: schema.join(", "),
+            });
+        }
+        let mut fields = fields;
+        fields.sort();
+        fields.dedup();
+        Ok(fields)
     }
 
     /// Flattens the fields table: `"body.x" = "keep"` and the unquoted dotted form
@@ -531,7 +681,7 @@ impl SectionCtx<'_> {
                     })?;
                     out.push((path, action, line));
                 }
-                Node::Other => {
+                Node::Other | Node::Seq(_) => {
                     return Err(PolicyError::WrongShape {
                         file: self.file.to_string(),
                         line,
@@ -544,15 +694,23 @@ impl SectionCtx<'_> {
         Ok(())
     }
 
-    /// Every path must be a field (or group of fields) of this type, transforms need a
-    /// single field, and no rule may lie inside another.
+    /// Every path must be a field (or container of fields) of this type; a value rule
+    /// (keep or a transform) needs a single field; `group` and `list` match the shape of
+    /// what the schema has there and have fields named inside them; every container a
+    /// rule lies in is declared, with its shape; and no rule lies inside a dropped or
+    /// single-value field.
     fn check_rules(&self, rules: &[(String, Action, usize)]) -> Result<(), PolicyError> {
         let known = schema(self.t);
         let err_ctx = || (self.file.to_string(), self.t.as_str().to_string());
+        let declared: HashMap<&str, Action> = rules
+            .iter()
+            .filter(|(_, a, _)| a.is_container())
+            .map(|(p, a, _)| (p.as_str(), *a))
+            .collect();
         for (path, action, line) in rules {
             let is_leaf = known.contains(&path.as_str());
-            let is_group = known.iter().any(|k| is_strictly_inside(k, path));
-            if !is_leaf && !is_group {
+            let shape = container_shape(known, path);
+            if !is_leaf && shape.is_none() {
                 let (file, message_type) = err_ctx();
                 return Err(PolicyError::UnknownPath {
                     file,
@@ -562,7 +720,7 @@ impl SectionCtx<'_> {
                     known: known.join(", "),
                 });
             }
-            if action.is_transform() && !is_leaf {
+            if let (Some(shape), true) = (shape, *action == Action::Keep || action.is_transform()) {
                 let (file, message_type) = err_ctx();
                 return Err(PolicyError::ActionOnGroup {
                     file,
@@ -570,10 +728,40 @@ impl SectionCtx<'_> {
                     message_type,
                     path: path.clone(),
                     action: action.to_string(),
+                    shape: shape.word(),
                 });
             }
-            if let Some((outer, _, outer_line)) =
-                rules.iter().find(|(o, _, _)| is_strictly_inside(path, o))
+            if action.is_container() {
+                let want = if *action == Action::List {
+                    Shape::List
+                } else {
+                    Shape::Group
+                };
+                if shape != Some(want) {
+                    let (file, message_type) = err_ctx();
+                    return Err(PolicyError::WrongContainer {
+                        file,
+                        line: *line,
+                        message_type,
+                        path: path.clone(),
+                        declared: want.word(),
+                        actual: shape.map_or(SINGLE_VALUE, Shape::article),
+                    });
+                }
+                if !rules.iter().any(|(p, _, _)| is_strictly_inside(p, path)) {
+                    let (file, message_type) = err_ctx();
+                    return Err(PolicyError::EmptyContainer {
+                        file,
+                        line: *line,
+                        message_type,
+                        path: path.clone(),
+                        shape: want.word(),
+                    });
+                }
+            }
+            if let Some((outer, _, outer_line)) = rules
+                .iter()
+                .find(|(o, a, _)| !a.is_container() && is_strictly_inside(path, o))
             {
                 let (file, message_type) = err_ctx();
                 return Err(PolicyError::Overlap {
@@ -585,9 +773,97 @@ impl SectionCtx<'_> {
                     outer_line: *outer_line,
                 });
             }
+            for (container, shape) in containers_of(path) {
+                if is_root(container) {
+                    continue;
+                }
+                let ok = match declared.get(container) {
+                    Some(Action::Group) => shape == Shape::Group,
+                    Some(Action::List) => shape == Shape::List,
+                    _ => false,
+                };
+                if !ok {
+                    let (file, message_type) = err_ctx();
+                    return Err(PolicyError::UndeclaredContainer {
+                        file,
+                        line: *line,
+                        message_type,
+                        path: path.clone(),
+                        container: container.to_string(),
+                        shape: shape.word(),
+                    });
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// How [`PolicyError::WrongContainer`] names a path that is no container.
+const SINGLE_VALUE: &str = "a single value";
+
+/// What to write for a path that is `actual` (as [`Shape::article`] or [`SINGLE_VALUE`]
+/// names it).
+fn declaration_for(actual: &str) -> &'static str {
+    if actual == Shape::List.article() {
+        "list"
+    } else if actual == Shape::Group.article() {
+        "group"
+    } else {
+        "keep"
+    }
+}
+
+/// What kind of container a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Group,
+    List,
+}
+
+impl Shape {
+    fn word(self) -> &'static str {
+        match self {
+            Shape::Group => "group",
+            Shape::List => "list",
+        }
+    }
+    fn article(self) -> &'static str {
+        match self {
+            Shape::Group => "a group (an object)",
+            Shape::List => "a list",
+        }
+    }
+}
+
+/// The shape of `path` in the schema: a group if a schema path continues it with `.`, a
+/// list if with `[`; `None` for a leaf or an unknown path.
+fn container_shape(known: &[&str], path: &str) -> Option<Shape> {
+    known.iter().find_map(|k| {
+        if !is_strictly_inside(k, path) {
+            return None;
+        }
+        Some(match k.as_bytes()[path.len()] {
+            b'[' => Shape::List,
+            _ => Shape::Group,
+        })
+    })
+}
+
+/// The containers a path lies in, outermost first, with the shape each must have:
+/// `body.contacts[].phone` lies in `body` (group), `body.contacts` (list) and
+/// `body.contacts[]` (group).
+fn containers_of(path: &str) -> Vec<(&str, Shape)> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::new();
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'.' if i > 0 => out.push((&path[..i], Shape::Group)),
+            b'[' if i > 0 => out.push((&path[..i], Shape::List)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The policy file as a tree that keeps each key's position in the text, so that errors
@@ -595,6 +871,7 @@ impl SectionCtx<'_> {
 enum Node {
     Str(String),
     Table(Vec<(Spanned<String>, Node)>),
+    Seq(Vec<Node>),
     Other,
 }
 
@@ -631,8 +908,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Node::Other)
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut entries = Vec::new();

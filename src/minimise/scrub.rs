@@ -7,8 +7,19 @@
 //! a BSN that hides inside it (`+31 612345678`), and a spaced IBAN must not become a phone
 //! number. The same function serves the send side (rewrite) and the receive side (count).
 //!
+//! Pasted text spells identifiers in ways an ASCII-only matcher misses, so every character
+//! is first read through [`normalise`] (one character for one, so positions stay those of
+//! the original text): Unicode spaces (no-break, narrow no-break, thin, figure and the
+//! other `Zs` spaces, and the invisible zero-width ones) read as a space, Unicode dashes
+//! (`Pd`: en and em dash, non-breaking hyphen, …, and the minus sign) as `-`, and
+//! fullwidth digits and signs (`０６１２…`, `＠`) as their ASCII forms. And an identifier
+//! glued to a word is still one: a BSN or phone number must not touch other *digits*,
+//! but letters may touch it (`bsn123456782`, `tel:0612345678`, `BSN:123456782abc`).
+//! The same reading serves the receive side, so what arrives is held to the same bar.
+//!
 //! What it deliberately does not catch: obfuscated addresses (`jan [at] x.nl`), foreign
-//! phone numbers, service numbers (0800/0900), and non-ASCII digits.
+//! phone numbers, service numbers (0800/0900), and digits of other scripts than Latin
+//! and fullwidth (Arabic-Indic, Devanagari, …).
 
 use crate::message::elfproef;
 
@@ -31,11 +42,66 @@ const BSN: &str = "[bsn]";
 const PHONE: &str = "[telefoon]";
 const EMAIL: &str = "[e-mail]";
 
+/// How the scrubber reads one character: Unicode spaces as `' '`, Unicode dashes as `'-'`,
+/// fullwidth digits and signs as ASCII; everything else as itself. One character for one,
+/// so that a match found in the normalised text covers the same characters of the
+/// original.
+pub(crate) fn normalise(ch: char) -> char {
+    match ch {
+        // Zs space separators other than U+0020, the tab, and the invisible characters
+        // that pasted text carries between digits (zero-width space, joiners, word
+        // joiner, byte order mark).
+        '\t'
+        | '\u{00A0}'
+        | '\u{1680}'
+        | '\u{2000}'..='\u{200F}'
+        | '\u{202F}'
+        | '\u{205F}'
+        | '\u{2060}'
+        | '\u{3000}'
+        | '\u{FEFF}' => ' ',
+        // Pd dash punctuation, the soft hyphen and the minus sign.
+        '\u{00AD}'
+        | '\u{058A}'
+        | '\u{05BE}'
+        | '\u{1400}'
+        | '\u{1806}'
+        | '\u{2010}'..='\u{2015}'
+        | '\u{2E17}'
+        | '\u{2E1A}'
+        | '\u{2E3A}'
+        | '\u{2E3B}'
+        | '\u{2E40}'
+        | '\u{301C}'
+        | '\u{3030}'
+        | '\u{30A0}'
+        | '\u{FE31}'
+        | '\u{FE32}'
+        | '\u{FE58}'
+        | '\u{FE63}'
+        | '\u{FF0D}'
+        | '\u{2212}' => '-',
+        // Fullwidth digits, '@', '+', '.', '/', '(' and ')'.
+        '\u{FF10}'..='\u{FF19}'
+        | '\u{FF20}'
+        | '\u{FF0B}'
+        | '\u{FF0E}'
+        | '\u{FF0F}'
+        | '\u{FF08}'
+        | '\u{FF09}' => char::from_u32(u32::from(ch) - 0xFEE0).unwrap_or(ch),
+        _ => ch,
+    }
+}
+
 /// Replaces BSNs, Dutch phone numbers and e-mail addresses in `text`.
 ///
+/// Characters are read through [`normalise`] first, so `123\u{00A0}456\u{00A0}782` and
+/// `06\u{2013}12345678` are found as well as their ASCII spellings.
+///
 /// - BSN: 9 digits passing the elfproef, contiguous or grouped with single spaces, dots or
-///   hyphens (`123 456 782`, `1234.56.782`), not part of a longer number or of a word.
-///   A 9-digit run that fails the elfproef stays: it may be an order number.
+///   hyphens (`123 456 782`, `1234.56.782`), not part of a longer number; letters may
+///   touch it (`bsn123456782`). A 9-digit run that fails the elfproef stays: it may be an
+///   order number.
 /// - phone: `06-12345678`, `0612345678`, `06 12 34 56 78`, `(030) 123 4567`,
 ///   `+31 6 12345678`, `+31 (0)6 …`, `0031 …`: ten digits starting with `0` and a non-zero
 ///   area digit, or nine after the country code.
@@ -44,11 +110,16 @@ const EMAIL: &str = "[e-mail]";
 /// Dutch IBANs (`NL91 ABNA 0417 1643 00`, checked with mod 97) are left as they are.
 pub fn scrub(text: &str) -> (String, ScrubCounts) {
     let mut counts = ScrubCounts::default();
-    // Nothing to find without a digit or an '@': the common case for short notes.
-    if !text.bytes().any(|b| b.is_ascii_digit() || b == b'@') {
+    // Nothing to find without a digit or an '@' in any spelling: the common case for
+    // short notes.
+    if !text.chars().any(|ch| {
+        let n = normalise(ch);
+        n.is_ascii_digit() || n == '@'
+    }) {
         return (text.to_string(), counts);
     }
-    let c: Vec<char> = text.chars().collect();
+    let original: Vec<char> = text.chars().collect();
+    let c: Vec<char> = original.iter().copied().map(normalise).collect();
     let spans = protected_spans(&c);
     let mut out = String::with_capacity(text.len());
     let mut next_span = 0;
@@ -61,7 +132,7 @@ pub fn scrub(text: &str) -> (String, ScrubCounts) {
                         out.push_str(EMAIL);
                         counts.email += 1;
                     }
-                    Span::Iban => out.extend(&c[start..end]),
+                    Span::Iban => out.extend(&original[start..end]),
                 }
                 i = end;
                 next_span += 1;
@@ -69,7 +140,7 @@ pub fn scrub(text: &str) -> (String, ScrubCounts) {
             }
         }
         let limit = spans.get(next_span).map_or(c.len(), |s| s.0);
-        if starts_token(&c, i) {
+        if starts_number(&c, i) {
             if let Some(end) = match_phone(&c, i, limit) {
                 out.push_str(PHONE);
                 counts.phone += 1;
@@ -83,7 +154,7 @@ pub fn scrub(text: &str) -> (String, ScrubCounts) {
                 continue;
             }
         }
-        out.push(c[i]);
+        out.push(original[i]);
         i += 1;
     }
     (out, counts)
@@ -95,14 +166,25 @@ enum Span {
     Iban,
 }
 
-/// A match may start only where a token starts: not inside a word or a number.
+/// An IBAN may start only where a token starts: not inside a word or a number.
 fn starts_token(c: &[char], i: usize) -> bool {
     i == 0 || !c[i - 1].is_alphanumeric()
 }
 
-/// A match must end where the token ends.
+/// An IBAN must end where the token ends.
 fn ends_token(c: &[char], i: usize) -> bool {
     c.get(i).is_none_or(|ch| !ch.is_alphanumeric())
+}
+
+/// A BSN or phone number may start anywhere but inside a number: a letter may touch it
+/// (`bsn123456782`), a digit may not (it would be part of a longer number).
+fn starts_number(c: &[char], i: usize) -> bool {
+    i == 0 || !c[i - 1].is_ascii_digit()
+}
+
+/// A BSN or phone number must not be followed by another digit; a letter may follow.
+fn ends_number(c: &[char], i: usize) -> bool {
+    c.get(i).is_none_or(|ch| !ch.is_ascii_digit())
 }
 
 /// E-mail addresses (replaced) and IBANs (kept verbatim), sorted and not overlapping.
@@ -335,7 +417,7 @@ fn match_phone(c: &[char], i: usize, limit: usize) -> Option<usize> {
     } else {
         d[0] == b'0' && d[1] != b'0'
     };
-    (valid && ends_token(c, end) && !looks_like_date(&digits, &groups)).then_some(end)
+    (valid && ends_number(c, end) && !looks_like_date(&digits, &groups)).then_some(end)
 }
 
 /// A BSN starting at `i`: nine digits passing the elfproef, contiguous or grouped with
@@ -346,5 +428,5 @@ fn match_bsn(c: &[char], i: usize, limit: usize) -> Option<usize> {
         groups,
         end,
     } = read_digits(c, i, limit, 9, 1, |ch| matches!(ch, ' ' | '.' | '-'))?;
-    (ends_token(c, end) && !looks_like_date(&digits, &groups) && elfproef(&digits)).then_some(end)
+    (ends_number(c, end) && !looks_like_date(&digits, &groups) && elfproef(&digits)).then_some(end)
 }

@@ -1,18 +1,30 @@
 //! The local API: plain HTTP on loopback for the system next to the gateway (the HIS at
 //! the practice, the case system at the wijkteam). Every call needs the bearer token;
-//! every call that changes state names the acting user in `X-Wijkpoort-User`, who goes
-//! into the audit record.
+//! every call that changes state or reads personal data names the acting user in
+//! `X-Wijkpoort-User`, who goes into the audit record.
+//!
+//! Reads of personal data are audited (NEN 7513: who looked at which child's data,
+//! when): `GET /v1/inbox`, `GET /v1/inbox/{from}/{id}` and `POST /v1/consents/query`
+//! each write one `personal_data_read` record per request, naming the messages it
+//! returned and the pseudonyms of the children they are about, committed before the
+//! answer leaves — a case system that polls the inbox costs one record per page, not one
+//! per message. An inbox page that returns nothing writes no record: it showed no one's
+//! data. A consent query always writes one, since asking about a child is itself a look
+//! at that child. `GET /v1/messages/{id}` is not audited and needs no user: it shows the
+//! status, peer, attempts, refusal text and receipt (hashes and a signature), none of
+//! which is personal data. The BSN of a consent query travels in the POST body, never in
+//! the URL, so that it does not end up in access logs or proxies.
 //!
 //! | call | does |
 //! | --- | --- |
 //! | `POST /v1/messages` | submit a message for a peer; `202` once durably queued |
 //! | `GET /v1/messages/{id}` | status, attempts, last error, receipt |
-//! | `GET /v1/inbox?after=&limit=&from=&type=` | received, unacknowledged messages, a page at a time |
-//! | `GET /v1/inbox/{from}/{id}` | one received message, by its sender and the sender's id |
+//! | `GET /v1/inbox?after=&limit=&from=&type=` | received, unacknowledged messages, a page at a time (audited) |
+//! | `GET /v1/inbox/{from}/{id}` | one received message, by its sender and the sender's id (audited) |
 //! | `POST /v1/inbox/{from}/{id}/ack` | acknowledge a received message |
 //! | `POST /v1/consents` | record a consent (practice) |
 //! | `POST /v1/consents/{id}/withdraw` | withdraw it; peers are told |
-//! | `GET /v1/consents?bsn=…` | a child's consents and their status |
+//! | `POST /v1/consents/query` | a child's consents and their status; `{"bsn": …}` in the body (audited) |
 //! | `GET /v1/stats` | counters: commits, syncs, handshakes, queue depths |
 //! | `POST /v1/reload` | reload the config file (peers, auditors, relay, policy), as SIGHUP does |
 //! | `POST /v1/store/backup` | a consistent copy of the store, taken between two group commits (`wijkpoort store backup`) |
@@ -196,8 +208,11 @@ impl LocalApi {
                 let body = self.body(req).await?;
                 let request: ConsentRequest = serde_json::from_slice(&body)
                     .map_err(|e| Refusal::malformed(format!("the consent is not valid: {e}")))?;
-                let consent_id = self.desk.record(&user, request).await?;
-                Ok(json(201, &json!({ "consent_id": consent_id })))
+                let recorded = self.desk.record(&user, request).await?;
+                Ok(json(
+                    201,
+                    &json!({ "consent_id": recorded.consent_id, "effective_until": recorded.effective_until }),
+                ))
             }
             (Method::POST, ["v1", "consents", id, "withdraw"]) => {
                 let user = user(&req)?;
@@ -215,15 +230,41 @@ impl LocalApi {
                     &json!({ "consent_id": id, "status": "withdrawn", "consent_updates": updates }),
                 ))
             }
-            (Method::GET, ["v1", "consents"]) => {
-                let bsn = query_param(req.uri().query(), "bsn").ok_or_else(|| {
-                    Refusal::new(Code::MissingBsn, "name the child: ?bsn=…").field("bsn")
+            (Method::POST, ["v1", "consents", "query"]) => {
+                let user = user(&req)?;
+                let body = self.body(req).await?;
+                let query: ConsentQuery = serde_json::from_slice(&body).map_err(|e| {
+                    Refusal::new(
+                        Code::MissingBsn,
+                        format!(
+                            "name the child: {{\"bsn\": \"…\"}} ({})",
+                            crate::error::describe_json_error(&e)
+                        ),
+                    )
+                    .field("bsn")
                 })?;
-                let bsn = Bsn::try_from(bsn)
+                let bsn = Bsn::try_from(query.bsn)
                     .map_err(|e| Refusal::new(Code::InvalidField, e).field("bsn"))?;
-                let consents = self.desk.list_for_child(&bsn)?;
-                Ok(json(200, &json!({ "consents": consents })))
+                let listed = self.desk.list_for_child(&bsn)?;
+                let ids: Vec<String> = listed
+                    .consents
+                    .iter()
+                    .filter_map(|c| c["consent_id"].as_str().map(str::to_string))
+                    .collect();
+                let reason = format!(
+                    "POST /v1/consents/query: {} consent(s){}{}",
+                    ids.len(),
+                    if ids.is_empty() { "" } else { ": " },
+                    ids.join(", ")
+                );
+                self.audit_read(&user, reason, Vec::new(), vec![listed.pseudonym])
+                    .await?;
+                Ok(json(200, &json!({ "consents": listed.consents })))
             }
+            (Method::GET, ["v1", "consents"]) => Err(Refusal::new(
+                Code::BsnInUrl,
+                "a child's consents are asked with POST /v1/consents/query and {\"bsn\": \"…\"} in the body, so that the BSN stays out of URLs and access logs",
+            )),
             (Method::GET, ["v1", "stats"]) => Ok(json(200, &self.stats.snapshot())),
             (Method::POST, ["v1", "reload"]) => {
                 let user = user(&req)?;
@@ -249,8 +290,19 @@ impl LocalApi {
                 Ok(octets(stream.bytes))
             }
             (Method::GET, ["v1", "inbox"]) => {
+                let user = user(&req)?;
                 let query = inbox_query(req.uri().query())?;
                 let page = inbox::page(&self.store, &query)?;
+                if !page.messages.is_empty() {
+                    let ids = page.messages.iter().map(|(_, m)| m.id.clone()).collect();
+                    let subjects = page
+                        .messages
+                        .iter()
+                        .filter_map(|(_, m)| m.subject.clone())
+                        .collect();
+                    let reason = format!("GET /v1/inbox: {} message(s)", page.messages.len());
+                    self.audit_read(&user, reason, ids, subjects).await?;
+                }
                 let view: Vec<_> = page
                     .messages
                     .iter()
@@ -262,9 +314,17 @@ impl LocalApi {
                 ))
             }
             (Method::GET, ["v1", "inbox", from, id]) => {
+                let user = user(&req)?;
                 let from = OrgId::new(*from);
                 let msg = inbox::get(&self.store, &from, id)?
                     .ok_or_else(|| Refusal::not_found("received message"))?;
+                self.audit_read(
+                    &user,
+                    format!("GET /v1/inbox/{{from}}/{{id}}: one {} message", msg.message_type),
+                    vec![msg.id.clone()],
+                    msg.subject.iter().cloned().collect(),
+                )
+                .await?;
                 let cursor = msg
                     .inbox_key
                     .as_deref()
@@ -294,6 +354,30 @@ impl LocalApi {
                 ),
             )),
         }
+    }
+
+    /// Writes the one audit record of a read of personal data, and waits until it is on
+    /// disk: the answer is not sent before the read is accounted for.
+    async fn audit_read(
+        &self,
+        user: &str,
+        reason: String,
+        messages: Vec<String>,
+        subjects: Vec<String>,
+    ) -> Result<(), Refusal> {
+        let event = self
+            .local
+            .event(
+                Event::PersonalDataRead,
+                Outcome::Success,
+                Actor::User {
+                    id: user.to_string(),
+                },
+            )
+            .reason(reason)
+            .read(messages, subjects);
+        self.store.commit_audit(vec![event]).await?;
+        Ok(())
     }
 
     async fn acknowledge(&self, from: &OrgId, id: &str, user: &str) -> Result<(), Refusal> {
@@ -360,20 +444,19 @@ impl Token {
     }
 }
 
+/// The body of a consent query: the child, by BSN.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentQuery {
+    bsn: String,
+}
+
 /// The body of a withdrawal; the acting user is the one who withdraws.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Withdrawal {
     #[serde(default)]
     reason: String,
-}
-
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 fn user(req: &Request<Incoming>) -> Result<String, Refusal> {
@@ -386,7 +469,7 @@ fn user(req: &Request<Incoming>) -> Result<String, Refusal> {
     if user.is_empty() || user.len() > 100 || user.chars().any(char::is_control) {
         return Err(Refusal::new(
             Code::MissingUser,
-            "calls that change state must name the acting user in the X-Wijkpoort-User header (1-100 printable characters)",
+            "calls that change state or read personal data must name the acting user in the X-Wijkpoort-User header (1-100 printable characters)",
         )
         .field("X-Wijkpoort-User"));
     }

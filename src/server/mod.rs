@@ -37,6 +37,7 @@ pub fn status(code: Code) -> StatusCode {
         | Code::InvalidField
         | Code::MissingUser
         | Code::MissingBsn
+        | Code::BsnInUrl
         | Code::MissingSignature
         | Code::SignatureNotHex
         | Code::InvalidAuditQuery => StatusCode::BAD_REQUEST,
@@ -58,6 +59,8 @@ pub fn status(code: Code) -> StatusCode {
         | Code::BadSignature
         | Code::PolicyUnnamedFields
         | Code::PolicyViolation
+        | Code::PolicyNestedValue
+        | Code::PolicyConsentBlock
         | Code::PolicyRemovesRequiredField
         | Code::ConsentNotApplicable
         | Code::ConsentMissing

@@ -40,7 +40,9 @@ fn consent_request(
         "scope": {"types": types, "recipient": recipient},
         "valid_from": valid_from,
         "valid_until": valid_until,
-        "given_on": valid_from.min(today()),
+        // Given yesterday, as a consent must be recorded within days of being given
+        // (an expired period is still recordable, to test refusals under it).
+        "given_on": today() - Duration::days(1),
         "evidence": "mondeling tijdens consult"
     })
 }
@@ -70,10 +72,10 @@ async fn withdraw(his: &mut LocalApiClient, consent_id: &str) -> Vec<String> {
         .collect()
 }
 
-/// A child's consents as `GET /v1/consents?bsn=` lists them.
+/// A child's consents as `POST /v1/consents/query` lists them.
 async fn consents_of(client: &mut LocalApiClient, bsn: &str) -> Vec<Value> {
     let (code, answer) = client
-        .get(&format!("/v1/consents?bsn={bsn}"))
+        .post("/v1/consents/query", &json!({ "bsn": bsn }))
         .await
         .unwrap();
     assert_eq!(code, 200, "{answer}");

@@ -272,6 +272,22 @@ async fn real_responses_match_the_openapi_document() {
     let (code, body) = case_system.get("/v1/inbox?limit=0").await.unwrap();
     assert_eq!(code, 400);
     d.check("GET", "/v1/inbox", code, &body);
+    // A read of personal data names the acting user.
+    let (code, body) = case_system
+        .call_raw(
+            Method::GET,
+            "/v1/inbox",
+            &[(
+                "authorization",
+                &format!("Bearer {}", setup.token(Role::Wijkteam)),
+            )],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 400);
+    assert_eq!(body["error"], "missing_user", "{body}");
+    d.check("GET", "/v1/inbox", code, &body);
 
     let one = format!("/v1/inbox/{DEV_PRACTICE_ID}/{id}");
     let (code, body) = case_system.get(&one).await.unwrap();
@@ -305,14 +321,20 @@ async fn real_responses_match_the_openapi_document() {
     wait_delivered(&mut case_system, &feedback).await;
     for client in [&mut his, &mut case_system] {
         let (code, body) = client
-            .get(&format!("/v1/consents?bsn={BSN}"))
+            .post("/v1/consents/query", &json!({"bsn": BSN}))
             .await
             .unwrap();
-        d.check("GET", "/v1/consents", code, &body);
+        d.check("POST", "/v1/consents/query", code, &body);
         assert!(!body["consents"].as_array().unwrap().is_empty());
     }
-    let (code, body) = his.get("/v1/consents").await.unwrap();
+    let (code, body) = his.post("/v1/consents/query", &json!({})).await.unwrap();
     assert_eq!(code, 400);
+    assert_eq!(body["error"], "missing_bsn", "{body}");
+    d.check("POST", "/v1/consents/query", code, &body);
+    // The BSN in a URL is refused, pointing at the POST.
+    let (code, body) = his.get(&format!("/v1/consents?bsn={BSN}")).await.unwrap();
+    assert_eq!(code, 400);
+    assert_eq!(body["error"], "bsn_in_url", "{body}");
     d.check("GET", "/v1/consents", code, &body);
 
     let (code, body) = his

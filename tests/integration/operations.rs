@@ -95,7 +95,10 @@ async fn logs_at_trace_in_json_hold_no_personal_data() {
     assert_eq!(his.post(&path, &json!({})).await.unwrap().0, 200);
 
     // The consent query names the child by BSN; so does a refused submission.
-    let (code, _) = his.get(&format!("/v1/consents?bsn={BSN}")).await.unwrap();
+    let (code, _) = his
+        .post("/v1/consents/query", &json!({ "bsn": BSN }))
+        .await
+        .unwrap();
     assert_eq!(code, 200);
 
     // Withdrawal: the wijkteam is told; its next feedback is refused.

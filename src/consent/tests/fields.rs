@@ -6,13 +6,17 @@ use super::*;
 fn refused(edit: impl FnOnce(&mut ConsentRequest)) -> ConsentError {
     let mut req = good_request();
     edit(&mut req);
-    validate_request(&req, d(TODAY)).unwrap_err()
+    validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).unwrap_err()
 }
 
 #[test]
 fn good_request_is_accepted() {
     assert_eq!(
-        validate_request(&good_request(), d(TODAY)),
+        validate_request(
+            &good_request(),
+            d(TODAY),
+            &crate::consent::ConsentRules::DEFAULT
+        ),
         Ok(WgboBasis::ChildAndParent)
     );
 }
@@ -115,7 +119,7 @@ fn field_rules() {
     req.performers[0].name = "é".repeat(200);
     req.evidence = "x".repeat(500);
     req.valid_until = req.valid_from;
-    assert!(validate_request(&req, d(TODAY)).is_ok());
+    assert!(validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).is_ok());
 }
 
 #[test]
@@ -144,7 +148,7 @@ fn request_json_is_strict_and_bsn_checked() {
     let req: ConsentRequest = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(req.given_on, None);
     assert_eq!(
-        validate_request(&req, d(TODAY)),
+        validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT),
         Ok(WgboBasis::ChildAndParent)
     );
 
@@ -171,6 +175,7 @@ fn record_from_request_resolves_and_normalises() {
         "dr. Bakker".into(),
         ts("2026-03-10 09:00"),
         d(TODAY),
+        &crate::consent::ConsentRules::DEFAULT,
     )
     .unwrap();
     assert_eq!(rec.given_on, d("2026-03-01"));
@@ -186,6 +191,7 @@ fn record_from_request_resolves_and_normalises() {
         "u".into(),
         ts("2026-03-10 09:00"),
         d(TODAY),
+        &crate::consent::ConsentRules::DEFAULT,
     );
     assert_eq!(bad_id.unwrap_err().code(), "identifier_invalid");
     let no_user = ConsentRecord::from_request(
@@ -194,6 +200,7 @@ fn record_from_request_resolves_and_normalises() {
         " ".into(),
         ts("2026-03-10 09:00"),
         d(TODAY),
+        &crate::consent::ConsentRules::DEFAULT,
     );
     assert_eq!(
         no_user.unwrap_err(),
@@ -209,7 +216,8 @@ fn record_from_request_resolves_and_normalises() {
         req,
         "u".into(),
         ts("2026-03-10 09:00"),
-        d(TODAY)
+        d(TODAY),
+        &crate::consent::ConsentRules::DEFAULT
     )
     .is_err());
 }

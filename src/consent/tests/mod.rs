@@ -94,6 +94,7 @@ fn record(id: &str) -> ConsentRecord {
         "dr. Bakker".into(),
         ts("2026-03-01 10:00"),
         d("2026-03-01"),
+        &crate::consent::ConsentRules::DEFAULT,
     )
     .unwrap()
 }

@@ -74,7 +74,7 @@ fn wgbo_boundary_table() {
     for &(birth, given, age) in BOUNDARIES {
         for &roles in combos {
             let req = request(birth, given, roles, None);
-            let got = validate_request(&req, d(given));
+            let got = validate_request(&req, d(given), &crate::consent::ConsentRules::DEFAULT);
             let ctx = format!("born {birth}, given {given}, performers {roles:?}");
             match expected_for(age, roles) {
                 Ok(basis) => assert_eq!(got, Ok(basis), "{ctx}"),
@@ -101,7 +101,7 @@ fn wgbo_boundary_table() {
 #[test]
 fn wgbo_message_names_the_missing_performer_and_no_personal_data() {
     let req = request("2013-01-15", "2026-03-01", &[PerformerRole::Parent], None);
-    let err = validate_request(&req, d(TODAY)).unwrap_err();
+    let err = validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).unwrap_err();
     assert_eq!(
         err.to_string(),
         "the child is 13 on the day of consent (2026-03-01): WGBO requires the consent of \
@@ -127,7 +127,9 @@ fn wgbo_message_names_the_missing_performer_and_no_personal_data() {
         ),
     ] {
         let req = request(birth, "2026-03-01", roles, None);
-        let msg = validate_request(&req, d(TODAY)).unwrap_err().to_string();
+        let msg = validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains(needle), "{msg}");
         assert!(!msg.contains(birth), "{msg}");
         messages.push(msg);
@@ -144,11 +146,11 @@ fn given_on_defaults_to_valid_from_for_the_age() {
     let mut req = request("2014-03-01", "2026-02-28", &[PerformerRole::Parent], None);
     req.given_on = None;
     assert_eq!(
-        validate_request(&req, d(TODAY)),
+        validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT),
         Ok(WgboBasis::ParentOrGuardian)
     );
     req.valid_from = d("2026-03-01");
-    let err = validate_request(&req, d(TODAY)).unwrap_err();
+    let err = validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).unwrap_err();
     assert!(matches!(
         err,
         ConsentError::WgboMissingPerformer {
@@ -157,10 +159,19 @@ fn given_on_defaults_to_valid_from_for_the_age() {
             ..
         }
     ));
-    // An explicit given_on wins over valid_from.
+    // An explicit given_on wins over valid_from: on 2026-02-28 the child is 11, so a
+    // parent alone consents — but that basis ends that same day, before a period that
+    // starts on the 12th birthday.
     req.given_on = Some(d("2026-02-28"));
     assert_eq!(
-        validate_request(&req, d(TODAY)),
+        validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT),
+        Err(ConsentError::WgboBasisLapsesBeforeStart {
+            valid_from: d("2026-03-01")
+        })
+    );
+    req.valid_from = d("2026-02-28");
+    assert_eq!(
+        validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT),
         Ok(WgboBasis::ParentOrGuardian)
     );
 }
@@ -175,7 +186,7 @@ fn exception_accepted_for_12_to_15_with_reason() {
             Some("vader is pleger"),
         );
         assert_eq!(
-            validate_request(&req, d(TODAY)),
+            validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT),
             Ok(WgboBasis::ExceptionSeriousHarm {
                 reason: "vader is pleger".into()
             }),
@@ -193,7 +204,8 @@ fn exception_refused_without_reason() {
             &[PerformerRole::Child],
             exception,
         );
-        let err = validate_request(&req, d(TODAY)).unwrap_err();
+        let err =
+            validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).unwrap_err();
         match exception {
             None => assert!(matches!(
                 err,
@@ -215,7 +227,8 @@ fn exception_refused_at_11_and_16() {
         ("2010-03-01", 16, &[PerformerRole::Child][..]),
     ] {
         let req = request(birth, "2026-03-01", roles, Some("ernstig nadeel"));
-        let err = validate_request(&req, d(TODAY)).unwrap_err();
+        let err =
+            validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).unwrap_err();
         assert_eq!(
             err,
             ConsentError::WgboExceptionOutsideAge {
@@ -236,7 +249,7 @@ fn exception_refused_when_parent_consented_and_does_not_replace_the_child() {
         &[PerformerRole::Child, PerformerRole::Parent],
         Some("x"),
     );
-    let err = validate_request(&req, d(TODAY)).unwrap_err();
+    let err = validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT).unwrap_err();
     assert_eq!(err.code(), "wgbo_exception_with_parent");
 
     let req = request(
@@ -246,7 +259,7 @@ fn exception_refused_when_parent_consented_and_does_not_replace_the_child() {
         Some("x"),
     );
     assert!(matches!(
-        validate_request(&req, d(TODAY)),
+        validate_request(&req, d(TODAY), &crate::consent::ConsentRules::DEFAULT),
         Err(ConsentError::WgboMissingPerformer {
             missing: MissingPerformer::Child,
             ..

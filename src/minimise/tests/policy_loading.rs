@@ -191,7 +191,9 @@ fn error_unknown_path() {
 
 #[test]
 fn error_action_on_group_and_overlap() {
-    let text = with_field("referral", "\"body.gp_contact\" = \"scrub\"")
+    const GROUP: &str = "\"body.gp_contact\"                   = \"group\"";
+    let text = DEFAULT_TEXT
+        .replace(GROUP, "\"body.gp_contact\" = \"scrub\"")
         .replace("\"body.gp_contact.name\"              = \"keep\"\n", "")
         .replace("\"body.gp_contact.phone\"             = \"keep\"\n", "")
         .replace("\"body.gp_contact.agb\"               = \"keep\"\n", "");
@@ -200,10 +202,21 @@ fn error_action_on_group_and_overlap() {
     names(
         &msg,
         line_of(&text, "\"body.gp_contact\" = \"scrub\""),
-        &["body.gp_contact", "scrub"],
+        &["body.gp_contact", "scrub", "group"],
     );
 
-    let text = with_field("referral", "\"body.gp_contact\" = \"keep\"");
+    // A group kept whole would let anything through: keep is for single values.
+    let text = DEFAULT_TEXT.replace(GROUP, "\"body.gp_contact\" = \"keep\"");
+    let (e, msg) = load_err(&text);
+    assert!(matches!(e, PolicyError::ActionOnGroup { .. }), "{e:?}");
+    names(
+        &msg,
+        line_of(&text, "\"body.gp_contact\" = \"keep\""),
+        &["body.gp_contact", "keep", "single value"],
+    );
+
+    // Nothing may be named inside a dropped group.
+    let text = DEFAULT_TEXT.replace(GROUP, "\"body.gp_contact\" = \"drop\"");
     let (e, msg) = load_err(&text);
     assert!(matches!(e, PolicyError::Overlap { .. }), "{e:?}");
     let inner = line_of(&text, "\"body.gp_contact.name\"");
@@ -213,9 +226,113 @@ fn error_action_on_group_and_overlap() {
         &[
             "body.gp_contact.name",
             "`body.gp_contact`",
-            &format!("line {}", line_of(&text, "\"body.gp_contact\" = \"keep\"")),
+            &format!("line {}", line_of(&text, "\"body.gp_contact\" = \"drop\"")),
         ],
     );
+}
+
+#[test]
+fn error_groups_must_be_declared_with_their_shape_and_fields() {
+    const GROUP: &str = "\"body.gp_contact\"                   = \"group\"\n";
+    // A field inside an undeclared group.
+    let text = DEFAULT_TEXT.replace(GROUP, "");
+    let (e, msg) = load_err(&text);
+    assert!(
+        matches!(e, PolicyError::UndeclaredContainer { .. }),
+        "{e:?}"
+    );
+    names(
+        &msg,
+        line_of(&text, "\"body.gp_contact.name\""),
+        &["`body.gp_contact`", "\"body.gp_contact\" = \"group\""],
+    );
+
+    // A list declared where the schema has an object, and the other way round.
+    let text = DEFAULT_TEXT.replace(GROUP, "\"body.gp_contact\" = \"list\"\n");
+    let (e, msg) = load_err(&text);
+    assert!(matches!(e, PolicyError::WrongContainer { .. }), "{e:?}");
+    names(
+        &msg,
+        line_of(&text, "\"body.gp_contact\" = \"list\""),
+        &["body.gp_contact", "declare it \"group\""],
+    );
+    let text = DEFAULT_TEXT.replace(
+        "\"body.scope_types\"  = \"list\"",
+        "\"body.scope_types\"  = \"group\"",
+    );
+    let (e, _) = load_err(&text);
+    assert!(matches!(e, PolicyError::WrongContainer { .. }), "{e:?}");
+    // A single value declared a group.
+    let text = with_field("feedback", "\"body.note\" = \"group\"")
+        .replace("\"body.note\"           = \"scrub\"\n", "");
+    let (e, msg) = load_err(&text);
+    assert!(matches!(e, PolicyError::WrongContainer { .. }), "{e:?}");
+    assert!(msg.contains("a single value"), "{msg}");
+
+    // A declared group with nothing named inside it.
+    let text = DEFAULT_TEXT
+        .replace("\"body.gp_contact.name\"              = \"keep\"\n", "")
+        .replace("\"body.gp_contact.phone\"             = \"keep\"\n", "")
+        .replace("\"body.gp_contact.agb\"               = \"keep\"\n", "");
+    let (e, msg) = load_err(&text);
+    assert!(matches!(e, PolicyError::EmptyContainer { .. }), "{e:?}");
+    names(
+        &msg,
+        line_of(&text, "\"body.gp_contact\""),
+        &["body.gp_contact", "no field inside it"],
+    );
+}
+
+#[test]
+fn error_consent_block_fields() {
+    // A field the type's consent block does not carry.
+    let text = DEFAULT_TEXT.replace(
+        "[feedback]\nunknown = \"drop\"\nconsent = [\"id\"]",
+        "[feedback]\nunknown = \"drop\"\nconsent = [\"id\", \"subject_bsn\"]",
+    );
+    let (e, msg) = load_err(&text);
+    assert!(
+        matches!(e, PolicyError::UnknownConsentField { .. }),
+        "{e:?}"
+    );
+    names(
+        &msg,
+        line_of(&text, "consent = [\"id\", \"subject_bsn\"]"),
+        &["[feedback]", "`subject_bsn`"],
+    );
+    // A consultation carries no consent block at all.
+    let text = DEFAULT_TEXT.replace("consent = []", "consent = [\"id\"]");
+    let (e, msg) = load_err(&text);
+    assert!(
+        matches!(e, PolicyError::UnknownConsentField { .. }),
+        "{e:?}"
+    );
+    assert!(msg.contains("anonymous"), "{msg}");
+    // The summary the wijkteam mirrors needs every one of its fields.
+    let text = DEFAULT_TEXT.replace(" \"valid_until\",", "");
+    let (e, msg) = load_err(&text);
+    assert!(
+        matches!(e, PolicyError::MissingConsentField { .. }),
+        "{e:?}"
+    );
+    names(
+        &msg,
+        line_of(&text, "consent = [\"id\", \"subject_bsn\""),
+        &["`valid_until`", "[referral]"],
+    );
+    // Absent means none, which only a consultation may have.
+    let text = DEFAULT_TEXT.replace("consent = [\"id\"]\n", "");
+    let (e, _) = load_err(&text);
+    assert!(
+        matches!(e, PolicyError::MissingConsentField { .. }),
+        "{e:?}"
+    );
+    let text = DEFAULT_TEXT.replace("consent = []\n", "");
+    Policy::parse(&text, FILE).unwrap();
+    // Not a list of names.
+    let text = DEFAULT_TEXT.replace("consent = []", "consent = \"none\"");
+    let (e, _) = load_err(&text);
+    assert!(matches!(e, PolicyError::WrongShape { .. }), "{e:?}");
 }
 
 #[test]

@@ -103,10 +103,7 @@ fn odd_keys_and_shapes() {
         .unwrap();
     // A dotted key never matches a path; a value where a group is expected goes; keys
     // that could be data are not shown.
-    assert_eq!(
-        Value::Object(c),
-        json!({"body": {"urgency": "urgent"}, "subject": []})
-    );
+    assert_eq!(Value::Object(c), json!({"body": {"urgency": "urgent"}}));
     let mut paths: Vec<&str> = ch.changed.iter().map(|c| c.path.as_str()).collect();
     paths.sort();
     assert_eq!(
@@ -116,16 +113,26 @@ fn odd_keys_and_shapes() {
             "body.gp_contact.<key>",
             "body.gp_contact.<key>",
             "body.gp_contact.<key>",
-            "body.parent_contact"
+            "body.parent_contact",
+            "subject"
         ]
     );
+    // Each value in the place of a group is dropped as the wrong type.
+    for path in ["body.parent_contact", "subject"] {
+        assert!(
+            ch.changed
+                .iter()
+                .any(|c| c.path == path && c.action == "drop:wrong_type"),
+            "{path}: {ch:?}"
+        );
+    }
 }
 
 #[test]
 fn arrays_report_indices() {
     let text = DEFAULT_TEXT.replace(
         "\"body.diagnoses\"                    = \"drop\"",
-        "\"body.diagnoses[]\" = \"scrub\"",
+        "\"body.diagnoses\" = \"list\"\n\"body.diagnoses[]\" = \"scrub\"",
     );
     let m = Minimiser::new(Policy::parse(&text, "p.toml").unwrap(), KEY);
     let mut c = obj(json!({"body": {"diagnoses": ["ok", "bel 0612345678", {"x": 1}, null]}}));

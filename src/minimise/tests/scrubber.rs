@@ -34,8 +34,7 @@ fn scrub_leaves_non_bsns() {
         "order 123456789",
         "123 456 789",
         "1234567820",             // ten digits: not a BSN
-        "X123456782",             // part of a token
-        "123456782b",             // part of a token
+        "91234567820",            // inside a longer number
         "NL91ABNA0417164300",     // IBAN, compact
         "NL91 ABNA 0417 1643 00", // IBAN, grouped: not a phone either
         "000000000",
@@ -91,8 +90,8 @@ fn scrub_phones() {
     // date with an implausible year still is.
     assert_eq!(scrubbed("op 06-12-2023 14:00"), "op 06-12-2023 14:00");
     assert_eq!(scrubbed("bel 06-12-3456 78"), "bel [telefoon]");
-    // Not phones: too long, too short, inside a token.
-    for s in ["06123456789", "061234567", "a0612345678", "0012345678"] {
+    // Not phones: too long, too short, inside a longer number.
+    for s in ["06123456789", "061234567", "10612345678", "0012345678"] {
         assert_eq!(scrubbed(s), s);
     }
 }
@@ -127,5 +126,76 @@ fn scrub_unicode_and_plain_text() {
         "geen nummers hier — één"
     );
     assert_eq!(scrubbed("é 111222333 ü"), "é [bsn] ü");
-    assert_eq!(scrubbed("é111222333"), "é111222333");
+    assert_eq!(scrubbed("é111222333"), "é[bsn]");
+}
+
+/// Issue 13: identifiers glued to a word survived the scrubber ("an identifier glued to
+/// a word"), and so arrived and were stored.
+#[test]
+fn scrub_catches_identifiers_glued_to_a_word() {
+    for (text, want) in [
+        ("bsn123456782", "bsn[bsn]"),
+        ("BSN:123456782abc", "BSN:[bsn]abc"),
+        ("X123456782", "X[bsn]"),
+        ("123456782b", "[bsn]b"),
+        ("tel:0612345678", "tel:[telefoon]"),
+        ("telnr0612345678", "telnr[telefoon]"),
+        ("a0612345678", "a[telefoon]"),
+        ("mobiel06-12345678graag", "mobiel[telefoon]graag"),
+        ("tel+31612345678", "tel[telefoon]"),
+        ("mailm.devries@example.nl", "[e-mail]"),
+    ] {
+        let (out, counts) = scrub(text);
+        assert_eq!(out, want, "{text:?}");
+        assert_eq!(counts.total(), 1, "{text:?}");
+    }
+    // Digits still may not touch: then it is part of a longer number.
+    for s in ["1234567820", "01234567820", "0612345678901"] {
+        assert_eq!(scrubbed(s), s, "{s:?}");
+    }
+}
+
+/// Issue 13: "separators other than an ASCII space, dot or hyphen (Unicode spaces and
+/// dashes)" let identifiers through.
+#[test]
+fn scrub_catches_identifiers_with_unicode_separators() {
+    let spaces = [
+        '\u{00A0}', '\u{202F}', '\u{2009}', '\u{2007}', '\u{2002}', '\u{2003}', '\u{205F}',
+        '\u{3000}', '\u{200B}', '\u{2060}',
+    ];
+    let dashes = [
+        '\u{2010}', '\u{2011}', '\u{2012}', '\u{2013}', '\u{2014}', '\u{2212}', '\u{FE63}',
+        '\u{FF0D}', '\u{00AD}',
+    ];
+    for sep in spaces.iter().chain(&dashes) {
+        let bsn = format!("bsn 123{sep}456{sep}782 bekend");
+        assert_eq!(scrubbed(&bsn), "bsn [bsn] bekend", "{bsn:?}");
+        let phone = format!("bel 06{sep}12{sep}34{sep}56{sep}78 vandaag");
+        assert_eq!(scrubbed(&phone), "bel [telefoon] vandaag", "{phone:?}");
+        let international = format!("bel +31{sep}6{sep}12345678");
+        assert_eq!(
+            scrubbed(&international),
+            "bel [telefoon]",
+            "{international:?}"
+        );
+    }
+    // Fullwidth digits and signs.
+    assert_eq!(scrubbed("bsn １２３４５６７８２"), "bsn [bsn]");
+    assert_eq!(scrubbed("bel ０６－１２３４５６７８"), "bel [telefoon]");
+    assert_eq!(scrubbed("＋３１６１２３４５６７８"), "[telefoon]");
+    assert_eq!(scrubbed("mail jan＠example.nl"), "mail [e-mail]");
+    // What is not an identifier stays, in its own spelling.
+    for s in [
+        "NL91\u{00A0}ABNA\u{00A0}0417\u{00A0}1643\u{00A0}00",
+        "geboren 06\u{2013}12\u{2013}2023 om 14:00",
+        "123\u{00A0}456\u{00A0}789",
+        "van 9\u{2013}17 uur",
+    ] {
+        assert_eq!(scrubbed(s), s, "{s:?}");
+    }
+    // The text around a match keeps its own characters.
+    assert_eq!(
+        scrubbed("a\u{00A0}b 123\u{202F}456\u{202F}782"),
+        "a\u{00A0}b [bsn]"
+    );
 }
