@@ -386,12 +386,12 @@ fn match_phone(c: &[char], i: usize, limit: usize) -> Option<usize> {
         return None;
     };
     if international {
-        while j < limit && matches!(c[j], ' ' | '-') {
+        while j < limit && matches!(c[j], ' ' | '-' | '.') {
             j += 1;
         }
         if starts(j, "(0)") {
             j += 3;
-            while j < limit && matches!(c[j], ' ' | '-') {
+            while j < limit && matches!(c[j], ' ' | '-' | '.') {
                 j += 1;
             }
         }

@@ -22,6 +22,7 @@ mod many_peers;
 mod minimisation;
 mod openapi;
 mod operations;
+mod privacy;
 mod relay;
 mod reload;
 mod renewal;

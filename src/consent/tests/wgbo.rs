@@ -266,3 +266,210 @@ fn exception_refused_when_parent_consented_and_does_not_replace_the_child() {
         })
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// WGBO over time (issue 13): the basis lapses as the child grows older.
+// ---------------------------------------------------------------------------------------
+
+/// A recorded consent for `roles`, given on `given` (and valid from then for 365 days),
+/// recorded on `today`.
+fn recorded(birth: &str, given: &str, roles: &[PerformerRole], today: &str) -> ConsentRecord {
+    ConsentRecord::from_request(
+        "consent-1".into(),
+        request(birth, given, roles, None),
+        "dr. Bakker".into(),
+        ts(&format!("{today} 10:00")),
+        d(today),
+        &crate::consent::ConsentRules::DEFAULT,
+    )
+    .unwrap()
+}
+
+/// Whether the consent covers a referral to the wijkteam on `day`.
+fn covers_on(record: &ConsentRecord, day: &str) -> Result<(), ConsentRefusal> {
+    let state = ConsentState::from_events(&[ConsentEvent::Recorded {
+        record: record.clone(),
+    }]);
+    check_covers(
+        state.as_ref(),
+        &bsn(BSN),
+        MessageType::Referral,
+        WIJKTEAM,
+        d(day),
+    )
+}
+
+#[test]
+fn a_parents_consent_alone_ends_the_day_before_the_12th_birthday() {
+    // Born 2014-03-01: 11 until 2026-02-28, 12 from 2026-03-01.
+    let record = recorded(
+        "2014-03-01",
+        "2026-02-20",
+        &[PerformerRole::Parent],
+        "2026-02-20",
+    );
+    assert_eq!(record.basis, WgboBasis::ParentOrGuardian);
+    assert_eq!(
+        record.valid_until,
+        d("2027-02-20"),
+        "the request is kept as given"
+    );
+    assert_eq!(record.effective_until(), d("2026-02-28"));
+    assert_eq!(covers_on(&record, "2026-02-28"), Ok(()), "the day before");
+    assert_eq!(
+        covers_on(&record, "2026-03-01"),
+        Err(ConsentRefusal::Expired),
+        "the 12th birthday"
+    );
+    // The summary that travels ends then, and holds no birth date.
+    let state = ConsentState::from_events(&[ConsentEvent::Recorded { record }]).unwrap();
+    let summary = state.summary(d("2026-02-28"));
+    assert_eq!(summary.valid_until, d("2026-02-28"));
+    assert_eq!(summary.status, ConsentStatus::Active);
+    assert_eq!(
+        state.summary(d("2026-03-01")).status,
+        ConsentStatus::Expired
+    );
+    let text = serde_json::to_string(&summary).unwrap();
+    assert!(!text.contains("2014"), "{text}");
+
+    // Renewed with the child on the birthday: child and parent, which runs its period.
+    let renewed = recorded(
+        "2014-03-01",
+        "2026-03-01",
+        &[PerformerRole::Child, PerformerRole::Parent],
+        "2026-03-01",
+    );
+    assert_eq!(renewed.basis, WgboBasis::ChildAndParent);
+    assert_eq!(renewed.effective_until(), renewed.valid_until);
+    assert_eq!(covers_on(&renewed, "2026-03-01"), Ok(()));
+}
+
+#[test]
+fn a_parents_consent_alone_for_a_29_february_child_ends_on_28_february() {
+    let record = recorded(
+        "2016-02-29",
+        "2028-02-20",
+        &[PerformerRole::Parent],
+        "2028-02-20",
+    );
+    assert_eq!(record.effective_until(), d("2028-02-28"));
+    assert_eq!(covers_on(&record, "2028-02-28"), Ok(()));
+    assert_eq!(
+        covers_on(&record, "2028-02-29"),
+        Err(ConsentRefusal::Expired)
+    );
+}
+
+#[test]
+fn a_period_shorter_than_the_basis_keeps_its_own_end() {
+    let mut req = request("2014-03-01", "2026-01-10", &[PerformerRole::Parent], None);
+    req.valid_until = d("2026-02-01");
+    let record = ConsentRecord::from_request(
+        "c".into(),
+        req,
+        "dr. Bakker".into(),
+        ts("2026-01-10 10:00"),
+        d("2026-01-10"),
+        &crate::consent::ConsentRules::DEFAULT,
+    )
+    .unwrap();
+    assert_eq!(record.effective_until(), d("2026-02-01"));
+}
+
+#[test]
+fn a_child_and_parent_consent_runs_on_past_the_16th_birthday() {
+    // Born 2010-03-01: 15 until 2026-02-28, 16 from 2026-03-01.
+    let record = recorded(
+        "2010-03-01",
+        "2026-02-20",
+        &[PerformerRole::Child, PerformerRole::Parent],
+        "2026-02-20",
+    );
+    assert_eq!(record.basis, WgboBasis::ChildAndParent);
+    assert_eq!(record.effective_until(), record.valid_until);
+    assert_eq!(covers_on(&record, "2026-02-28"), Ok(()), "the day before");
+    assert_eq!(
+        covers_on(&record, "2026-03-01"),
+        Ok(()),
+        "the 16th birthday"
+    );
+    assert_eq!(covers_on(&record, "2027-02-20"), Ok(()), "the last day");
+    assert_eq!(
+        covers_on(&record, "2027-02-21"),
+        Err(ConsentRefusal::Expired)
+    );
+    // And the serious-harm exception (the child alone at 12-15) likewise.
+    let mut req = request(
+        "2010-03-01",
+        "2026-02-20",
+        &[PerformerRole::Child],
+        Some("gevaar"),
+    );
+    req.valid_until = d("2026-12-31");
+    let record = ConsentRecord::from_request(
+        "c".into(),
+        req,
+        "dr. Bakker".into(),
+        ts("2026-02-20 10:00"),
+        d("2026-02-20"),
+        &crate::consent::ConsentRules::DEFAULT,
+    )
+    .unwrap();
+    assert_eq!(record.effective_until(), d("2026-12-31"));
+}
+
+#[test]
+fn given_on_may_lie_at_most_the_configured_days_back() {
+    let rules = crate::consent::ConsentRules::DEFAULT;
+    assert_eq!(rules.given_on_max_days_back, 14);
+    let roles = [PerformerRole::Child, PerformerRole::Parent];
+    // 14 days before 2026-03-10 is 2026-02-24.
+    let ok = request("2013-01-15", "2026-02-24", &roles, None);
+    assert!(validate_request(&ok, d(TODAY), &rules).is_ok());
+    let late = request("2013-01-15", "2026-02-23", &roles, None);
+    let err = validate_request(&late, d(TODAY), &rules).unwrap_err();
+    assert_eq!(
+        (err.code(), err.field()),
+        ("given_on_too_long_ago", Some("given_on"))
+    );
+    // The issue's case: a 13-year-old's consent back-dated to when the child was 11 is
+    // not filed as a parent's alone.
+    let back = request("2013-01-15", "2024-12-01", &[PerformerRole::Parent], None);
+    assert_eq!(
+        validate_request(&back, d(TODAY), &rules)
+            .unwrap_err()
+            .code(),
+        "given_on_too_long_ago"
+    );
+    // A wider window is a setting.
+    let wide = crate::consent::ConsentRules {
+        given_on_max_days_back: 30,
+        ..rules
+    };
+    assert!(validate_request(&late, d(TODAY), &wide).is_ok());
+}
+
+#[test]
+fn a_consent_runs_at_most_the_configured_days_after_it_was_given() {
+    let rules = crate::consent::ConsentRules::DEFAULT;
+    let roles = [PerformerRole::Child, PerformerRole::Parent];
+    let mut req = request("2013-01-15", "2026-03-01", &roles, None);
+    req.valid_until = d("2027-03-02"); // 366 days
+    assert!(validate_request(&req, d(TODAY), &rules).is_ok());
+    req.valid_until = d("2027-03-03");
+    let err = validate_request(&req, d(TODAY), &rules).unwrap_err();
+    assert_eq!(
+        (err.code(), err.field()),
+        ("validity_too_long", Some("valid_until"))
+    );
+    let short = crate::consent::ConsentRules {
+        max_validity_days: 90,
+        ..rules
+    };
+    req.valid_until = d("2026-05-31"); // 91 days
+    assert_eq!(
+        validate_request(&req, d(TODAY), &short).unwrap_err().code(),
+        "validity_too_long"
+    );
+}

@@ -47,6 +47,9 @@ fn allowlist(t: MessageType) -> &'static [&'static str] {
 
 const FREE_TEXT: [&str; 3] = ["body.request_for_help", "body.question", "body.note"];
 
+/// The allowlisted paths that hold a list (of single values).
+const LISTS: [&str; 1] = ["body.scope_types"];
+
 /// Every node of `v` as (policy path, value).
 fn nodes<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
     match v {
@@ -221,6 +224,13 @@ proptest! {
             for (path, value) in &all {
                 let ok = allowed.iter().any(|a| inside_or_equal(path, a) || policy::is_strictly_inside(a, path));
                 prop_assert!(ok, "{:?}: {} is not allowed", t, path);
+                // A single-value field never carries an object or a list out (issue 13).
+                if allowed.contains(&path.as_str()) && !LISTS.contains(&path.as_str()) {
+                    prop_assert!(
+                        !value.is_object() && !value.is_array(),
+                        "{:?}: {} carries a nested value out", t, path
+                    );
+                }
                 if FREE_TEXT.contains(&path.as_str()) {
                     if let Some(s) = value.as_str() {
                         prop_assert!(bsn_runs(s).is_empty(), "{:?}: {} holds a BSN", t, path);
@@ -246,4 +256,91 @@ proptest! {
         }
         prop_assert_eq!(scrub(&out).1.total(), 0, "second pass found more in {:?}", out);
     }
+
+    /// Issue 13: each identifier class survives neither a Unicode separator between its
+    /// digit groups, fullwidth digits, nor a word glued to either end; the receive-side
+    /// count (the same code) finds nothing left.
+    #[test]
+    fn scrub_catches_every_class_in_any_spelling(
+        (id, digits) in identifier_strategy(),
+        glue in (
+            proptest::sample::select(vec!["", "bsn", "BSN:", "tel:", "nr", "x", "é", "mobiel "]),
+            proptest::sample::select(vec!["", "abc", "b", ".", " graag", ")"]),
+        ),
+    ) {
+        let text = format!("{}{id}{}", glue.0, glue.1);
+        let (out, counts) = scrub(&text);
+        prop_assert_eq!(counts.total(), 1, "{:?} -> {:?}", text, out);
+        let left: String = out
+            .chars()
+            .map(super::scrub::normalise)
+            .filter(char::is_ascii_digit)
+            .collect();
+        prop_assert!(!left.contains(&digits), "{:?} left digits in {:?}", text, out);
+        prop_assert_eq!(scrub(&out).1.total(), 0, "second pass found more in {:?}", out);
+    }
+}
+
+/// Separators between digit groups: ASCII and Unicode spaces and dashes.
+fn separator_strategy() -> impl Strategy<Value = char> {
+    proptest::sample::select(vec![
+        ' ', '-', '.', '\u{00A0}', '\u{202F}', '\u{2009}', '\u{2007}', '\u{2002}', '\u{2003}',
+        '\u{205F}', '\u{3000}', '\u{200B}', '\u{2060}', '\u{2010}', '\u{2011}', '\u{2012}',
+        '\u{2013}', '\u{2014}', '\u{2212}', '\u{FE63}', '\u{FF0D}',
+    ])
+}
+
+/// An identifier as typed (grouped with a separator, maybe in fullwidth digits) and its
+/// bare digits.
+fn identifier_strategy() -> impl Strategy<Value = (String, String)> {
+    let fullwidth = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c.to_digit(10) {
+                Some(d) => char::from_u32(0xFF10 + d).unwrap_or(c),
+                None => c,
+            })
+            .collect()
+    };
+    let bsn = (
+        bsn_strategy(),
+        separator_strategy(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(move |(b, sep, grouped, wide)| {
+            let typed = if grouped {
+                format!("{}{sep}{}{sep}{}", &b[..3], &b[3..6], &b[6..])
+            } else {
+                b.clone()
+            };
+            (if wide { fullwidth(&typed) } else { typed }, b)
+        });
+    let phone = (
+        "[0-9]{8}",
+        separator_strategy(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(move |(d, sep, international, wide)| {
+            let (typed, digits) = if international {
+                (format!("+31{sep}6{sep}{d}"), format!("6{d}"))
+            } else {
+                (
+                    format!(
+                        "06{sep}{}{sep}{}{sep}{}{sep}{}",
+                        &d[..2],
+                        &d[2..4],
+                        &d[4..6],
+                        &d[6..]
+                    ),
+                    format!("06{d}"),
+                )
+            };
+            (if wide { fullwidth(&typed) } else { typed }, digits)
+        });
+    let email = ("[a-z]{1,6}", "[a-z]{2,6}", any::<bool>()).prop_map(|(l, d, wide)| {
+        let at = if wide { '\u{FF20}' } else { '@' };
+        (format!("{l}.{l}{at}{d}.nl"), String::from("\u{0}"))
+    });
+    prop_oneof![3 => bsn, 3 => phone, 1 => email]
 }
