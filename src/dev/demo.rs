@@ -123,7 +123,47 @@ pub async fn run() -> Result<(), StartError> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    println!("    consent {consent_id} recorded (WGBO 12-15: child and parent)");
+    println!(
+        "    consent {consent_id} recorded (WGBO 12-15: child and parent), covering messages until {}",
+        answer["effective_until"].as_str().unwrap_or("?")
+    );
+
+    step(
+        &mut n,
+        "The HIS looks up the child's consents: the BSN goes in the POST body, and the read is audited",
+    );
+    let (code, answer) = his
+        .post("/v1/consents/query", &json!({ "bsn": DEMO_BSN }))
+        .await
+        .map_err(err)?;
+    if code != 200 {
+        return Err(err(format!("consent query refused ({code}): {answer}")));
+    }
+    for c in answer["consents"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "    {} {} until {}",
+            c["consent_id"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["valid_until"].as_str().unwrap_or("")
+        );
+    }
+
+    step(
+        &mut n,
+        "A parent's consent alone for a child turning 12 next week would end the day before that birthday",
+    );
+    let mut turning_12 = consent.clone();
+    // Another fictitious child, so that the demo's child keeps one consent.
+    turning_12["child"] = json!({"bsn": "999999990"});
+    turning_12["child"]["birth_date"] =
+        json!((today + chrono::Duration::days(7)) - chrono::Months::new(12 * 12));
+    turning_12["performers"] = json!([{"role": "parent", "name": "M. de Vries"}]);
+    turning_12["scope"]["types"] = json!(["referral"]);
+    let (code, answer) = his.post("/v1/consents", &turning_12).await.map_err(err)?;
+    println!(
+        "    {code}: effective until {} (the wijkteam is sent this end date, never the birth date)",
+        answer["effective_until"].as_str().unwrap_or("?")
+    );
 
     step(
         &mut n,
