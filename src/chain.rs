@@ -490,6 +490,48 @@ mod tests {
     }
 
     #[test]
+    fn a_read_is_indexed_once_under_each_child_and_message_it_names() {
+        let event = AuditEvent::new(
+            Event::PersonalDataRead,
+            Outcome::Success,
+            Actor::User {
+                id: "k.bakker".into(),
+            },
+        )
+        .read(
+            vec!["m1".into(), "m2".into()],
+            vec!["child-a".into(), "child-b".into(), "child-a".into()],
+        );
+        assert_eq!(
+            event.read_subjects,
+            ["child-a", "child-b"],
+            "each child once"
+        );
+        assert!(event.concerns_subject("child-b") && !event.concerns_subject("child-c"));
+        assert!(event.concerns_message("m2") && !event.concerns_message("m3"));
+        let time = Utc::now();
+        let rec = AuditRecord {
+            seq: 7,
+            time,
+            hash: record_hash(7, &time, &event, GENESIS_HASH),
+            event: event.clone(),
+            prev_hash: GENESIS_HASH.into(),
+        };
+        let mut index = GroupIndex::default();
+        index.add(&rec);
+        assert_eq!(index.by_subject.len(), 2);
+        assert!(index.by_subject.values().all(|seqs| seqs == &[7]));
+        assert_eq!(index.by_message.keys().collect::<Vec<_>>(), ["m1", "m2"]);
+        // The hash covers what was read; a record without reads hashes as before.
+        let mut other = event.clone();
+        other.read_messages.pop();
+        assert_ne!(rec.hash, record_hash(7, &time, &other, GENESIS_HASH));
+        let plain = AuditEvent::new(Event::MessageAccepted, Outcome::Success, Actor::Gateway);
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("read_"), "{text}");
+    }
+
+    #[test]
     fn record_hash_covers_content_and_previous_hash() {
         let event = AuditEvent::new(Event::MessageAccepted, Outcome::Success, Actor::Gateway);
         let time = Utc::now();
