@@ -368,3 +368,51 @@ fn a_new_store_directory_is_the_gateways_alone() {
     store.close();
     drop(dir);
 }
+
+#[test]
+fn the_consent_section_sets_the_bounds_in_time_and_refuses_what_defeats_them() {
+    // Absent: the defaults.
+    let (_dir, k) = kit();
+    let config = wijkpoort::Config::load(&k.practice_config).unwrap();
+    assert_eq!(
+        config.consent_rules,
+        wijkpoort::consent::ConsentRules::DEFAULT
+    );
+    // Set.
+    let (_dir, k) = kit();
+    let path = k.practice_config.clone();
+    append(
+        &path,
+        "\n[consent]\ngiven_on_max_days_back = 7\nmax_validity_days = 180\n",
+    );
+    let rules = wijkpoort::Config::load(&path).unwrap().consent_rules;
+    assert_eq!(
+        (rules.given_on_max_days_back, rules.max_validity_days),
+        (7, 180)
+    );
+    // Refused, naming the field.
+    for (section, field, problem) in [
+        (
+            "[consent]\ngiven_on_max_days_back = 400\n",
+            "consent.given_on_max_days_back",
+            "more than 90 days",
+        ),
+        (
+            "[consent]\nmax_validity_days = 0\n",
+            "consent.max_validity_days",
+            "1 to 1827",
+        ),
+        (
+            "[consent]\nmax_validity_days = 4000\n",
+            "consent.max_validity_days",
+            "1 to 1827",
+        ),
+    ] {
+        let (_dir, k) = kit();
+        let path = k.practice_config.clone();
+        append(&path, &format!("\n{section}"));
+        let e = load_err(&path);
+        assert_names(&e, &path, field);
+        assert!(e.problem.contains(problem), "{section}: {e}");
+    }
+}
