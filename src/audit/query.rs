@@ -618,6 +618,27 @@ fn history(
                 &[&["record", "valid_until"], &["summary", "valid_until"]],
             )
         });
+        // A recorded consent ends where its WGBO basis lapses, as the gateway counts it
+        // (`ConsentRecord::effective_until`); the auditor sees the same end.
+        if let (Some(basis), Some(birth)) = (
+            v.pointer("/record/basis"),
+            text(&v, &[&["record", "child", "birth_date"]]),
+        ) {
+            let basis: Option<crate::consent::WgboBasis> =
+                serde_json::from_value(basis.clone()).ok();
+            let lapse = basis
+                .zip(birth.parse::<NaiveDate>().ok())
+                .and_then(|(b, birth)| crate::consent::basis_ends_on(&b, birth));
+            let until = h
+                .valid_until
+                .as_deref()
+                .and_then(|d| d.parse::<NaiveDate>().ok());
+            if let (Some(lapse), Some(until)) = (lapse, until) {
+                if lapse < until {
+                    h.valid_until = Some(lapse.to_string());
+                }
+            }
+        }
         if h.subject.is_none() {
             if let Some(p) = pseudonymiser {
                 h.subject = text(

@@ -314,6 +314,22 @@ async fn a_parents_consent_alone_stops_at_the_12th_birthday_at_both_gateways() {
 
     // And each refuses what a peer sends past its own check: a referral under the
     // summary the practice sent, and feedback under the consent.
+    // The auditor's view of the practice's consent log ends it on the same day.
+    let history = wijkpoort::audit::query::consents(
+        store(&practice),
+        &wijkpoort::audit::query::ConsentQuery {
+            subject: Some(pseudonym(&practice, BSN)),
+            from: None,
+            to: None,
+        },
+        None,
+        clock.today(),
+    )
+    .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].valid_until, Some(last_day.to_string()));
+    assert_eq!(history[0].status, "expired");
+
     let mut late = referral_envelope("ref-on-the-birthday");
     late.consent = Some(arrived["consent"].clone());
     let answer = relay_as(&setup, Role::Practice, Role::Wijkteam, &late).await;
