@@ -89,7 +89,7 @@ fn main() {
     // 1. Append through the commit point, durable: 64 writers, one record per commit.
     runtime.block_on(async {
         let dir = tmp.path().join("append");
-        let store = Store::open(&dir, signer.clone()).expect("store");
+        let store = Store::open(&dir, signer.clone(), data_key()).expect("store");
         let n: u64 = 20_000;
         let writers = 64;
         let started = Instant::now();
@@ -126,7 +126,8 @@ fn main() {
     // 2. Build the large log: jobs of 1,000 records through the same committer.
     let dir = tmp.path().join("large");
     runtime.block_on(async {
-        let store = Store::open_with(&dir, signer.clone(), Durability::Off).expect("store");
+        let store =
+            Store::open_with(&dir, signer.clone(), data_key(), Durability::Off).expect("store");
         let started = Instant::now();
         let mut i = 0u64;
         while i < total {
@@ -215,4 +216,9 @@ fn walk_size(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// A fresh data key for a benchmark store.
+fn data_key() -> std::sync::Arc<wijkpoort::seal::DataKey> {
+    std::sync::Arc::new(wijkpoort::seal::DataKey::random().expect("a data key"))
 }

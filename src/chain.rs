@@ -51,6 +51,8 @@ pub enum Event {
     GatewayStarted,
     GatewayStopped,
     CertificateRefused,
+    /// A retention purge removed what was due ([`PurgeSummary`]).
+    RecordsPurged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +159,32 @@ pub struct AuditEvent {
     /// record is indexed under each, so the per-child report shows who looked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_subjects: Vec<String>,
+    /// What a retention purge removed: counts and the audit range, never values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<PurgeSummary>,
+}
+
+/// What one retention purge removed ([`Event::RecordsPurged`]).
+///
+/// When audit records were removed, `audit_to` is the sequence number of the signed
+/// checkpoint that now pins the chain: the oldest kept record is `audit_to + 1`, whose
+/// `prev_hash` that checkpoint signs. A verifier accepts a log that starts after 1 only
+/// if a kept purge record names exactly that start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeSummary {
+    /// Bodies of delivered outbox messages removed (record, signature, receipt kept).
+    pub delivered_bodies: u64,
+    /// Bodies of acknowledged inbox messages removed (record and receipt kept).
+    pub acknowledged_bodies: u64,
+    /// Bodies of refused, expired and withheld outbox messages removed.
+    pub undelivered_bodies: u64,
+    /// Consents removed, all their events with them, after their end.
+    pub consents: u64,
+    pub consent_events: u64,
+    /// Audit records removed: sequence numbers `audit_from..=audit_to` (none: 0, 0).
+    pub audit_records: u64,
+    pub audit_from: u64,
+    pub audit_to: u64,
 }
 
 impl AuditEvent {
@@ -175,6 +203,7 @@ impl AuditEvent {
             changed_fields: Vec::new(),
             read_messages: Vec::new(),
             read_subjects: Vec::new(),
+            purged: None,
         }
     }
     pub fn reason(mut self, reason: impl Into<String>) -> Self {

@@ -128,6 +128,46 @@ pub enum StoreCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Copy the store into a fresh directory, sealing every value that holds personal
+    /// data (the only way to a store without the remains of removed values, and how a
+    /// plaintext store of format 2 becomes a sealed one). Stop the gateway first; then
+    /// point store_dir at the new directory and destroy the old one.
+    Compact {
+        /// The stopped gateway's store.
+        #[arg(long)]
+        from: PathBuf,
+        /// A directory that does not exist yet (or is empty).
+        #[arg(long)]
+        to: PathBuf,
+        /// The data key file the store is sealed with (or, for a plaintext store, will be).
+        #[arg(long)]
+        data_key: PathBuf,
+        /// Seal the copy with this key instead (then point data_key_file at it).
+        #[arg(long)]
+        new_data_key: Option<PathBuf>,
+    },
+    /// Re-seal every sealed value under a new data key, in place, on a STOPPED gateway
+    /// (the gateway holds the store locked; this is not done online). Then point
+    /// data_key_file at the new key and destroy the old one. An interrupted rotation is
+    /// resumed by running it again with the same keys.
+    RotateKey {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        old_key: PathBuf,
+        #[arg(long)]
+        new_key: PathBuf,
+    },
+    /// Remove what the retention rules say is due (a running gateway does this daily)
+    /// on a stopped gateway's store, and audit what was removed.
+    Purge {
+        /// The gateway's config file (retention rules, data key, signing key).
+        #[arg(long)]
+        config: PathBuf,
+        /// The store (default: the config's store_dir).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
 }
 
 #[cfg(feature = "dev")]
@@ -179,6 +219,26 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
                     replace,
                 },
         } => restore(&from, config, store, cert, replace),
+        Command::Store {
+            command:
+                StoreCommand::Compact {
+                    from,
+                    to,
+                    data_key,
+                    new_data_key,
+                },
+        } => compact(&from, &to, &data_key, new_data_key.as_deref()),
+        Command::Store {
+            command:
+                StoreCommand::RotateKey {
+                    store,
+                    old_key,
+                    new_key,
+                },
+        } => rotate_key(&store, &old_key, &new_key),
+        Command::Store {
+            command: StoreCommand::Purge { config, store },
+        } => runtime.block_on(purge(&config, store)),
         Command::Reload { config } => runtime.block_on(reload(config)),
         Command::CheckConfig { config } => crate::check_config::run(&config),
         #[cfg(feature = "dev")]
@@ -199,7 +259,7 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
         "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier",
         config.store_dir.display(),
         done.from_version,
-        crate::store::FORMAT_VERSION,
+        crate::migrate::MIGRATES_TO,
         done.received_messages,
         done.consent_recipients
     );
@@ -334,6 +394,108 @@ fn restore(
         done.manifest.taken,
     );
     println!("start the gateway on it; messages still in its outbox are delivered again (a receiver that has one already answers with its stored receipt)");
+    Ok(())
+}
+
+/// A data key file, checked as the config checks it (owner-only, 32 bytes of hex).
+fn data_key(path: &std::path::Path) -> Result<std::sync::Arc<crate::seal::DataKey>, StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(StartError::Other(format!(
+                "{} is readable by group or others (mode {mode:04o}); it holds a secret: run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    crate::seal::DataKey::load(path)
+        .map(std::sync::Arc::new)
+        .map_err(|e| StartError::Other(e.to_string()))
+}
+
+fn compact(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    key: &std::path::Path,
+    new_key: Option<&std::path::Path>,
+) -> Result<(), StartError> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let key = data_key(key)?;
+    let new_key = new_key.map(data_key).transpose()?;
+    let done = crate::compact::compact(from, to, key, new_key)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    println!(
+        "store {} (format {}) copied into {} (format {}): {} entries, {} sealed with data key {}; point store_dir at {} and destroy {}",
+        from.display(),
+        done.from_version,
+        to.display(),
+        crate::store::FORMAT_VERSION,
+        done.entries,
+        done.sealed,
+        done.key_id,
+        to.display(),
+        from.display()
+    );
+    Ok(())
+}
+
+fn rotate_key(
+    store: &std::path::Path,
+    old_key: &std::path::Path,
+    new_key: &std::path::Path,
+) -> Result<(), StartError> {
+    let done = crate::compact::rotate_key(store, data_key(old_key)?, data_key(new_key)?)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    println!(
+        "store {}: {} value(s) re-sealed under data key {}; point data_key_file at {} and destroy the old key (its old ciphertexts left in sled's log are unreadable without it)",
+        store.display(),
+        done.sealed,
+        done.key_id,
+        new_key.display()
+    );
+    Ok(())
+}
+
+async fn purge(path: &std::path::Path, dir: Option<PathBuf>) -> Result<(), StartError> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let config = crate::Config::load(path)?;
+    let dir = dir.unwrap_or_else(|| config.store_dir.clone());
+    let store = crate::store::Store::open(&dir, config.signer.clone(), config.data_key.clone())?;
+    let clock = crate::clock::Clock::system();
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let done = crate::retention::purge(
+        &store,
+        &config.retention,
+        clock.now(),
+        clock.today(),
+        &crate::pseudonym::Pseudonymiser::new(&config.secret),
+        crate::chain::Actor::User { id: user },
+    )
+    .await;
+    let closing = store.clone();
+    // Closing seals the log with a signed checkpoint, as a gateway's stop does.
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    let s = done.map_err(|e| StartError::Other(e.to_string()))?;
+    println!(
+        "purged from {}: {} delivered and {} refused/expired/withheld outbox bodies, {} acknowledged inbox bodies, {} consent(s) ({} events), {} audit record(s){}",
+        dir.display(),
+        s.delivered_bodies,
+        s.undelivered_bodies,
+        s.acknowledged_bodies,
+        s.consents,
+        s.consent_events,
+        s.audit_records,
+        if s.audit_records > 0 {
+            format!(" ({} to {})", s.audit_from, s.audit_to)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

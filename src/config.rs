@@ -1,6 +1,7 @@
 //! Configuration in two steps: the TOML file as written ([`RawConfig`]), and the
 //! validated [`Config`] that the rest of the gateway uses. Validation reads and checks
-//! every file the config names (certificates, key, trust anchors, token, secret) once,
+//! every file the config names (certificates, key, trust anchors, token, secret, data
+//! key) once,
 //! at start, so that nothing downstream re-checks and a mistake stops the start with one
 //! line naming the file and the field.
 
@@ -65,6 +66,13 @@ pub struct RawConfig {
     pub store_dir: PathBuf,
     /// 32 or more random bytes (hex) that key the audit pseudonyms and minimisation HMACs.
     pub secret_key_file: PathBuf,
+    /// 32 random bytes (64 hex digits): the AES-256-GCM key that seals what the store
+    /// holds about children ([`crate::seal`]). Its own file, so that it can be rotated
+    /// and destroyed apart from the secret.
+    pub data_key_file: PathBuf,
+    /// How long each kind of stored data is kept ([`crate::retention`]).
+    #[serde(default)]
+    pub retention: crate::retention::RawRetention,
     #[serde(default)]
     pub minimisation_policy: Option<PathBuf>,
     pub tls: RawTls,
@@ -255,6 +263,9 @@ pub struct Config {
     pub identity: OrgId,
     pub store_dir: PathBuf,
     pub secret: Vec<u8>,
+    /// The store's data key (read from `data_key_file`).
+    pub data_key: Arc<crate::seal::DataKey>,
+    pub retention: crate::retention::Retention,
     /// The validated minimisation policy (the shipped default when the config names none).
     pub policy: crate::minimise::Policy,
     pub cert_chain: Vec<CertificateDer<'static>>,
@@ -421,6 +432,15 @@ impl RawConfig {
             ));
         }
 
+        let data_key_path = resolve(&self.data_key_file);
+        private("data_key_file", &data_key_path)?;
+        let data_key = crate::seal::DataKey::load(&data_key_path)
+            .map_err(|e| err("data_key_file", e.to_string()))?;
+        let retention = self
+            .retention
+            .validate()
+            .map_err(|(field, problem)| err(&format!("retention.{field}"), problem))?;
+
         let local_api: SocketAddr = self.local_api.listen.parse().map_err(|e| {
             err(
                 "local_api.listen",
@@ -575,6 +595,8 @@ impl RawConfig {
             identity: OrgId::new(self.identity),
             store_dir: resolve(&self.store_dir),
             secret,
+            data_key: Arc::new(data_key),
+            retention,
             policy,
             cert_chain,
             key,

@@ -210,7 +210,12 @@ impl Gateway {
             }
         })?;
         let bounds = Bounds::new(&config.limits, config.store_dir.clone());
-        let store = Store::open_with(&config.store_dir, config.signer.clone(), durability)?;
+        let store = Store::open_with(
+            &config.store_dir,
+            config.signer.clone(),
+            config.data_key.clone(),
+            durability,
+        )?;
         let server_tls = Live::new(crate::tls::server_config(&config)?);
         let client_tls = Live::new(crate::tls::client_config(&config)?);
         let crls = Live::new(config.crls.clone());
@@ -383,6 +388,7 @@ impl Gateway {
         let Gateway {
             local,
             store,
+            pseudonymiser,
             local_api,
             listener,
             mut relays,
@@ -432,6 +438,13 @@ impl Gateway {
         }
         tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
+        tasks.spawn(crate::retention::run_daily(
+            store.clone(),
+            live.config.retention.clone(),
+            local.clock.clone(),
+            pseudonymiser,
+            stop_rx.clone(),
+        ));
 
         tokio::pin!(shutdown);
         let failed = store.clone();
@@ -536,11 +549,13 @@ impl Gateway {
 fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
     let new = Config::load(&live.config.path)?;
     let old = &live.config;
-    let fixed: [(&'static str, bool); 11] = [
+    let fixed: [(&'static str, bool); 13] = [
         ("role", new.role == old.role),
         ("identity", new.identity == old.identity),
         ("store_dir", new.store_dir == old.store_dir),
         ("secret_key_file", new.secret == old.secret),
+        ("data_key_file", new.data_key.id() == old.data_key.id()),
+        ("retention", new.retention == old.retention),
         ("local_api.listen", new.local_api == old.local_api),
         ("local_api.token_file", new.api_token == old.api_token),
         ("listener.listen", new.listener == old.listener),
@@ -655,6 +670,7 @@ pub struct RunningGateway {
     pub local_api: SocketAddr,
     pub listener: SocketAddr,
     store: Store,
+    clock: Clock,
     pseudonymiser: Pseudonymiser,
     stats: Stats,
     reloader: Reloader,
@@ -690,6 +706,7 @@ impl RunningGateway {
             .local_addr()
             .map_err(|e| StartError::Other(e.to_string()))?;
         let store = gateway.store.clone();
+        let clock = gateway.local.clock.clone();
         let pseudonymiser = gateway.pseudonymiser.clone();
         let stats = gateway.stats.clone();
         let reloader = gateway.reloader();
@@ -701,6 +718,7 @@ impl RunningGateway {
             local_api,
             listener,
             store,
+            clock,
             pseudonymiser,
             stats,
             reloader,
@@ -722,6 +740,22 @@ impl RunningGateway {
     /// What `/v1/stats` would answer.
     pub fn stats(&self) -> serde_json::Value {
         self.stats.snapshot()
+    }
+
+    /// Runs the retention purge now, by the gateway's clock (as its daily run does).
+    pub async fn purge(
+        &self,
+        rules: &crate::retention::Retention,
+    ) -> Result<crate::chain::PurgeSummary, crate::retention::PurgeError> {
+        crate::retention::purge(
+            &self.store,
+            rules,
+            self.clock.now(),
+            self.clock.today(),
+            &self.pseudonymiser,
+            crate::chain::Actor::Gateway,
+        )
+        .await
     }
 
     /// Reloads the gateway's configuration from its file (as SIGHUP does).

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::OrgId;
 use crate::message::MessageType;
-use crate::receipt::Receipt;
+use crate::receipt::{PurgedBody, Receipt};
 use crate::store::{be, key, Store, StoreError, Tx, T};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct ReceivedMessage {
     /// The key of its inbox entry while unacknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbox_key: Option<Vec<u8>>,
+    /// Set once a retention purge removed the envelope (then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_purged: Option<PurgedBody>,
 }
 
 fn encode(m: &ReceivedMessage) -> Result<Vec<u8>, StoreError> {
@@ -107,6 +110,22 @@ pub fn acknowledge(
     }
     msg.acknowledged_at = Some(at);
     msg.acknowledged_by = Some(user.to_string());
+    tx.insert(T::Received, received_key(&msg.from, &msg.id), encode(&msg)?);
+    Ok(())
+}
+
+/// Removes an acknowledged message's envelope (inside a job; a retention purge): the
+/// record keeps its id, sender, signature, receipt and the envelope's SHA-256.
+pub fn purge_body(
+    tx: &mut Tx<'_>,
+    mut msg: ReceivedMessage,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    msg.body_purged = Some(PurgedBody {
+        at,
+        sha256: crate::receipt::sha256_hex(msg.envelope.as_bytes()),
+    });
+    msg.envelope.clear();
     tx.insert(T::Received, received_key(&msg.from, &msg.id), encode(&msg)?);
     Ok(())
 }

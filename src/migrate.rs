@@ -1,5 +1,6 @@
-//! `wijkpoort store migrate`: brings a stopped gateway's store to this build's format
-//! ([`crate::store::FORMAT_VERSION`]). A gateway refuses to start on a store of an older
+//! `wijkpoort store migrate`: brings a stopped gateway's store of format 1 to format 2,
+//! in place; from there `wijkpoort store compact` ([`crate::compact`]) seals it into
+//! this build's format ([`crate::store::FORMAT_VERSION`]) in a fresh directory. A gateway refuses to start on a store of an older
 //! format and names this command, so that a change of layout is always a deliberate
 //! step the operator takes after a backup, never something done silently at start.
 //!
@@ -16,7 +17,11 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::store::{key, StoreError, Upgrade, Write, FORMAT_VERSION, T};
+use crate::store::{key, StoreError, Upgrade, Write, T};
+
+/// The format this command brings a store to; format 3 (sealed) is reached by
+/// `wijkpoort store compact` ([`crate::compact`]), into a fresh directory.
+pub const MIGRATES_TO: u32 = 2;
 
 /// What a migration did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -33,12 +38,13 @@ pub struct Migrated {
 pub enum MigrateError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the store is already in format {FORMAT_VERSION}; nothing to do")]
-    Current,
-    #[error("the store is empty; a gateway starting on it writes format {FORMAT_VERSION}")]
+    #[error("the store is in format {0}, which this command does not change: from format 2 on, `wijkpoort store compact --from DIR --to NEWDIR --data-key FILE` brings it to format {current}", current = crate::store::FORMAT_VERSION)]
+    Current(u32),
+    #[error(
+        "the store is empty; a gateway starting on it writes format {}",
+        crate::store::FORMAT_VERSION
+    )]
     Empty,
-    #[error("the store is in format {0}, newer than this build's {FORMAT_VERSION}")]
-    Newer(u32),
 }
 
 /// Migrates the store of `config` (its gateway must be stopped).
@@ -46,8 +52,7 @@ pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
     let store = Upgrade::open(&config.store_dir)?;
     let from_version = match store.format()? {
         None => return Err(MigrateError::Empty),
-        Some(v) if v == FORMAT_VERSION => return Err(MigrateError::Current),
-        Some(v) if v > FORMAT_VERSION => return Err(MigrateError::Newer(v)),
+        Some(v) if v >= MIGRATES_TO => return Err(MigrateError::Current(v)),
         Some(v) => v,
     };
     let mut writes: Vec<Write> = Vec::new();
@@ -101,6 +106,6 @@ pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
             None => report.unknown_recipients.push(peer),
         }
     }
-    store.finish(writes)?;
+    store.finish(writes, MIGRATES_TO)?;
     Ok(report)
 }

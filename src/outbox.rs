@@ -17,7 +17,7 @@ use crate::chain::{Actor, AuditEvent, Event, Outcome};
 use crate::config::PeerName;
 use crate::identity::OrgId;
 use crate::message::MessageType;
-use crate::receipt::Receipt;
+use crate::receipt::{PurgedBody, Receipt};
 use crate::store::{be, key, StoreError, Tx, T};
 
 /// Where a sent message stands.
@@ -81,6 +81,9 @@ pub struct SentMessage {
     /// The key of its queue entry while it is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_key: Option<Vec<u8>>,
+    /// Set once a retention purge removed the envelope (then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_purged: Option<PurgedBody>,
 }
 
 impl SentMessage {
@@ -101,9 +104,16 @@ fn encode(m: &SentMessage) -> Result<Vec<u8>, StoreError> {
 pub fn decode(bytes: &[u8], envelope: Option<&[u8]>) -> Result<SentMessage, StoreError> {
     let mut msg: SentMessage = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))?;
-    let envelope = envelope
-        .ok_or_else(|| StoreError::Corrupt(format!("sent message {} has no envelope", msg.id)))?;
-    msg.envelope = String::from_utf8_lossy(envelope).into_owned();
+    msg.envelope = match (envelope, &msg.body_purged) {
+        (Some(envelope), _) => String::from_utf8_lossy(envelope).into_owned(),
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            return Err(StoreError::Corrupt(format!(
+                "sent message {} has no envelope",
+                msg.id
+            )))
+        }
+    };
     Ok(msg)
 }
 
@@ -127,6 +137,23 @@ pub fn enqueue(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, Sto
     tx.insert(T::SentEnvelopes, msg.id.as_bytes(), msg.envelope.as_bytes());
     tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
     Ok(msg)
+}
+
+/// Removes a finished message's envelope (inside a job; a retention purge): the record
+/// keeps its id, status, signature, receipt and the envelope's SHA-256.
+pub fn purge_body(
+    tx: &mut Tx<'_>,
+    mut msg: SentMessage,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    msg.body_purged = Some(PurgedBody {
+        at,
+        sha256: crate::receipt::sha256_hex(msg.envelope.as_bytes()),
+    });
+    msg.envelope.clear();
+    tx.remove(T::SentEnvelopes, msg.id.as_bytes());
+    tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
+    Ok(())
 }
 
 /// Saves a changed message; a message that is no longer queued leaves the queue.

@@ -52,6 +52,15 @@ pub struct BatchProof {
     pub path: Vec<String>,
 }
 
+/// What is left of a message whose body a retention purge removed
+/// ([`crate::retention`]): when, and the SHA-256 of the envelope that was there, so the
+/// record still proves which bytes were exchanged (its signature and receipt cover them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgedBody {
+    pub at: DateTime<Utc>,
+    pub sha256: String,
+}
+
 /// SHA-256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())

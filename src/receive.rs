@@ -577,6 +577,7 @@ fn store_new(
         acknowledged_at: None,
         acknowledged_by: None,
         inbox_key: None,
+        body_purged: None,
     };
     if let Some(pseudonym) = &received.subject {
         let consent_event = match effect {

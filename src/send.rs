@@ -405,6 +405,7 @@ pub fn queue(
         created_at: now,
         updated_at: now,
         queue_key: None,
+        body_purged: None,
     };
     let org = &p.local.identity;
     tx.audit(

@@ -45,6 +45,7 @@ use sled::Transactional;
 use tokio::sync::oneshot;
 
 use crate::chain::{run_value, AuditChain, AuditEvent, ChainError, Sealed};
+use crate::seal::{DataKey, SealError, Sealer};
 use crate::signing::Signer;
 
 /// The trees of the store. Each is one concept; keys are documented where they are built.
@@ -86,7 +87,8 @@ pub enum T {
 }
 
 impl T {
-    const ALL: [T; 15] = [
+    /// Every tree, in a fixed order.
+    pub const ALL: [T; 15] = [
         T::Sent,
         T::SentEnvelopes,
         T::Outbox,
@@ -104,7 +106,21 @@ impl T {
         T::Certificates,
     ];
 
-    fn name(self) -> &'static str {
+    /// Whether this tree's values are sealed with the data key ([`crate::seal`]): the
+    /// trees that hold what a gateway knows about a child — sent envelopes and their
+    /// records (receipts, errors), received messages (envelope and receipt), consent
+    /// events (names, evidence). The audit trees hold pseudonyms, never a BSN, name or
+    /// free text ([`crate::chain`]), and stay readable to an auditor without the data
+    /// key; the queues and indexes hold ids and pseudonyms.
+    pub fn is_sealed(self) -> bool {
+        matches!(
+            self,
+            T::Sent | T::SentEnvelopes | T::Received | T::ConsentEvents
+        )
+    }
+
+    /// The sled tree's name (also part of a sealed value's associated data).
+    pub fn name(self) -> &'static str {
         match self {
             T::Sent => "sent",
             T::SentEnvelopes => "sent_envelopes",
@@ -150,8 +166,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the audit chain: {0}")]
     Chain(#[from] ChainError),
-    #[error("the store at {path} was written by an older wijkpoort (store format {found}; this build uses {FORMAT_VERSION}): stop the gateway, back the store up, and run `wijkpoort store migrate --config FILE`")]
+    #[error("the store at {path} was written by an older wijkpoort (store format {found}; this build uses {FORMAT_VERSION}){}", old_format_advice(path, *found))]
     OldFormat { path: PathBuf, found: u32 },
+    #[error("the store at {path} is sealed with data key {store_key}, but the data key file given is key {given}: name the store's key (after a `store rotate-key`, the new one)")]
+    WrongDataKey {
+        path: PathBuf,
+        store_key: String,
+        given: String,
+    },
+    #[error("sealing at rest: {0}")]
+    Seal(#[from] SealError),
+    #[error("the {0} tree is sealed: open the store with its data key (give --config)")]
+    Sealed(&'static str),
     #[error("the store at {path} was written by a newer wijkpoort (store format {found}; this build reads {FORMAT_VERSION}); run that version")]
     NewerFormat { path: PathBuf, found: u32 },
 }
@@ -161,9 +187,41 @@ pub enum StoreError {
 /// - 1 (no key): received messages keyed by message id; consent recipients by peer name.
 /// - 2: received messages keyed by sender, 0, message id (ids are the sender's own);
 ///   consent recipients by the peer's organisation identifier.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: the values of the trees that hold personal data ([`T::is_sealed`]) are sealed
+///   with the data key named under [`DATA_KEY_ID`]. An older store holds plaintext: it is
+///   sealed by `wijkpoort store compact` into a fresh directory (never in place, since
+///   sled would keep the plaintext in its old log segments).
+pub const FORMAT_VERSION: u32 = 3;
 /// The meta key of the format version (u32, big-endian).
 pub const FORMAT_KEY: &[u8] = b"format_version";
+/// The meta key of the id of the data key the store is sealed with (8 bytes).
+pub const DATA_KEY_ID: &[u8] = b"data_key_id";
+
+/// The meta key of the count of seals made under the data key with `id` (u64, BE).
+pub fn seals_key(id: &[u8]) -> Vec<u8> {
+    [b"seals/".as_slice(), hex::encode(id).as_bytes()].concat()
+}
+
+/// What to run on a store of an older format.
+fn old_format_advice(path: &Path, found: u32) -> String {
+    let dir = path.display();
+    match found {
+        1 => format!(": stop the gateway, back the store up, run `wijkpoort store migrate --config FILE`, then `wijkpoort store compact --from {dir} --to NEWDIR --data-key FILE` and point store_dir at NEWDIR"),
+        _ => format!(": it holds plaintext; stop the gateway and run `wijkpoort store compact --from {dir} --to NEWDIR --data-key FILE`, which seals it into NEWDIR, then point store_dir at NEWDIR and destroy the old directory"),
+    }
+}
+
+/// Seals made under the key with `id`, as the store's meta tree counts them.
+pub fn seals_made(meta: &sled::Tree, id: &[u8]) -> Result<u64, StoreError> {
+    match meta.get(seals_key(id))? {
+        None => Ok(0),
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("a seal count is not a u64".into())),
+    }
+}
 
 /// The format version a store's trees say they are in: the recorded one, 1 for a store
 /// written before versions were recorded, `None` for an empty store.
@@ -190,6 +248,7 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// because the committer keeps the group's pending writes in an overlay.
 pub struct Tx<'a> {
     trees: &'a [sled::Tree],
+    sealer: &'a Sealer,
     overlay: &'a HashMap<(T, Vec<u8>), Option<Vec<u8>>>,
     writes: Vec<Write>,
     audit: Vec<AuditEvent>,
@@ -209,7 +268,10 @@ impl Tx<'_> {
         if let Some(v) = self.overlay.get(&(tree, key.to_vec())) {
             return Ok(v.clone());
         }
-        Ok(self.trees[tree.index()].get(key)?.map(|v| v.to_vec()))
+        match self.trees[tree.index()].get(key)? {
+            None => Ok(None),
+            Some(v) => opened(self.sealer, tree, key, &v).map(Some),
+        }
     }
 
     /// Entries whose key starts with `prefix`, in key order, as this job would see them.
@@ -217,7 +279,8 @@ impl Tx<'_> {
         let mut found = std::collections::BTreeMap::new();
         for entry in self.trees[tree.index()].scan_prefix(prefix) {
             let (k, v) = entry?;
-            found.insert(k.to_vec(), Some(v.to_vec()));
+            let v = opened(self.sealer, tree, &k, &v)?;
+            found.insert(k.to_vec(), Some(v));
         }
         for ((t, k), v) in self.overlay.iter() {
             if *t == tree && k.starts_with(prefix) {
@@ -291,6 +354,7 @@ pub struct Store {
 
 struct Inner {
     trees: Vec<sled::Tree>,
+    sealer: Arc<Sealer>,
     jobs: std::sync::Mutex<Option<mpsc::Sender<JobFn>>>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     poisoned: Arc<AtomicBool>,
@@ -307,14 +371,20 @@ pub enum Durability {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. `signer` signs audit checkpoints.
-    pub fn open(dir: &Path, signer: Arc<Signer>) -> Result<Store, StoreError> {
-        Store::open_with(dir, signer, Durability::Synced)
+    /// Opens (or creates) the store in `dir`. `signer` signs audit checkpoints;
+    /// `data_key` seals and opens what the store holds about children.
+    pub fn open(
+        dir: &Path,
+        signer: Arc<Signer>,
+        data_key: Arc<DataKey>,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(dir, signer, data_key, Durability::Synced)
     }
 
     pub fn open_with(
         dir: &Path,
         signer: Arc<Signer>,
+        data_key: Arc<DataKey>,
         durability: Durability,
     ) -> Result<Store, StoreError> {
         let db = open_db(dir)?;
@@ -324,9 +394,10 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         match format_of(&trees)? {
             None => {
+                trees[T::Meta.index()].insert(DATA_KEY_ID, &data_key.id())?;
                 trees[T::Meta.index()].insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
             }
-            Some(FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION) => check_data_key(dir, &trees, &data_key)?,
             Some(found) if found < FORMAT_VERSION => {
                 return Err(StoreError::OldFormat {
                     path: dir.to_path_buf(),
@@ -341,6 +412,8 @@ impl Store {
             }
         }
         let chain = resume_chain(&trees)?;
+        let seals = seals_made(&trees[T::Meta.index()], &data_key.id())?;
+        let sealer = Arc::new(Sealer::new(data_key, seals));
         let log_file = File::open(dir.join("db"))?;
         // The directory entry of a freshly created store must be durable too.
         File::open(dir)?.sync_all()?;
@@ -372,6 +445,7 @@ impl Store {
         let committer = Committer {
             db: db.clone(),
             trees: trees.clone(),
+            sealer: sealer.clone(),
             chain,
             signer,
             to_sign,
@@ -394,6 +468,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 trees,
+                sealer,
                 jobs: std::sync::Mutex::new(Some(tx)),
                 committer: std::sync::Mutex::new(Some(handle)),
                 poisoned,
@@ -421,10 +496,33 @@ impl Store {
     }
 
     /// Opens a stopped gateway's store for reading (the auditor's offline mode). Any format
-    /// version: the audit and consent trees read the same in every one.
+    /// version: the audit trees read the same in every one. Without a data key the
+    /// sealed trees (consent events) cannot be read: see
+    /// [`Store::open_read_only_with_key`].
     pub fn open_read_only(dir: &Path) -> Result<ReadOnlyStore, StoreError> {
         let (db, trees) = open_existing(dir)?;
-        Ok(ReadOnlyStore { _db: db, trees })
+        Ok(ReadOnlyStore {
+            _db: db,
+            trees,
+            sealer: None,
+        })
+    }
+
+    /// As [`Store::open_read_only`], able to open sealed values with `data_key`.
+    pub fn open_read_only_with_key(
+        dir: &Path,
+        data_key: Arc<DataKey>,
+    ) -> Result<ReadOnlyStore, StoreError> {
+        let (db, trees) = open_existing(dir)?;
+        if format_of(&trees)? == Some(FORMAT_VERSION) {
+            check_data_key(dir, &trees, &data_key)?;
+        }
+        let seals = seals_made(&trees[T::Meta.index()], &data_key.id())?;
+        Ok(ReadOnlyStore {
+            _db: db,
+            trees,
+            sealer: Some(Sealer::new(data_key, seals)),
+        })
     }
 
     /// Runs `job` on the committer and returns its result once the commit that holds its
@@ -492,9 +590,35 @@ impl Store {
         }
     }
 
-    /// Reads one value.
+    /// Reads one value (opened, if its tree is sealed).
     pub fn get(&self, tree: T, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.inner.trees[tree.index()].get(key)?)
+        match self.inner.trees[tree.index()].get(key)? {
+            None => Ok(None),
+            Some(v) if !tree.is_sealed() => Ok(Some(v)),
+            Some(v) => opened(&self.inner.sealer, tree, key, &v).map(|v| Some(v.into())),
+        }
+    }
+
+    /// A value read from `tree` directly ([`Store::tree`]), opened if the tree is sealed.
+    pub fn open_value(&self, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        opened(&self.inner.sealer, tree, key, stored)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, values opened.
+    pub fn scan_prefix(&self, tree: T, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.inner.trees[tree.index()]
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (k, v) = entry?;
+                let v = opened(&self.inner.sealer, tree, &k, &v)?;
+                Ok((k.to_vec(), v))
+            })
+            .collect()
+    }
+
+    /// Seals made under the data key so far.
+    pub fn seals(&self) -> u64 {
+        self.inner.sealer.seals()
     }
 
     pub fn tree(&self, tree: T) -> &sled::Tree {
@@ -521,12 +645,48 @@ impl Store {
 pub struct ReadOnlyStore {
     _db: sled::Db,
     trees: Vec<sled::Tree>,
+    sealer: Option<Sealer>,
 }
 
 impl ReadOnlyStore {
     pub fn tree(&self, tree: T) -> &sled::Tree {
         &self.trees[tree.index()]
     }
+
+    /// A value read from `tree`, opened if the tree is sealed; a sealed value needs
+    /// the store opened with its data key.
+    pub fn open_value(&self, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.sealer {
+            Some(s) => opened(s, tree, key, stored),
+            None if tree.is_sealed() && crate::seal::key_id_of(stored).is_some() => {
+                Err(StoreError::Sealed(tree.name()))
+            }
+            None => Ok(stored.to_vec()),
+        }
+    }
+}
+
+/// `stored` as its tree's reader sees it: opened with the data key if the tree is
+/// sealed, else as it is.
+fn opened(sealer: &Sealer, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if tree.is_sealed() {
+        Ok(sealer.open(tree.name(), key, stored)?)
+    } else {
+        Ok(stored.to_vec())
+    }
+}
+
+/// Refuses a data key that is not the one the store is sealed with.
+fn check_data_key(dir: &Path, trees: &[sled::Tree], key: &DataKey) -> Result<(), StoreError> {
+    let stored = trees[T::Meta.index()].get(DATA_KEY_ID)?;
+    if stored.as_deref() == Some(&key.id()[..]) {
+        return Ok(());
+    }
+    Err(StoreError::WrongDataKey {
+        path: dir.to_path_buf(),
+        store_key: stored.map_or("(none)".into(), hex::encode),
+        given: key.id_hex(),
+    })
 }
 
 /// A stopped gateway's store opened for a format migration: the raw trees, written
@@ -547,6 +707,45 @@ impl Upgrade {
         })
     }
 
+    /// Creates a fresh store in `dir`, which must not exist or be empty (the target of
+    /// a compaction).
+    pub fn create(dir: &Path) -> Result<Upgrade, StoreError> {
+        let occupied = std::fs::read_dir(dir)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false);
+        if occupied {
+            return Err(StoreError::Open {
+                path: dir.to_path_buf(),
+                source: sled::Error::Unsupported(
+                    "the directory is not empty; give a new one".into(),
+                ),
+            });
+        }
+        let db = open_db(dir)?;
+        let trees = T::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Upgrade {
+            db,
+            trees,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// sled's id generator (the numbers behind queue keys and event numbers).
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Flushes and syncs what was written so far (log and directory).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        File::open(self.dir.join("db"))?.sync_data()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
     pub fn tree(&self, tree: T) -> &sled::Tree {
         &self.trees[tree.index()]
     }
@@ -556,13 +755,13 @@ impl Upgrade {
         format_of(&self.trees)
     }
 
-    /// Applies `writes` and the new format version in one transaction, then makes the
-    /// store durable (flush, fdatasync of the log).
-    pub fn finish(self, mut writes: Vec<Write>) -> Result<(), StoreError> {
+    /// Applies `writes` and the format version `version` in one transaction, then makes
+    /// the store durable (flush, fdatasync of the log).
+    pub fn finish(self, mut writes: Vec<Write>, version: u32) -> Result<(), StoreError> {
         writes.push((
             T::Meta,
             FORMAT_KEY.to_vec(),
-            Some(FORMAT_VERSION.to_be_bytes().to_vec()),
+            Some(version.to_be_bytes().to_vec()),
         ));
         apply_writes(&self.trees, &writes)?;
         self.db.flush()?;
@@ -669,6 +868,7 @@ pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
 struct Committer {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    sealer: Arc<Sealer>,
     chain: AuditChain,
     signer: Arc<Signer>,
     /// Due checkpoints go to the checkpointer thread to be signed …
@@ -804,6 +1004,7 @@ impl Committer {
         for job in group {
             let mut tx = Tx {
                 trees: &self.trees,
+                sealer: &self.sealer,
                 overlay: &overlay,
                 writes: Vec::new(),
                 audit: Vec::new(),
@@ -833,7 +1034,10 @@ impl Committer {
         sealed_writes(sealed, &mut writes);
         let result = match chain_error {
             Some(e) => Err(e),
-            None => self.apply(&writes).and_then(|()| self.commit_point()),
+            None => self
+                .seal_writes(&mut writes)
+                .and_then(|()| self.apply(&writes))
+                .and_then(|()| self.commit_point()),
         };
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -860,6 +1064,27 @@ impl Committer {
                 }
             }
         }
+    }
+
+    /// Seals the values the group writes to sealed trees (jobs hand over plaintext, so
+    /// that later jobs of the group read it from the overlay), and records the seal count
+    /// with them: a sealed value is never on disk before the count that includes it.
+    fn seal_writes(&self, writes: &mut Vec<Write>) -> Result<(), StoreError> {
+        let mut sealed_any = false;
+        for (t, k, v) in writes.iter_mut() {
+            if let (true, Some(plain)) = (t.is_sealed(), v.as_mut()) {
+                *plain = self.sealer.seal(t.name(), k, plain)?;
+                sealed_any = true;
+            }
+        }
+        if sealed_any {
+            writes.push((
+                T::Meta,
+                seals_key(&self.sealer.key().id()),
+                Some(self.sealer.seals().to_be_bytes().to_vec()),
+            ));
+        }
+        Ok(())
     }
 
     /// Applies a group's writes in one sled transaction across all trees.

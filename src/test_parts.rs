@@ -134,7 +134,8 @@ pub(crate) struct Parts {
 impl Parts {
     pub fn new(role: Role, me: Party, peers: Vec<Peer>) -> Parts {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = Store::open(dir.path(), me.signer.clone()).expect("a store");
+        let key = Arc::new(crate::seal::DataKey::random().expect("a data key"));
+        let store = Store::open(dir.path(), me.signer.clone(), key).expect("a store");
         let local = Arc::new(Local {
             role,
             identity: me.identity.clone(),

@@ -513,9 +513,15 @@ async fn offline(
                 (Ok(a), Ok(b)) => a == b,
                 _ => false,
             });
+    // The config's data key opens the sealed trees (the consent log) of its store.
+    let data_key = config.as_ref().map(|c| c.data_key.clone());
     let config = if own_store { config } else { None };
     let Some(config) = config.as_ref() else {
-        let store = retry_locked(|| Store::open_read_only(&dir)).map_err(|e| locked(e, None))?;
+        let store = retry_locked(|| match &data_key {
+            Some(k) => Store::open_read_only_with_key(&dir, k.clone()),
+            None => Store::open_read_only(&dir),
+        })
+        .map_err(|e| locked(e, None))?;
         let answer = request::execute(&store, &request, &ctx);
         progress.finish();
         let answer = answer?;
@@ -525,7 +531,7 @@ async fn offline(
         return Ok(answer);
     };
 
-    let store = retry_locked(|| Store::open(&dir, config.signer.clone()))
+    let store = retry_locked(|| Store::open(&dir, config.signer.clone(), config.data_key.clone()))
         .map_err(|e| locked(e, Some(config)))?;
     let answer = request::execute(&store, &request, &ctx);
     progress.finish();

@@ -79,6 +79,7 @@ fn kind(e: Event) -> (&'static str, &'static str, &'static str) {
         AuditRead => ("110101", "Audit Log Used", "R"),
         MessageRefused | CertificateRefused => ("110113", "Security Alert", "E"),
         GatewayStarted | GatewayStopped => ("110100", "Application Activity", "E"),
+        RecordsPurged => ("110110", "Patient Record", "D"),
     }
 }
 

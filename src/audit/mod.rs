@@ -39,17 +39,25 @@ pub mod verify;
 /// is answered through this, so the offline CLI and the listener share one code path.
 pub trait AuditTrees {
     fn tree(&self, tree: T) -> &sled::Tree;
+    /// A value read from `tree`, opened with the data key if the tree is sealed.
+    fn open_value(&self, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError>;
 }
 
 impl AuditTrees for Store {
     fn tree(&self, tree: T) -> &sled::Tree {
         Store::tree(self, tree)
     }
+    fn open_value(&self, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Store::open_value(self, tree, key, stored)
+    }
 }
 
 impl AuditTrees for ReadOnlyStore {
     fn tree(&self, tree: T) -> &sled::Tree {
         ReadOnlyStore::tree(self, tree)
+    }
+    fn open_value(&self, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        ReadOnlyStore::open_value(self, tree, key, stored)
     }
 }
 

@@ -446,7 +446,8 @@ pub fn consents(
             let mut raw = Vec::new();
             for item in events.scan_prefix(&id_prefix) {
                 let (k, v) = item?;
-                raw.push((event_number(&k, id_prefix.len(), &id)?, v.to_vec()));
+                let v = trees.open_value(T::ConsentEvents, &k, &v)?;
+                raw.push((event_number(&k, id_prefix.len(), &id)?, v));
             }
             let h = history(&id, Some(subject.clone()), &raw, None, today)?;
             if in_period(&h, q) {
@@ -468,8 +469,9 @@ pub fn consents(
                     tree: "consent_events",
                 })?;
             let number = event_number(&k, split + 1, &id)?;
+            let v = trees.open_value(T::ConsentEvents, &k, &v)?;
             match &mut current {
-                Some((cur, raw)) if *cur == id => raw.push((number, v.to_vec())),
+                Some((cur, raw)) if *cur == id => raw.push((number, v)),
                 _ => {
                     if let Some((cur, raw)) = current.take() {
                         let h = history(&cur, None, &raw, pseudonymiser, today)?;
@@ -477,7 +479,7 @@ pub fn consents(
                             out.push(h);
                         }
                     }
-                    current = Some((id, vec![(number, v.to_vec())]));
+                    current = Some((id, vec![(number, v)]));
                 }
             }
         }

@@ -329,6 +329,13 @@ pub fn verify(r: &VerifyReport, format: Format) -> String {
             cp.seq, cp.hash
         );
     }
+    if let Some(pin) = r.pinned_at {
+        let _ = writeln!(
+            out,
+            "note: records 1 to {pin} were removed by a retention purge; the chain is checked from the signed checkpoint at {pin}, which pins record {}'s predecessor",
+            pin + 1
+        );
+    }
     if r.unsigned_tail > 0 {
         let _ = writeln!(
             out,

@@ -14,6 +14,13 @@
 //! | a checkpoint forged or altered | its signature ([`TamperKind::CheckpointSignature`]) | that checkpoint |
 //! | the log cut back behind its last checkpoint | a checkpoint beyond the end ([`TamperKind::Truncated`]) | the first missing seq |
 //!
+//! A retention purge ([`crate::retention`]) removes the oldest records up to a signed
+//! checkpoint and keeps that checkpoint: a log whose first record is `N + 1` is checked
+//! from the checkpoint at `N` (its hash must be record `N + 1`'s `prev_hash`), and only
+//! if a kept purge record names exactly `1..=N`, or `M..=N` after earlier purges, ending
+//! at `N` ([`VerifyReport::pinned_at`]). Without both, the missing start is
+//! [`TamperKind::Removed`].
+//!
 //! A log cut back *together with* its later checkpoints looks like an older, intact log;
 //! only a checkpoint the auditor kept from an earlier check ([`KnownCheckpoint`]) catches
 //! that. Records after the last checkpoint (a gateway that crashed) are chained but not
@@ -164,6 +171,10 @@ pub struct VerifyReport {
     pub last_checkpoint: Option<KnownCheckpoint>,
     /// Records after the last checkpoint: chained, not yet signed.
     pub unsigned_tail: u64,
+    /// When the oldest records were purged: the signed checkpoint the chain was checked
+    /// from (the last purged sequence number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<u64>,
     /// `None` when the log is intact.
     pub tamper: Option<Tamper>,
 }
@@ -277,6 +288,18 @@ pub fn verify_with_progress(
 
     let mut expected = 1u64;
     let mut prev_hash = GENESIS_HASH.to_string();
+    // A purged start: the chain goes on from the signed checkpoint just before it.
+    let mut pinned_at = None;
+    let mut pin_accounted = false;
+    if let Some((k, _)) = trees.tree(T::Audit).first()? {
+        if let Some(first_seq) = seq_of(&k).filter(|s| *s > 1) {
+            if let Some(cp) = checkpoints.get(&(first_seq - 1)) {
+                expected = first_seq;
+                prev_hash = cp.hash.clone();
+                pinned_at = Some(cp.seq);
+            }
+        }
+    }
     let mut records = 0u64;
     let mut last_seq = 0u64;
     let mut last_good_checkpoint = 0u64;
@@ -377,10 +400,24 @@ pub fn verify_with_progress(
         if known.is_some_and(|k| k.seq == seq) {
             hashes_at_known = Some(rec.hash.clone());
         }
+        if let (Some(pin), Some(p)) = (pinned_at, &rec.event.purged) {
+            if p.audit_records > 0 && p.audit_to == pin && seq > pin {
+                pin_accounted = true;
+            }
+        }
         prev_hash = rec.hash;
         expected = seq + 1;
     }
 
+    if let (Some(pin), false) = (pinned_at, pin_accounted) {
+        note(Tamper {
+            seq: 1,
+            kind: TamperKind::Removed,
+            detail: format!(
+                "records 1 to {pin} are missing: a signed checkpoint at {pin} is there, but no purge record names that range (removed by hand, or the purge record too)"
+            ),
+        });
+    }
     if !chain_broken {
         if let Some((&cp_seq, _)) = checkpoints.iter().next_back() {
             if cp_seq > last_seq {
@@ -428,6 +465,7 @@ pub fn verify_with_progress(
         checkpoints: signed,
         last_checkpoint,
         unsigned_tail,
+        pinned_at,
         tamper: first,
     })
 }

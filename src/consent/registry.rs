@@ -58,11 +58,43 @@ pub fn events(store: &Store, consent_id: &str) -> Result<Vec<ConsentEvent>, Stor
 }
 
 fn raw_events(store: &Store, consent_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-    store
-        .tree(T::ConsentEvents)
-        .scan_prefix(key(&[consent_id.as_bytes(), b""]))
-        .map(|entry| entry.map(|(_, v)| v.to_vec()).map_err(StoreError::from))
-        .collect()
+    Ok(store
+        .scan_prefix(T::ConsentEvents, &key(&[consent_id.as_bytes(), b""]))?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// Removes a consent whole (inside a job; a retention purge after its end): its events,
+/// its subject index entry and its recipients. Returns how many events it had.
+pub fn remove(tx: &mut Tx<'_>, consent_id: &str, pseudonym: &str) -> Result<usize, StoreError> {
+    let prefix = key(&[consent_id.as_bytes(), b""]);
+    let events = tx.scan_prefix(T::ConsentEvents, &prefix)?;
+    for (k, _) in &events {
+        tx.remove(T::ConsentEvents, k.clone());
+    }
+    for (k, _) in tx.scan_prefix(T::ConsentRecipients, &prefix)? {
+        tx.remove(T::ConsentRecipients, k);
+    }
+    tx.remove(
+        T::ConsentBySubject,
+        key(&[pseudonym.as_bytes(), consent_id.as_bytes()]),
+    );
+    Ok(events.len())
+}
+
+/// The ids of every consent in the store, in key order.
+pub fn all_ids(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut ids: Vec<String> = Vec::new();
+    for entry in store.tree(T::ConsentEvents).iter() {
+        let (k, _) = entry?;
+        let id = k.split(|b| *b == 0).next().unwrap_or_default();
+        let id = String::from_utf8_lossy(id);
+        if ids.last().map(String::as_str) != Some(id.as_ref()) {
+            ids.push(id.into_owned());
+        }
+    }
+    Ok(ids)
 }
 
 /// A consent's state as committed.

@@ -57,6 +57,7 @@ pub fn write_secrets_shaped(dir: &Path, shape: pki::Shape) -> Result<[String; 3]
 fn write_tokens(dir: &Path) -> Result<(), PkiError> {
     for role in ["practice", "wijkteam"] {
         pki::write(&dir.join(format!("{role}.secret")), &random_hex(32), true)?;
+        pki::write(&dir.join(format!("{role}.datakey")), &random_hex(32), true)?;
         pki::write(&dir.join(format!("{role}.token")), &random_hex(24), true)?;
     }
     Ok(())
@@ -156,7 +157,7 @@ pub fn wijkteam_id(i: usize) -> String {
     format!("000000010032143{:05}", 45_000 + i)
 }
 
-/// Writes a dev network into `dir`: `ca.pem`, and per node `NAME.pem/.key/.secret/
+/// Writes a dev network into `dir`: `ca.pem`, and per node `NAME.pem/.key/.secret/.datakey/
 /// .token/.toml` with its store under `store-NAME`. Each config lists every node of the
 /// other role as a peer, by its name.
 pub fn write_network(
@@ -189,6 +190,7 @@ pub fn write_network(
         pki::write(&file("pem"), &issued.cert_pem, false)?;
         pki::write(&file("key"), &issued.key_pem, true)?;
         pki::write(&file("secret"), &random_hex(32), true)?;
+        pki::write(&file("datakey"), &random_hex(32), true)?;
         pki::write(&file("token"), &random_hex(24), true)?;
         let peers: Vec<&NodeSpec> = nodes.iter().filter(|n| n.role != node.role).collect();
         pki::write(&file("toml"), &config_text(node, &peers, policy), false)?;
@@ -221,6 +223,7 @@ fn config_text(node: &NodeSpec, peers: &[&NodeSpec], policy: Option<&Path>) -> S
 identity = "{identity}"
 store_dir = "store-{name}"
 secret_key_file = "{name}.secret"
+data_key_file = "{name}.datakey"
 {policy_line}
 [tls]
 cert = "{name}.pem"

@@ -41,6 +41,7 @@ pub fn certs_dev(out: &std::path::Path, shape: pki::Shape) -> Result<(), pki::Pk
     println!("  wijkteam.pem/.key           {wijkteam} (municipality, OIN in serialNumber)");
     println!("  auditor.pem/.key            {auditor} (auditor)");
     println!("  practice/wijkteam.secret    pseudonym and HMAC key");
+    println!("  practice/wijkteam.datakey   data key: seals what the store holds (AES-256-GCM)");
     println!("  practice/wijkteam.token     local API bearer token");
     Ok(())
 }

@@ -46,6 +46,7 @@ fn sent(id: &str, envelope: &str) -> SentMessage {
         created_at: Utc::now(),
         updated_at: Utc::now(),
         queue_key: None,
+        body_purged: None,
     }
 }
 

@@ -288,7 +288,8 @@ mod tests {
         )
         .unwrap();
         let signer = Arc::new(crate::signing::Signer::from_pkcs8(pkcs8.as_ref()).unwrap());
-        let store = Store::open(dir, signer).unwrap();
+        let key = Arc::new(crate::seal::DataKey::random().unwrap());
+        let store = Store::open(dir, signer, key).unwrap();
         let now = chrono::Utc::now().timestamp();
         Readiness {
             store,

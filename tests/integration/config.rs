@@ -358,7 +358,12 @@ fn a_new_store_directory_is_the_gateways_alone() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, kit) = kit();
     let config = Config::load(&kit.practice_config).unwrap();
-    let store = wijkpoort::store::Store::open(&config.store_dir, config.signer.clone()).unwrap();
+    let store = wijkpoort::store::Store::open(
+        &config.store_dir,
+        config.signer.clone(),
+        config.data_key.clone(),
+    )
+    .unwrap();
     let mode = std::fs::metadata(&config.store_dir)
         .unwrap()
         .permissions()

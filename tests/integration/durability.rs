@@ -293,7 +293,7 @@ async fn a_practice_stopped_right_after_a_delivery_has_recorded_it() {
     let config = setup.config(Role::Practice);
     let dir = setup.store_dir(Role::Practice);
     let store = wait_until("the stopped practice's store opens", || {
-        let opened = Store::open(&dir, config.signer.clone()).ok();
+        let opened = Store::open(&dir, config.signer.clone(), config.data_key.clone()).ok();
         async move { opened }
     })
     .await;

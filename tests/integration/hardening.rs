@@ -359,8 +359,13 @@ async fn try_submit(
 /// Asserts that every id in `accepted` is in the stopped practice's store.
 fn assert_all_kept(setup: &Setup, accepted: &[String]) {
     let config = setup.config(Role::Practice);
-    let store =
-        retry_open(|| wijkpoort::store::Store::open(&config.store_dir, config.signer.clone()));
+    let store = retry_open(|| {
+        wijkpoort::store::Store::open(
+            &config.store_dir,
+            config.signer.clone(),
+            config.data_key.clone(),
+        )
+    });
     for id in accepted {
         assert!(
             wijkpoort::outbox::get(&store, id).unwrap().is_some(),

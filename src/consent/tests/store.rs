@@ -5,7 +5,8 @@ use super::*;
 
 fn test_store(dir: &std::path::Path) -> crate::store::Store {
     let (signer, _) = crate::dev::pki::test_credentials();
-    crate::store::Store::open(dir, std::sync::Arc::new(signer)).unwrap()
+    let key = std::sync::Arc::new(crate::seal::DataKey::random().unwrap());
+    crate::store::Store::open(dir, std::sync::Arc::new(signer), key).unwrap()
 }
 
 #[tokio::test]
