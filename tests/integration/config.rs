@@ -325,11 +325,12 @@ fn a_valid_issuing_cas_section_loads() {
 }
 
 #[test]
-fn a_key_secret_or_token_readable_by_others_is_refused_naming_the_file_and_the_fix() {
+fn a_key_secret_data_key_or_token_readable_by_others_is_refused_naming_the_file_and_the_fix() {
     use std::os::unix::fs::PermissionsExt;
     for (field, file) in [
         ("tls.key", "practice.key"),
         ("secret_key_file", "practice.secret"),
+        ("data_key_file", "practice.datakey"),
         ("local_api.token_file", "practice.token"),
     ] {
         let (dir, kit) = kit();

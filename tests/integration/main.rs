@@ -8,6 +8,7 @@
 #[path = "../fixture/mod.rs"]
 mod fixture;
 
+mod at_rest;
 mod backup;
 mod config;
 mod consent;

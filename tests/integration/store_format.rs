@@ -1,6 +1,7 @@
-//! The store records its format version: a store of an older format is refused at start
-//! with a message naming `wijkpoort store migrate`, and after the migration every
-//! message received before is found by its sender and id.
+//! The store records its format version: a store of format 1 is refused at start with a
+//! message naming `wijkpoort store migrate`; after the migration (to format 2, plaintext)
+//! it is refused naming `wijkpoort store compact`, which seals it (format 3) into a fresh
+//! directory; then every message received before is found by its sender and id.
 
 use serde_json::json;
 use wijkpoort::dev::pki::DEV_PRACTICE_ID;
@@ -9,10 +10,11 @@ use wijkpoort::store::{Durability, FORMAT_KEY};
 
 use crate::util::*;
 
-/// Rewrites a format-2 store as a format-1 store would look: received messages keyed by
-/// id alone, no format version.
-fn downgrade_to_format_1(dir: &std::path::Path) {
-    let db = sled::open(dir).unwrap();
+/// Rewrites a sealed store as a format-1 store would look: plaintext, received messages
+/// keyed by id alone, no format version.
+fn downgrade_to_format_1(dir: &std::path::Path, key: std::sync::Arc<wijkpoort::seal::DataKey>) {
+    crate::at_rest::unseal_to_format_2(dir, key);
+    let db = retry_open(|| sled::open(dir));
     let received = db.open_tree("received").unwrap();
     let inbox = db.open_tree("inbox").unwrap();
     for entry in received.iter() {
@@ -41,7 +43,7 @@ async fn an_older_store_is_refused_until_migrated_and_keeps_its_messages() {
     practice.stop().await.unwrap();
 
     let dir = setup.store_dir(Role::Wijkteam);
-    downgrade_to_format_1(&dir);
+    downgrade_to_format_1(&dir, setup.config(Role::Wijkteam).data_key.clone());
 
     let listeners = Listeners {
         local_api: bind("127.0.0.1:0".parse().unwrap()).await.unwrap(),
@@ -59,7 +61,26 @@ async fn an_older_store_is_refused_until_migrated_and_keeps_its_messages() {
     let done = wijkpoort::migrate::migrate(&setup.config(Role::Wijkteam)).unwrap();
     assert_eq!(done.from_version, 1);
     assert_eq!(done.received_messages, 1);
-    assert!(wijkpoort::migrate::migrate(&setup.config(Role::Wijkteam)).is_err());
+    let again = wijkpoort::migrate::migrate(&setup.config(Role::Wijkteam)).unwrap_err();
+    assert!(again.to_string().contains("store compact"), "{again}");
+
+    let listeners = Listeners {
+        local_api: bind("127.0.0.1:0".parse().unwrap()).await.unwrap(),
+        listener: bind("127.0.0.1:0".parse().unwrap()).await.unwrap(),
+    };
+    let refused =
+        RunningGateway::start(setup.config(Role::Wijkteam), listeners, Durability::Synced)
+            .await
+            .err()
+            .expect("a plaintext format-2 store is refused");
+    let text = refused.to_string();
+    assert!(text.contains("wijkpoort store compact"), "{text}");
+    let sealed = dir.with_extension("sealed");
+    let key = setup.config(Role::Wijkteam).data_key.clone();
+    let done = retry_open(|| wijkpoort::compact::compact(&dir, &sealed, key.clone(), None));
+    assert_eq!(done.from_version, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::rename(&sealed, &dir).unwrap();
 
     let wijkteam = setup.start(Role::Wijkteam).await;
     let mut case_system = setup.client(Role::Wijkteam, "j.bakker");
