@@ -475,9 +475,11 @@ fn trim_runs(tx: &mut Tx<'_>, tree: T, prefix: &[u8], to: u64) -> Result<(), Pur
 /// How often a running gateway looks whether a new day began (by its clock).
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The running gateway's purge: once at start and then once a day (the first look in a
-/// new local day), until `stop` turns true. A failed purge is logged and tried again at
-/// the next look; nothing it would remove is lost by waiting.
+/// The running gateway's purge: an hour after start, then once a day (at the first
+/// hourly look in a new local day, by the gateway's clock), until `stop` turns true. Not
+/// at start itself: a gateway restarted in a loop would purge each time, and the
+/// start-up stays as quick as before. A failed purge is logged and tried again at the
+/// next look; nothing it would remove is lost by waiting.
 pub async fn run_daily(
     store: Store,
     rules: Retention,
@@ -487,6 +489,10 @@ pub async fn run_daily(
 ) {
     let mut done_on: Option<NaiveDate> = None;
     loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         let today = clock.today();
         if done_on != Some(today) {
             match purge(
@@ -514,10 +520,6 @@ pub async fn run_daily(
                     tracing::error!(error = %e, "retention purge failed; trying again in an hour")
                 }
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(LOOK_EVERY) => {}
-            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

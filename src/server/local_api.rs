@@ -334,6 +334,8 @@ impl LocalApi {
                 let mut view = inbox_view(cursor, &msg);
                 view["acknowledged_at"] = json!(msg.acknowledged_at);
                 view["acknowledged_by"] = json!(msg.acknowledged_by);
+                view["receipt"] = json!(msg.receipt);
+                view["body_purged"] = json!(msg.body_purged);
                 Ok(json(200, &view))
             }
             (Method::POST, ["v1", "inbox", from, id, "ack"]) => {
@@ -487,6 +489,7 @@ fn status_view(msg: &outbox::SentMessage) -> serde_json::Value {
         "receipt": msg.receipt,
         "created_at": msg.created_at,
         "updated_at": msg.updated_at,
+        "body_purged": msg.body_purged,
     })
 }
 

@@ -27,6 +27,7 @@ mod privacy;
 mod relay;
 mod reload;
 mod renewal;
+mod retention;
 mod revocation;
 mod service_units;
 mod store_format;
