@@ -376,3 +376,85 @@ async fn a_plaintext_store_is_refused_naming_compact_which_seals_it_into_a_fresh
     wijkteam.stop().await.unwrap();
     practice.stop().await.unwrap();
 }
+
+fn wijkpoort(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wijkpoort"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_commands_compact_purge_and_refuse_a_readable_data_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let (setup, _, _) = exchanged_and_stopped().await;
+    let config_path = setup.config_path(Role::Practice);
+    let dir = setup.store_dir(Role::Practice);
+    let key_file = setup.kit.dir.join("practice.datakey");
+    let fresh = setup.kit.dir.join("store-practice-compacted");
+
+    // Nothing is due today: the purge says so, and leaves the log verifiable.
+    let out = wijkpoort(&[
+        "store".as_ref(),
+        "purge".as_ref(),
+        "--config".as_ref(),
+        config_path.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 audit record(s)"), "{stdout}");
+
+    // A data key others can read is refused, naming the fix.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let compact = |key: &Path| {
+        wijkpoort(&[
+            "store".as_ref(),
+            "compact".as_ref(),
+            "--from".as_ref(),
+            dir.as_os_str(),
+            "--to".as_ref(),
+            fresh.as_os_str(),
+            "--data-key".as_ref(),
+            key.as_os_str(),
+        ])
+    };
+    let out = compact(&key_file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let out = compact(&key_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(format 3)"), "{stdout}");
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert_eq!(found_in(&fresh, &needles()), Vec::new());
+
+    // The copy verifies as the original does.
+    let verify = |store: &Path| {
+        wijkpoort(&[
+            "audit".as_ref(),
+            "--store".as_ref(),
+            store.as_os_str(),
+            "--cert".as_ref(),
+            setup.kit.pki.cert("practice").as_os_str(),
+            "verify".as_ref(),
+        ])
+    };
+    for store in [&dir, &fresh] {
+        let out = verify(store);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains("intact"), "{stdout}");
+    }
+}
