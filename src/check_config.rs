@@ -99,6 +99,17 @@ pub fn summary(config: &Config) -> String {
         config.policy.source(),
         types.join(", ")
     );
+    let _ = writeln!(
+        out,
+        "data key:   {} ({}); retention: bodies {}/{} days (delivered/acknowledged), undelivered {}, consents {} after their end, audit {}",
+        config.data_key.id_hex(),
+        crate::seal::ALGORITHM,
+        config.retention.delivered_body.num_days(),
+        config.retention.acknowledged_body.num_days(),
+        config.retention.undelivered_body.num_days(),
+        config.retention.consent_after_end.num_days(),
+        config.retention.audit.num_days()
+    );
     let store = &config.store_dir;
     if store.join("db").exists() {
         let _ = writeln!(

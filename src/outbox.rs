@@ -18,7 +18,7 @@ use crate::config::PeerName;
 use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::{PurgedBody, Receipt};
-use crate::store::{be, key, StoreError, Tx, T};
+use crate::store::{be, key, Presealed, StoreError, Tx, T};
 
 /// Where a sent message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,12 +129,23 @@ pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<SentMessage>, StoreError> {
 }
 
 /// Puts a new message in the outbox (inside a job; the caller adds the audit records).
-pub fn enqueue(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreError> {
+/// `envelope` is `msg.envelope` sealed before the commit ([`crate::store::Store::preseal`]).
+pub fn enqueue(
+    tx: &mut Tx<'_>,
+    mut msg: SentMessage,
+    envelope: Presealed,
+) -> Result<SentMessage, StoreError> {
     let queue_key = key(&[msg.peer.as_str().as_bytes(), &be(tx.next_number()?)]);
     tx.insert(T::Outbox, queue_key.clone(), msg.id.as_bytes());
     msg.queue_key = Some(queue_key);
     msg.status = Status::Queued;
-    tx.insert(T::SentEnvelopes, msg.id.as_bytes(), msg.envelope.as_bytes());
+    if !envelope.is_for(T::SentEnvelopes, msg.id.as_bytes(), msg.envelope.as_bytes()) {
+        return Err(StoreError::Corrupt(format!(
+            "the sealed envelope handed to the outbox is not message {}'s",
+            msg.id
+        )));
+    }
+    tx.insert_presealed(envelope);
     tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
     Ok(msg)
 }

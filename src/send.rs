@@ -35,7 +35,7 @@ use crate::minimise::Minimiser;
 use crate::outbox::{self, SentMessage, Status, Wakers};
 use crate::pseudonym::Pseudonymiser;
 use crate::receipt::sha256_hex;
-use crate::store::{Store, Tx};
+use crate::store::{Presealed, Store, Tx, T};
 
 /// What the local system submits (`POST /v1/messages`).
 #[derive(Debug, Deserialize)]
@@ -252,7 +252,12 @@ impl SendPath {
             .signer
             .sign_encoded(&bytes)
             .map_err(|e| fail(Refusal::new(Code::SigningFailed, e.to_string())))?;
+        let sealed_envelope = self
+            .store
+            .preseal(T::SentEnvelopes, envelope.id.as_bytes(), bytes.clone())
+            .map_err(|e| fail(Refusal::from(e)))?;
         Ok(Prepared {
+            sealed_envelope,
             subject,
             bsn,
             envelope,
@@ -333,6 +338,8 @@ pub struct Prepared {
     subject: Option<String>,
     bsn: Option<Bsn>,
     local: Arc<Local>,
+    /// The envelope sealed for the outbox here, off the committer thread.
+    sealed_envelope: Presealed,
 }
 
 impl Prepared {
@@ -423,7 +430,7 @@ pub fn queue(
         msg.audit(Event::MessageQueued, Outcome::Success, actor)
             .on_behalf_of(org),
     );
-    let queued = outbox::enqueue(tx, msg)?;
+    let queued = outbox::enqueue(tx, msg, p.sealed_envelope)?;
     tracing::info!(
         message_id = %queued.id,
         message_type = %queued.message_type,

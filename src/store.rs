@@ -239,6 +239,24 @@ pub fn format_of(trees: &[sled::Tree]) -> Result<Option<u32>, StoreError> {
 
 /// One pending write: a tree, a key, and the new value (`None` removes the key).
 pub type Write = (T, Vec<u8>, Option<Vec<u8>>);
+
+/// A value sealed before its commit ([`Store::preseal`]), so that the committer thread
+/// does not spend the AES-GCM pass on it: its place, its plaintext (what reads in the
+/// same group see) and its sealed bytes (what is written).
+#[derive(Debug)]
+pub struct Presealed {
+    tree: T,
+    key: Vec<u8>,
+    plain: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+impl Presealed {
+    /// Whether this is the value for record `key` of `tree` with plaintext `plain`.
+    pub fn is_for(&self, tree: T, key: &[u8], plain: &[u8]) -> bool {
+        self.tree == tree && self.key == key && self.plain == plain
+    }
+}
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -251,6 +269,8 @@ pub struct Tx<'a> {
     sealer: &'a Sealer,
     overlay: &'a HashMap<(T, Vec<u8>), Option<Vec<u8>>>,
     writes: Vec<Write>,
+    /// Writes (by index into `writes`) sealed before the commit.
+    presealed: Vec<(usize, Vec<u8>)>,
     audit: Vec<AuditEvent>,
     db: &'a sled::Db,
 }
@@ -300,6 +320,12 @@ impl Tx<'_> {
 
     pub fn insert(&mut self, tree: T, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.writes.push((tree, key.into(), Some(value.into())));
+    }
+
+    /// Writes a value sealed before the commit; reads in this group see its plaintext.
+    pub fn insert_presealed(&mut self, value: Presealed) {
+        self.presealed.push((self.writes.len(), value.sealed));
+        self.writes.push((value.tree, value.key, Some(value.plain)));
     }
 
     pub fn remove(&mut self, tree: T, key: impl Into<Vec<u8>>) {
@@ -540,6 +566,7 @@ impl Store {
             let result = job(tx);
             if result.is_err() {
                 tx.writes.clear();
+                tx.presealed.clear();
                 tx.audit.clear();
             }
             Box::new(move |durable: Result<(), StoreError>| {
@@ -614,6 +641,28 @@ impl Store {
                 Ok((k.to_vec(), v))
             })
             .collect()
+    }
+
+    /// Seals `plain` for record `key` of `tree` now, on the caller's thread, for
+    /// [`Tx::insert_presealed`]: the committer then only writes it.
+    pub fn preseal(
+        &self,
+        tree: T,
+        key: impl Into<Vec<u8>>,
+        plain: Vec<u8>,
+    ) -> Result<Presealed, StoreError> {
+        let key = key.into();
+        let sealed = if tree.is_sealed() {
+            self.inner.sealer.seal(tree.name(), &key, &plain)?
+        } else {
+            plain.clone()
+        };
+        Ok(Presealed {
+            tree,
+            key,
+            plain,
+            sealed,
+        })
     }
 
     /// Seals made under the data key so far.
@@ -995,6 +1044,7 @@ impl Committer {
         let observer = self.stats.observer.get().cloned();
         let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
         let mut writes: Vec<Write> = Vec::new();
+        let mut presealed: HashMap<usize, Vec<u8>> = HashMap::new();
         // Checkpoints signed since the last group are stored with this one.
         while let Ok((seq, bytes)) = self.signed.try_recv() {
             writes.push((T::Checkpoints, be(seq).to_vec(), Some(bytes)));
@@ -1007,15 +1057,19 @@ impl Committer {
                 sealer: &self.sealer,
                 overlay: &overlay,
                 writes: Vec::new(),
+                presealed: Vec::new(),
                 audit: Vec::new(),
                 db: &self.db,
             };
             let finish = job(&mut tx);
             let Tx {
                 writes: job_writes,
+                presealed: job_presealed,
                 audit,
                 ..
             } = tx;
+            let base = writes.len();
+            presealed.extend(job_presealed.into_iter().map(|(i, s)| (base + i, s)));
             for event in audit {
                 if let Some(o) = &observer {
                     o.audited(&event);
@@ -1035,7 +1089,7 @@ impl Committer {
         let result = match chain_error {
             Some(e) => Err(e),
             None => self
-                .seal_writes(&mut writes)
+                .seal_writes(&mut writes, presealed)
                 .and_then(|()| self.apply(&writes))
                 .and_then(|()| self.commit_point()),
         };
@@ -1069,11 +1123,18 @@ impl Committer {
     /// Seals the values the group writes to sealed trees (jobs hand over plaintext, so
     /// that later jobs of the group read it from the overlay), and records the seal count
     /// with them: a sealed value is never on disk before the count that includes it.
-    fn seal_writes(&self, writes: &mut Vec<Write>) -> Result<(), StoreError> {
-        let mut sealed_any = false;
-        for (t, k, v) in writes.iter_mut() {
+    fn seal_writes(
+        &self,
+        writes: &mut Vec<Write>,
+        mut presealed: HashMap<usize, Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let mut sealed_any = !presealed.is_empty();
+        for (i, (t, k, v)) in writes.iter_mut().enumerate() {
             if let (true, Some(plain)) = (t.is_sealed(), v.as_mut()) {
-                *plain = self.sealer.seal(t.name(), k, plain)?;
+                *plain = match presealed.remove(&i) {
+                    Some(sealed) => sealed,
+                    None => self.sealer.seal(t.name(), k, plain)?,
+                };
                 sealed_any = true;
             }
         }

@@ -517,8 +517,13 @@ async fn offline(
     let data_key = config.as_ref().map(|c| c.data_key.clone());
     let config = if own_store { config } else { None };
     let Some(config) = config.as_ref() else {
+        // Another gateway's store is sealed with its own key: its audit log reads without
+        // one, its consent log does not.
         let store = retry_locked(|| match &data_key {
-            Some(k) => Store::open_read_only_with_key(&dir, k.clone()),
+            Some(k) => match Store::open_read_only_with_key(&dir, k.clone()) {
+                Err(StoreError::WrongDataKey { .. }) => Store::open_read_only(&dir),
+                other => other,
+            },
             None => Store::open_read_only(&dir),
         })
         .map_err(|e| locked(e, None))?;

@@ -137,11 +137,17 @@ async fn a_message_the_wijkteam_stored_just_before_the_practice_was_killed_is_no
     // The practice's first attempt reached the wijkteam, but the practice died before
     // it read the receipt: the wijkteam holds the message, the practice's outbox too.
     let sent = {
-        let store =
-            wijkpoort::store::Store::open_read_only(&setup.store_dir(Role::Practice)).unwrap();
-        let bytes = store.tree(T::Sent).get(id.as_bytes()).unwrap().unwrap();
-        let envelope = store.tree(T::SentEnvelopes).get(id.as_bytes()).unwrap();
-        wijkpoort::outbox::decode(&bytes, envelope.as_deref()).unwrap()
+        let store = wijkpoort::store::Store::open_read_only_with_key(
+            &setup.store_dir(Role::Practice),
+            setup.config(Role::Practice).data_key.clone(),
+        )
+        .unwrap();
+        let opened = |t: T| {
+            let stored = store.tree(t).get(id.as_bytes()).unwrap().unwrap();
+            store.open_value(t, id.as_bytes(), &stored).unwrap()
+        };
+        let envelope = opened(T::SentEnvelopes);
+        wijkpoort::outbox::decode(&opened(T::Sent), Some(&envelope)).unwrap()
     };
     assert_eq!(sent.status, wijkpoort::outbox::Status::Queued);
     let wijkteam = setup.start(Role::Wijkteam).await;
