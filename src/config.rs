@@ -20,6 +20,7 @@ use crate::message::MessageType;
 use crate::signing::Signer;
 
 pub mod limits;
+pub mod retention;
 pub use limits::Limits;
 
 /// A configuration mistake: which file, which field, what is wrong.
@@ -72,7 +73,7 @@ pub struct RawConfig {
     pub data_key_file: PathBuf,
     /// How long each kind of stored data is kept ([`crate::retention`]).
     #[serde(default)]
-    pub retention: crate::retention::RawRetention,
+    pub retention: retention::RawRetention,
     #[serde(default)]
     pub minimisation_policy: Option<PathBuf>,
     pub tls: RawTls,
@@ -265,7 +266,7 @@ pub struct Config {
     pub secret: Vec<u8>,
     /// The store's data key (read from `data_key_file`).
     pub data_key: Arc<crate::seal::DataKey>,
-    pub retention: crate::retention::Retention,
+    pub retention: retention::Retention,
     /// The validated minimisation policy (the shipped default when the config names none).
     pub policy: crate::minimise::Policy,
     pub cert_chain: Vec<CertificateDer<'static>>,

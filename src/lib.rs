@@ -39,9 +39,12 @@
 //!   [`stats`] and [`metrics`]: counters for `/v1/stats` and `/metrics`.
 //! - [`backup`]: a consistent copy of the store taken between two group commits (or of
 //!   a stopped gateway's store), and its checked restore.
-//! - [`store`]: sled, its trees and keys, and the commit point; [`chain`]: the audit
-//!   hash chain the store's committer seals records into (records, checkpoints, index
-//!   runs).
+//! - [`retention`]: how long each kind is kept and the purge (daily, and `store
+//!   purge`); [`compact`]: `store compact` and `store rotate-key` on a stopped store.
+//! - [`store`]: sled, its trees and keys, and the commit point; [`seal`]: the data key
+//!   that seals the trees holding personal data (AES-256-GCM, bound to tree and key);
+//!   [`chain`]: the audit hash chain the store's committer seals records into (records,
+//!   checkpoints, index runs).
 //! - [`local`]: who this gateway is (role, identity, signing key, certificate, clock);
 //!   [`config`]: the TOML file, validated once at start (and again on a reload);
 //!   [`live`]: a value a reload swaps whole; [`tls`]: rustls configs; [`revocation`]:

@@ -306,7 +306,7 @@ fn be(n: u64) -> [u8; 8] {
 
 #[test]
 fn audit_retention_below_five_years_or_above_twenty_is_refused() {
-    use wijkpoort::retention::RawRetention;
+    use wijkpoort::config::retention::RawRetention;
     for days in [365, 1826, 7306] {
         let raw = RawRetention {
             audit_days: days,
