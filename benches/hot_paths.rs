@@ -1,6 +1,7 @@
 //! Benchmarks of the hot pieces of the data path, one by one, so that the end-to-end
 //! figure of `wijkpoort bench` can be taken apart: envelope parse + validate, envelope
-//! sign + verify, receipt issue + verify, and sealing an audit record into the chain.
+//! sign + verify, receipt issue + verify, sealing an audit record into the chain, and
+//! sealing and opening a stored envelope with the data key (encryption at rest).
 //! Run with `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
@@ -114,6 +115,27 @@ fn benches(c: &mut Criterion) {
             })
         },
     );
+
+    let sealer = wijkpoort::seal::Sealer::new(
+        std::sync::Arc::new(wijkpoort::seal::DataKey::random().unwrap()),
+        0,
+    );
+    let id = b"msg-0123456789abcdef01234567";
+    c.bench_function("at rest: seal the envelope (AES-256-GCM)", |b| {
+        b.iter(|| {
+            sealer
+                .seal("sent_envelopes", id, black_box(&bytes))
+                .unwrap()
+        })
+    });
+    let stored = sealer.seal("sent_envelopes", id, &bytes).unwrap();
+    c.bench_function("at rest: open the envelope", |b| {
+        b.iter(|| {
+            sealer
+                .open("sent_envelopes", id, black_box(&stored))
+                .unwrap()
+        })
+    });
 }
 
 criterion_group!(hot_paths, benches);
