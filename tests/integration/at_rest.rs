@@ -178,6 +178,16 @@ async fn no_name_or_bsn_is_in_any_store_file_and_all_of_it_reads_back_after_a_re
         assert!(files_under(&dir).len() > 1, "the store has files");
         let found = found_in(&dir, &needles());
         assert!(found.is_empty(), "{} store: {found:?}", role.name());
+        // Every value on disk was counted against the key's bound (NIST SP 800-38D).
+        let key = setup.config(role).data_key.clone();
+        let values = all_sealed_with(&dir, key.id());
+        let db = retry_open(|| sled::open(&dir));
+        let meta = db.open_tree("meta").unwrap();
+        let counted = wijkpoort::store::seals_made(&meta, &key.id()).unwrap();
+        assert!(
+            counted as usize >= values && values > 0,
+            "{counted} < {values}"
+        );
     }
     read_back(&mut setup, &id, &consent).await;
 }
