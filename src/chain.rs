@@ -51,6 +51,8 @@ pub enum Event {
     GatewayStarted,
     GatewayStopped,
     CertificateRefused,
+    /// A reload brought new own credentials (TLS or signing certificate and key).
+    CredentialsReloaded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

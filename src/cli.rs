@@ -180,7 +180,7 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
                 },
         } => restore(&from, config, store, cert, replace),
         Command::Reload { config } => runtime.block_on(reload(config)),
-        Command::CheckConfig { config } => crate::check_config::run(&config),
+        Command::CheckConfig { config } => runtime.block_on(crate::check_config::run(&config)),
         #[cfg(feature = "dev")]
         Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
         #[cfg(feature = "dev")]

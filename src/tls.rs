@@ -37,10 +37,9 @@ fn roots(config: &Config) -> Result<Arc<RootCertStore>, TlsError> {
 /// revoked by a configured CRL, is required.
 pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(roots(config)?, provider());
-    if !config.crls.is_empty() {
-        builder = builder
-            .with_crls(config.crls.ders())
-            .only_check_end_entity_revocation();
+    let crls = config.crls.ders();
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
         if config.crls.enforce_expiry(chrono::Utc::now()) {
             builder = builder.enforce_revocation_expiration();
         }
@@ -68,10 +67,9 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
 /// certificate must chain to a trust anchor.
 pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, TlsError> {
     let mut builder = WebPkiServerVerifier::builder_with_provider(roots(config)?, provider());
-    if !config.crls.is_empty() {
-        builder = builder
-            .with_crls(config.crls.ders())
-            .only_check_end_entity_revocation();
+    let crls = config.crls.ders();
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
         if config.crls.enforce_expiry(chrono::Utc::now()) {
             builder = builder.enforce_revocation_expiration();
         }
