@@ -88,6 +88,9 @@ pub struct Gateway {
     reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
     ops: Ops,
     ops_listener: Option<TcpListener>,
+    /// The watched files as they were when the config was read, so that a change made
+    /// before the watch starts is still seen.
+    watched_at_open: Vec<FileState>,
 }
 
 /// The parts of the config a reload replaces, shared with the parts that read them.
@@ -282,6 +285,7 @@ impl Gateway {
         metrics.watch_peers(peers.clone());
         let observer: Arc<dyn crate::store::CommitObserver> = Arc::new(metrics.clone());
         let _ = store.stats().observer.set(observer);
+        let watched_at_open = file_states(&config.watched_files);
         let ops = Ops::new(
             metrics.registry(Sources {
                 store: store.clone(),
@@ -391,6 +395,7 @@ impl Gateway {
             reloads,
             ops,
             ops_listener: None,
+            watched_at_open,
         })
     }
 
@@ -423,6 +428,7 @@ impl Gateway {
             reloader,
             ops,
             ops_listener,
+            watched_at_open,
             ..
         } = self;
         let ops_listener = match ops_listener {
@@ -485,6 +491,7 @@ impl Gateway {
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
         tasks.spawn(watch_files(
             live.watched.clone(),
+            watched_at_open,
             reloader.clone(),
             stop_rx.clone(),
         ));
@@ -819,19 +826,25 @@ async fn apply_fetched(live: &mut LiveParts, fetched: crate::revocation::fetch::
 /// Looks at the watched files every interval and asks for a reload once a change has
 /// held still for one interval (so that a certificate and its key, written one after
 /// the other, reload together). The reload itself says what it did or why it refused.
-async fn watch_files(watched: Live<Watched>, reloader: Reloader, mut stop: watch::Receiver<bool>) {
-    let mut files = watched.current();
-    let Some(mut interval) = files.interval else {
+async fn watch_files(
+    watched: Live<Watched>,
+    mut last: Vec<FileState>,
+    reloader: Reloader,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(mut interval) = watched.current().interval else {
         return;
     };
-    let mut last = fingerprints(files.files.clone()).await;
-    let mut pending = None;
+    let mut pending: Option<Vec<FileState>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = fingerprints(files.files.clone()).await;
+        let files = watched.current().files.clone();
+        let now = tokio::task::spawn_blocking(move || file_states(&files))
+            .await
+            .unwrap_or_default();
         if now == last {
             pending = None;
             continue;
@@ -842,32 +855,28 @@ async fn watch_files(watched: Live<Watched>, reloader: Reloader, mut stop: watch
         }
         pending = None;
         tracing::info!("a file of the configuration changed; reloading");
-        // The outcome is logged by the serve loop.
+        // The outcome is logged by the serve loop. What the reload read is (at least)
+        // what was seen here; a change made meanwhile is seen at the next look.
         let _ = reloader.reload().await;
-        files = watched.current();
-        interval = files.interval.unwrap_or(interval);
-        last = fingerprints(files.files.clone()).await;
+        last = now;
+        interval = watched.current().interval.unwrap_or(interval);
     }
 }
 
-/// What the watch compares: each file's modification time, size and SHA-256 (or that it
-/// cannot be read).
-async fn fingerprints(
-    files: Vec<std::path::PathBuf>,
-) -> Vec<Option<(std::time::SystemTime, u64, Vec<u8>)>> {
-    tokio::task::spawn_blocking(move || {
-        files
-            .iter()
-            .map(|f| {
-                let meta = std::fs::metadata(f).ok()?;
-                let bytes = std::fs::read(f).ok()?;
-                let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
-                Some((meta.modified().ok()?, meta.len(), hash.as_ref().to_vec()))
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
+/// What the watch compares of a file: its modification time, size and SHA-256 (`None`:
+/// it cannot be read).
+type FileState = Option<(std::time::SystemTime, u64, Vec<u8>)>;
+
+fn file_states(files: &[std::path::PathBuf]) -> Vec<FileState> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok()?;
+            let bytes = std::fs::read(f).ok()?;
+            let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            Some((meta.modified().ok()?, meta.len(), hash.as_ref().to_vec()))
+        })
+        .collect()
 }
 
 /// Warnings that the gateway's own certificate or a trust anchor is about to expire: at
