@@ -294,6 +294,11 @@ pub struct Config {
     /// The signing certificate and its intermediates: `[signing] certificate`, or the
     /// TLS chain. Its leaf is the one each signature names.
     pub signing_chain: Vec<CertificateDer<'static>>,
+    /// Own certificates from before a renewal, still valid, whose keys signed messages
+    /// that may still be queued: presented after the TLS chain (with a separate signing
+    /// certificate) so that the peer can verify them. Not from the file: the gateway
+    /// fills this from its store at start and from the old config on a reload.
+    pub earlier_certificates: Vec<CertificateDer<'static>>,
     pub trust_anchors: Vec<CertificateDer<'static>>,
     /// The revocation lists, read and parsed (from files, and the cached copies of the
     /// URLs' lists).
@@ -352,6 +357,24 @@ impl Peers {
 }
 
 impl Config {
+    /// What the gateway presents in the TLS Certificate message: its TLS chain, then
+    /// its signing certificate and intermediates if they are others, then its earlier
+    /// certificates (see `crate::caller`), each once.
+    pub fn presented_chain(&self) -> Vec<CertificateDer<'static>> {
+        let mut chain = self.cert_chain.clone();
+        let extra = if self.signing_chain.first() == self.cert_chain.first() {
+            &[][..]
+        } else {
+            &self.signing_chain[..]
+        };
+        for cert in extra.iter().chain(&self.earlier_certificates) {
+            if !chain.contains(cert) {
+                chain.push(cert.clone());
+            }
+        }
+        chain
+    }
+
     /// Reads, parses and validates a config file. Relative paths in it are relative to
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -709,6 +732,7 @@ impl RawConfig {
             key,
             signer: Arc::new(signer),
             signing_chain,
+            earlier_certificates: Vec::new(),
             trust_anchors,
             crls,
             crl_urls: self.tls.crl_urls.clone(),

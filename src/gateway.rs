@@ -229,7 +229,7 @@ impl Gateway {
 
     /// As [`Gateway::open`], with the clock every part reads "now" and "today" from.
     pub fn open_with_clock(
-        config: Config,
+        mut config: Config,
         durability: Durability,
         clock: Clock,
     ) -> Result<Gateway, StartError> {
@@ -242,6 +242,15 @@ impl Gateway {
         })?;
         let bounds = Bounds::new(&config.limits, config.store_dir.clone());
         let store = Store::open_with(&config.store_dir, config.signer.clone(), durability)?;
+        config.earlier_certificates = earlier_own_certificates(
+            &config,
+            store
+                .tree(crate::store::T::Certificates)
+                .iter()
+                .flatten()
+                .map(|(_, der)| der.to_vec()),
+            clock.now(),
+        );
         let server_tls = Live::new(crate::tls::server_config(&config)?);
         let client_tls = Live::new(crate::tls::client_config(&config)?);
         let crls = Live::new(config.crls.clone());
@@ -619,6 +628,31 @@ fn own_certificates(config: &Config) -> Vec<Vec<u8>> {
     own
 }
 
+/// The own certificates among `candidates` that are not `config`'s current ones, name
+/// its organisation and are still valid at `now`: their keys may have signed messages
+/// still queued, so the gateway presents them (see `crate::caller`).
+fn earlier_own_certificates(
+    config: &Config,
+    candidates: impl Iterator<Item = Vec<u8>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let current = own_certificates(config);
+    let mut earlier: Vec<rustls::pki_types::CertificateDer<'static>> = Vec::new();
+    for der in candidates {
+        if current.contains(&der) || earlier.iter().any(|e| e.as_ref() == der.as_slice()) {
+            continue;
+        }
+        let ours =
+            crate::identity::identify(&der).is_ok_and(|id| id.organisation_id == config.identity);
+        let valid = crate::identity::not_after(&der).is_some_and(|end| end > now)
+            && crate::identity::not_before(&der).is_some_and(|start| start <= now);
+        if ours && valid {
+            earlier.push(der.into());
+        }
+    }
+    earlier
+}
+
 /// Reads the config file again and, if all of it is valid and only what may change did,
 /// applies it; otherwise changes nothing. New own credentials (TLS or signing
 /// certificate and key) are kept in the store — on disk — before the signer switches to
@@ -644,6 +678,17 @@ async fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded,
     if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(ReloadError::NeedsRestart { field });
     }
+    // The certificates being replaced may have signed messages still queued: they are
+    // presented too while they are valid.
+    new.earlier_certificates = earlier_own_certificates(
+        &new,
+        old.earlier_certificates
+            .iter()
+            .map(|c| c.to_vec())
+            .chain(old.cert_chain.first().map(|c| c.to_vec()))
+            .chain(old.signing_chain.first().map(|c| c.to_vec())),
+        chrono::Utc::now(),
+    );
     // Own credentials, trust anchors and revocation lists: new TLS configs, built before
     // anything is swapped, so that a failure leaves the running ones in place.
     let server_tls = crate::tls::server_config(&new).map_err(ReloadError::Tls)?;

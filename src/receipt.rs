@@ -142,6 +142,9 @@ pub enum ReceiptError {
     SignatureNotHex,
     #[error(transparent)]
     Signature(#[from] SigningError),
+    /// It names a signing certificate the receiver presented that was refused.
+    #[error("{0}")]
+    RefusedCertificate(String),
 }
 
 /// The root that `leaf` at `index` of a batch of `size` leads to along `path`.

@@ -101,7 +101,8 @@ impl ReceivePath {
                 .map_err(|e| Refusal::internal(format!("checking the batch failed: {e}")))?
         };
         let actor = caller.actor();
-        let sender_cert = caller.cert.clone();
+        // The certificates that may have signed the batch's messages: kept with them.
+        let sender_certs = caller.signing_keys();
         // The receipts are signed here, off the single committer (an RSA-4096 signature
         // costs ~5 ms, which would stall every writer), for the messages a read pass finds
         // new; the commit re-checks and uses them only if it finds the same.
@@ -112,7 +113,7 @@ impl ReceivePath {
         };
         let results = self
             .store
-            .commit(move |tx| store_batch(tx, checked, &actor, &sender_cert, &by, presigned))
+            .commit(move |tx| store_batch(tx, checked, &actor, &sender_certs, &by, presigned))
             .await?;
         for r in results.iter().flatten() {
             tracing::info!(message_id = %r.message_id, "message received");
@@ -240,7 +241,11 @@ impl ReceivePath {
         let signature = signature.ok_or_else(|| {
             Refusal::new(Code::MissingSignature, "the message carries no signature")
         })?;
-        crate::signing::verify(&caller.cert, body, signature).map_err(|e| match e {
+        // The TLS certificate, or the signing certificate the signature names (see
+        // crate::caller).
+        let signed_by = crate::caller::certificate_for(&caller.cert, &caller.signing, signature)
+            .map_err(|why| Refusal::new(Code::BadSignature, why))?;
+        crate::signing::verify(signed_by, body, signature).map_err(|e| match e {
             SigningError::BadEncoding | SigningError::UnknownAlgorithm(_) => Refusal::new(
                 Code::SignatureNotHex,
                 format!("the signature is not usable: {e}"),
@@ -446,7 +451,7 @@ fn store_batch(
     tx: &mut Tx<'_>,
     checked: Vec<CheckResult>,
     actor: &Actor,
-    sender_cert: &[u8],
+    sender_certs: &[Vec<u8>],
     by: &StoreAs,
     presigned: Presigned,
 ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
@@ -523,7 +528,9 @@ fn store_batch(
         .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?
     };
     if !new.is_empty() {
-        crate::store::keep_certificate(tx, sender_cert)?;
+        for cert in sender_certs {
+            crate::store::keep_certificate(tx, cert)?;
+        }
     }
     for (c, receipt) in new.into_iter().zip(&receipts) {
         store_new(tx, c, receipt.clone(), actor, by)?;

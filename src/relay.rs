@@ -142,6 +142,9 @@ impl DeliveryError {
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
     peer_cert: Vec<u8>,
+    /// The signing certificates the peer presented after its TLS chain (see
+    /// `crate::caller`): its receipts may name one of them.
+    signing: Vec<crate::caller::Presented>,
 }
 
 /// How the relays authenticate peers: the TLS client config and the revocation lists,
@@ -349,13 +352,21 @@ async fn attempt(
     let mut steps = Vec::with_capacity(to_send.len());
     let mut retry = None;
     if !to_send.is_empty() {
-        let receiver_cert: Option<Arc<[u8]>> =
-            conn.as_ref().map(|c| Arc::from(c.peer_cert.as_slice()));
+        let receiver: Option<(Vec<u8>, Vec<crate::caller::Presented>)> = conn
+            .as_ref()
+            .map(|c| (c.peer_cert.clone(), c.signing.clone()));
+        // The certificate a receipt's signature names (checked in `deliver`), kept with it.
+        let receiver_cert = |receipt: &Receipt| -> Option<Arc<[u8]>> {
+            let (leaf, signing) = receiver.as_ref()?;
+            let cert =
+                crate::caller::certificate_for(leaf, signing, &receipt.signature).unwrap_or(leaf);
+            Some(Arc::from(cert))
+        };
         match deliver(relay, conn, &to_send).await {
             Ok(results) => {
                 for (msg, result) in to_send.into_iter().zip(results) {
                     steps.push(match result {
-                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert.clone().map(|cert| (receipt, cert)) },
+                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert(&receipt).map(|cert| (receipt, cert)) },
                         Err(refused) if refused.is_refusal() => {
                             tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
                             Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None }
@@ -617,8 +628,11 @@ async fn deliver(
         outcomes.push(o);
     }
     let peer_cert: Arc<[u8]> = c.peer_cert.clone().into();
+    let signing = Arc::new(c.signing.clone());
     let checked = crate::cpu::map_batch(statements, move |(statement, signature)| {
-        let valid = verify_statement(&statement, &signature, &peer_cert);
+        let valid = crate::caller::certificate_for(&peer_cert, &signing, &signature)
+            .map_err(crate::receipt::ReceiptError::RefusedCertificate)
+            .and_then(|cert| verify_statement(&statement, &signature, cert));
         (statement, signature, valid)
     })
     .await
@@ -736,30 +750,21 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         .counters
         .handshakes_out
         .fetch_add(1, Ordering::Relaxed);
-    let peer_cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .ok_or_else(|| {
-            counters.handshake_failed("out", "no_certificate");
-            DeliveryError::NoCertificate {
-                peer: peer.name.clone(),
-            }
-        })?;
-    let identity = relay
-        .tls
-        .issuers
-        .current()
-        .identify(&peer_cert)
-        .map_err(|source| {
-            counters.handshake_failed("out", "unidentified");
-            DeliveryError::Identity {
-                peer: peer.name.clone(),
-                source,
-            }
-        })?;
+    let presented = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let peer_cert = presented.first().map(|c| c.to_vec()).ok_or_else(|| {
+        counters.handshake_failed("out", "no_certificate");
+        DeliveryError::NoCertificate {
+            peer: peer.name.clone(),
+        }
+    })?;
+    let issuers = relay.tls.issuers.current();
+    let identity = issuers.identify(&peer_cert).map_err(|source| {
+        counters.handshake_failed("out", "unidentified");
+        DeliveryError::Identity {
+            peer: peer.name.clone(),
+            source,
+        }
+    })?;
     if identity.organisation_id != peer.identity {
         counters.handshake_failed("out", "wrong_peer");
         return Err(DeliveryError::WrongPeer {
@@ -770,6 +775,22 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         });
     }
     counters.peer_certificate_seen(peer.identity.as_str(), &peer_cert);
+    let signing = crate::caller::signing_certificates(
+        presented,
+        &identity.organisation_id,
+        &issuers,
+        &relay.tls.crls.current(),
+        relay.local.clock.now(),
+    );
+    for p in &signing {
+        if let crate::caller::Presented::Refused {
+            fingerprint,
+            reason,
+        } = p
+        {
+            tracing::warn!(peer = %peer.name, certificate = %fingerprint, reason = %reason, "a signing certificate the peer presented is refused");
+        }
+    }
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| DeliveryError::Http {
@@ -781,7 +802,11 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
             tracing::debug!(error = %e, "relay connection closed");
         }
     });
-    Ok(Connection { sender, peer_cert })
+    Ok(Connection {
+        sender,
+        peer_cert,
+        signing,
+    })
 }
 
 /// Exponential backoff with jitter: a random delay between half and all of

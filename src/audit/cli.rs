@@ -469,7 +469,8 @@ async fn offline(
     }
     let certificate = match (&args.cert, &config) {
         (Some(path), _) => Some(read_certificate(path)?),
-        (None, Some(c)) => c.cert_chain.first().map(|c| c.to_vec()),
+        // The certificate the gateway signs its checkpoints with.
+        (None, Some(c)) => c.signing_chain.first().map(|c| c.to_vec()),
         (None, None) => None,
     };
     let pseudonymiser = config.as_ref().map(|c| Pseudonymiser::new(&c.secret));

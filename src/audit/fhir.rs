@@ -178,9 +178,7 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
             let (code, display) = alert_subtype(e);
             subtype.push(coding(DCM, code, display));
         }
-        Event::CredentialsReloaded => {
-            subtype.push(coding(DCM, "110129", "Security Configuration"))
-        }
+        Event::CredentialsReloaded => subtype.push(coding(DCM, "110129", "Security Configuration")),
         _ => {}
     }
     let outcome = match e.outcome {

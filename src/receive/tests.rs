@@ -50,6 +50,7 @@ fn caller(party: &Party) -> Caller {
         remote: "127.0.0.1:40000".parse().unwrap(),
         cert: party.cert.clone(),
         identity: identify(&party.cert),
+        signing: Vec::new(),
     }
 }
 

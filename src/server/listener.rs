@@ -168,21 +168,38 @@ impl Listener {
         };
         self.counters.handshakes_in.fetch_add(1, Ordering::Relaxed);
         // Take the verified certificate before hyper owns the stream.
-        let Some(cert) = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec())
-        else {
+        let presented = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        let Some(cert) = presented.first().map(|c| c.to_vec()) else {
             self.counters.handshake_failed("in", "no_certificate");
             self.refuse_handshake(remote, "no client certificate").await;
             return;
         };
+        let issuers = self.issuers.current();
+        let identity = issuers.identify(&cert);
+        let signing = match &identity {
+            Ok(id) => crate::caller::signing_certificates(
+                presented,
+                &id.organisation_id,
+                &issuers,
+                &self.crls.current(),
+                self.local.clock.now(),
+            ),
+            Err(_) => Vec::new(),
+        };
+        for p in &signing {
+            if let crate::caller::Presented::Refused {
+                fingerprint,
+                reason,
+            } = p
+            {
+                tracing::warn!(remote = %remote, certificate = %fingerprint, reason = %reason, "a presented signing certificate is refused");
+            }
+        }
         let caller = Arc::new(Caller {
             remote,
-            identity: self.issuers.current().identify(&cert),
+            identity,
             cert,
+            signing,
         });
         // A configured peer or auditor leaves the unidentified connections (and their
         // caps) here; anyone else keeps its place there, and may be closed for a newer one.

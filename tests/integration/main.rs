@@ -28,6 +28,7 @@ mod reload;
 mod renewal;
 mod revocation;
 mod service_units;
+mod signing_certificate;
 mod store_format;
 mod tls_validity;
 mod util;

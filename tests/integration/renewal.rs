@@ -257,3 +257,36 @@ async fn renewed_files_are_noticed_and_reloaded_without_a_signal() {
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_before_a_renewal_is_delivered_with_the_earlier_certificate() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam);
+    let practice = setup.start(Role::Practice).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let consent = record_consent(&mut his).await;
+    // Signed at accept time with the old key; the wijkteam is down, so it waits.
+    let queued = submit(&mut his, &referral_submission(&consent)).await;
+    assert_eq!(status(&mut his, &queued).await["status"], "queued");
+    let old = setup.credentials(Role::Practice);
+    let renewed = setup.issue(&practice_spec());
+    install(&setup, &renewed.cert_pem, &renewed.key_pem);
+    assert!(practice.reload().await.unwrap().credentials_reloaded);
+    let after = submit(&mut his, &referral_submission(&consent)).await;
+
+    // The practice presents its earlier certificate after the new TLS chain, so the
+    // wijkteam verifies the old signature instead of refusing it.
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    wait_delivered(&mut his, &queued).await;
+    wait_delivered(&mut his, &after).await;
+    assert_eq!(
+        stored_signer(&wijkteam, &queued),
+        signing::fingerprint(&old.cert_der())
+    );
+    assert_eq!(
+        stored_signer(&wijkteam, &after),
+        signing::fingerprint(&renewed.cert_der())
+    );
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
