@@ -22,11 +22,14 @@
 //! peers (relays are started for new peers, stopped for removed ones, restarted for
 //! changed ones), the auditors, the relay settings and the minimisation policy. What
 //! cannot change in a running gateway (its role and identity, store, secret, addresses,
-//! token, its own certificate and key) makes the reload refuse with the field named. New
-//! trust anchors, issuing CAs and revocation lists take effect as new TLS configs (and
-//! issuers), swapped whole: new
-//! connections use them, and a kept-alive connection whose certificate a new list
-//! revokes is refused at its next request. A removed peer's queued messages stay queued and visible; they are
+//! token, limits) makes the reload refuse with the field named. New own credentials are
+//! kept in the store before the shared signer switches to them, and every relay restarts
+//! to connect with them. New trust anchors, issuing CAs and revocation lists take effect
+//! as new TLS configs (and issuers), swapped whole: new connections use them, and a
+//! kept-alive connection whose certificate a new list revokes is refused at its next
+//! request. The same happens when a list fetched from a CA's URL
+//! ([`crate::revocation::fetch`]) arrives, and a watch of the config's files asks for a
+//! reload when one changes. A removed peer's queued messages stay queued and visible; they are
 //! delivered if the peer is configured again.
 //!
 //! Shutdown follows mini-redis: a `watch` signal reaches every task; servers stop
