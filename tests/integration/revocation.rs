@@ -451,3 +451,81 @@ async fn a_stale_list_from_the_url_refuses_its_cas_certificates_unless_within_th
         wijkteam.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_of_each_fetched_list_shows_in_check_config_readyz_and_metrics() {
+    use crate::operations::{add_ops, http_get};
+    let mut setup = Setup::new().await;
+    let now = Utc::now();
+    let server = CrlServer::start(Vec::new()).await;
+    practice_under_test_ca_by_url(&setup, &server.url, 0);
+    let this = now - Duration::hours(1);
+    server.serve(crl_of(&setup, &[], this, now + Duration::days(1)));
+    let ops = add_ops(&setup, Role::Wijkteam);
+
+    // check-config fetches the list once and names it.
+    let path = setup.config_path(Role::Wijkteam);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wijkpoort"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("revocation lists (1):"), "{text}");
+    assert!(
+        text.contains(&server.url) && text.contains("fetched at"),
+        "{text}"
+    );
+    assert!(text.contains("0 revoked"), "{text}");
+
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    wait_for_list(&wijkteam, this).await;
+    let (code, _, body) = http_get(ops, "/readyz").await;
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200, "{ready}");
+    let revocation = &ready["checks"]["revocation"];
+    assert_eq!(revocation["ok"], true, "{ready}");
+    assert_eq!(
+        revocation["lists"][0]["source"],
+        server.url.as_str(),
+        "{ready}"
+    );
+    assert_eq!(revocation["fetches"][0]["failures"], 0, "{ready}");
+    assert!(
+        revocation["fetches"][0]["last_success"].is_string(),
+        "{ready}"
+    );
+    let (_, _, metrics) = http_get(ops, "/metrics").await;
+    let label = format!("{{crl=\"{}\"}}", server.url);
+    assert!(
+        metrics.contains(&format!("wijkpoort_crl_next_update_seconds{label}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("wijkpoort_crl_fetch_failures_total{label} 0")),
+        "{metrics}"
+    );
+
+    // The distribution point goes away: the next fetch fails, the list held stays in
+    // force, and the failure shows.
+    server.stop();
+    wijkteam.reload().await.unwrap();
+    let fetch = wait_until("the failed fetch noted", || async {
+        let (_, _, body) = http_get(ops, "/readyz").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let fetch = ready["checks"]["revocation"]["fetches"][0].clone();
+        (fetch["failures"] == 1).then_some(fetch)
+    })
+    .await;
+    assert!(
+        fetch["last_error"].as_str().unwrap().contains("connect"),
+        "{fetch}"
+    );
+    let (_, _, metrics) = http_get(ops, "/metrics").await;
+    assert!(
+        metrics.contains(&format!("wijkpoort_crl_fetch_failures_total{label} 1")),
+        "{metrics}"
+    );
+    assert_eq!(wijkteam.revocation_lists().states().len(), 1);
+    wijkteam.stop().await.unwrap();
+}
