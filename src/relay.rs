@@ -66,6 +66,12 @@ pub enum DeliveryError {
     Handshake { peer: PeerName, detail: String },
     #[error("{peer} presented no certificate")]
     NoCertificate { peer: PeerName },
+    /// rustls checks nothing while no revocation list is held at all (a CA's URL has
+    /// brought none yet): the relay refuses such a connection itself.
+    #[error(
+        "{peer}'s certificate cannot be checked for revocation: no list of its CA is held yet"
+    )]
+    RevocationUnknown { peer: PeerName },
     #[error("{peer}'s certificate: {source}")]
     Identity {
         peer: PeerName,
@@ -775,6 +781,12 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         });
     }
     counters.peer_certificate_seen(peer.identity.as_str(), &peer_cert);
+    if relay.tls.crls.current().is_revoked(&peer_cert) {
+        counters.handshake_failed("out", "revocation_unknown");
+        return Err(DeliveryError::RevocationUnknown {
+            peer: peer.name.clone(),
+        });
+    }
     let signing = crate::caller::signing_certificates(
         presented,
         &identity.organisation_id,

@@ -379,11 +379,24 @@ impl CrlSet {
     pub fn is_revoked(&self, cert_der: &[u8]) -> bool {
         match X509Certificate::from_der(cert_der) {
             Ok((_, cert)) => {
-                let issuer = cert.issuer().as_raw();
                 self.revoked
-                    .contains(&(issuer.to_vec(), cert.raw_serial().to_vec()))
-                    || (!self.missing().is_empty()
-                        && !self.lists.iter().any(|l| l.issuer_raw == issuer))
+                    .contains(&(cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
+                    || self.unchecked(cert_der)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether `cert_der` cannot be checked: no list of its issuer is held while a
+    /// configured URL has brought none yet.
+    pub fn unchecked(&self, cert_der: &[u8]) -> bool {
+        match X509Certificate::from_der(cert_der) {
+            Ok((_, cert)) => {
+                !self.missing().is_empty()
+                    && !self
+                        .lists
+                        .iter()
+                        .any(|l| l.issuer_raw == cert.issuer().as_raw())
             }
             Err(_) => false,
         }

@@ -259,11 +259,16 @@ impl Listener {
     }
 
     async fn route(&self, caller: &Caller, req: Request<Incoming>) -> Result<Reply, Refusal> {
-        if self.crls.current().is_revoked(&caller.cert) {
+        let crls = self.crls.current();
+        if crls.is_revoked(&caller.cert) {
             tracing::warn!(remote = %caller.remote, "a revoked certificate's connection is closed");
             let r = Refusal::new(
                 Code::CertificateRevoked,
-                "the client certificate of this connection has been revoked",
+                if crls.unchecked(&caller.cert) {
+                    "the client certificate cannot be checked for revocation: no list of its CA has been fetched yet"
+                } else {
+                    "the client certificate of this connection has been revoked"
+                },
             );
             return Err(self.audited(caller, r).await);
         }

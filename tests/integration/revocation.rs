@@ -529,3 +529,57 @@ async fn the_state_of_each_fetched_list_shows_in_check_config_readyz_and_metrics
     assert_eq!(wijkteam.revocation_lists().states().len(), 1);
     wijkteam.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_list_fetched_yet_peers_are_refused_in_both_directions() {
+    let mut setup = Setup::new().await;
+    // A distribution point that refuses connections, and no cached copy.
+    let url = "http://127.0.0.1:1/never.crl";
+    for role in [Role::Practice, Role::Wijkteam] {
+        let path = setup.config_path(role);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "trust_anchors = \"ca.pem\"",
+            &format!("trust_anchors = \"ca.pem\"\ncrl_urls = [\"{url}\"]\nwatch_interval_secs = 0"),
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    let practice = setup.start(Role::Practice).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    assert_eq!(practice.revocation_lists().missing(), vec![url]);
+
+    // The practice's relay does not send to a wijkteam it cannot check …
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let consent = record_consent(&mut his).await;
+    let id = submit(&mut his, &referral_submission(&consent)).await;
+    let waiting = wait_until("the relay's refusal", || {
+        let mut his = setup.client(Role::Practice, "dr.jansen");
+        let id = id.clone();
+        async move {
+            let s = status(&mut his, &id).await;
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot be checked for revocation"))
+                .then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    assert_eq!(
+        audit_count(store(&wijkteam), Event::MessageReceived, &id),
+        0
+    );
+
+    // … and the wijkteam refuses a practice it cannot check.
+    let issued = setup.credentials(Role::Practice);
+    let answer = relay_as(&setup, &issued, "ref-unchecked").await.unwrap();
+    assert_eq!(answer.status, 403, "{:?}", answer.body);
+    assert_eq!(
+        answer.body["error"], "certificate_revoked",
+        "{:?}",
+        answer.body
+    );
+    let message = answer.body["message"].as_str().unwrap();
+    assert!(message.contains("cannot be checked"), "{message}");
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
