@@ -505,6 +505,9 @@ async fn the_state_of_each_fetched_list_shows_in_check_config_readyz_and_metrics
         metrics.contains(&format!("wijkpoort_crl_fetch_failures_total{label} 0")),
         "{metrics}"
     );
+    if let Some((ok, said)) = crate::operations::promtool(&metrics) {
+        assert!(ok, "promtool check metrics:\n{said}\n{metrics}");
+    }
 
     // The distribution point goes away: the next fetch fails, the list held stays in
     // force, and the failure shows.
