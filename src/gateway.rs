@@ -477,8 +477,11 @@ impl Gateway {
             tracing::info!(ops = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ops listener started");
             tokio::spawn(ops.serve(l, stop_rx.clone(), ops_done_rx))
         });
-        // The CAs' lists from their URLs: fetched before the first connection is taken
-        // (bounded by the fetch timeout; an unreachable CA leaves the cached copy in force).
+        let mut tasks = JoinSet::new();
+        tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
+        // The CAs' lists from their URLs: fetched before the first mTLS connection is
+        // taken or made (bounded by the fetch timeout; an unreachable CA leaves the cached
+        // copy in force). The local API already takes submissions meanwhile.
         let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel(16);
         let mut fetchers = Fetchers::start(&live.config.crl_urls, &fetched_tx);
         if !live.config.crl_urls.is_empty() {
@@ -495,11 +498,9 @@ impl Gateway {
                 tracing::warn!("not every revocation list could be fetched at start; the cached copies stay in force");
             }
         }
-        let mut tasks = JoinSet::new();
         for peer in live.config.peers.iter() {
             relays.start(peer.clone());
         }
-        tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
         tasks.spawn(watch_files(
             live.watched.clone(),
