@@ -668,7 +668,7 @@ async fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded,
     // What a running gateway cannot change: its role and identity (the organisation
     // its certificates must keep naming), where its store is and what keys it, and the
     // sockets it holds.
-    let fixed: [(&'static str, bool); 9] = [
+    let fixed: [(&'static str, bool); 10] = [
         ("role", new.role == old.role),
         ("identity", new.identity == old.identity),
         ("store_dir", new.store_dir == old.store_dir),
@@ -678,6 +678,8 @@ async fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded,
         ("listener.listen", new.listener == old.listener),
         ("limits", new.limits == old.limits),
         ("ops.listen", new.ops == old.ops),
+        // The consent desk holds its bounds from the start.
+        ("consent", new.consent_rules == old.consent_rules),
     ];
     if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(ReloadError::NeedsRestart { field });
