@@ -96,7 +96,7 @@ impl Scene {
     async fn receive(&self, from: &Caller, items: Vec<Relayed>) -> Vec<Result<Receipt, Refusal>> {
         self.wijkteam
             .receive_path()
-            .receive_batch(from, items)
+            .receive_batch(from, None, items)
             .await
             .unwrap()
     }
@@ -132,6 +132,7 @@ impl Scene {
 fn signed_by(party: &Party, envelope: &Envelope) -> Relayed {
     let bytes = envelope.to_bytes();
     Relayed {
+        batch: None,
         signature: Some(hex::encode(party.signer.sign(&bytes).unwrap())),
         envelope: bytes,
     }

@@ -341,11 +341,15 @@ impl Listener {
             .messages
             .into_iter()
             .map(|m| Relayed {
+                batch: m.batch,
                 signature: m.signature.map(|s| s.into_owned()),
                 envelope: m.envelope.get().as_bytes().to_vec(),
             })
             .collect();
-        let results = self.receive.receive_batch(caller, items).await?;
+        let results = self
+            .receive
+            .receive_batch(caller, batch.batch_signature, items)
+            .await?;
         let answer = BatchAnswer {
             results: results
                 .into_iter()

@@ -4,6 +4,7 @@
 //! which the stores kept by fingerprint.
 
 use wijkpoort::dev::pki::DEV_PRACTICE_ID;
+use wijkpoort::envelope_batch::verify_stored;
 use wijkpoort::signing;
 use wijkpoort::store::{Store, T};
 
@@ -62,11 +63,14 @@ async fn a_renewed_certificate_leaves_earlier_signatures_verifiable() {
         .get(T::Certificates, fp.as_bytes())
         .unwrap()
         .expect("the old certificate, kept");
-    signing::verify(&cert, kept.envelope.as_bytes(), &kept.signature).unwrap();
-    assert!(signing::verify(
+    let proof = kept.batch.as_ref();
+    assert!(proof.is_some(), "sent under a batch signature");
+    verify_stored(&cert, kept.envelope.as_bytes(), &kept.signature, proof).unwrap();
+    assert!(verify_stored(
         &renewed.cert_der(),
         kept.envelope.as_bytes(),
-        &kept.signature
+        &kept.signature,
+        proof
     )
     .is_err());
     wijkteam.stop().await.unwrap();
