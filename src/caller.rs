@@ -124,6 +124,10 @@ pub struct Caller {
     pub remote: std::net::SocketAddr,
     /// The verified leaf certificate (DER).
     pub cert: Vec<u8>,
+    /// The intermediates the caller presented with it (DER): kept in the store with the
+    /// leaf of a sender whose envelopes are stored, so that `audit prove` can chain the
+    /// signer's certificate to a trust anchor offline.
+    pub intermediates: Vec<Vec<u8>>,
     pub identity: Result<CertIdentity, IdentityError>,
     /// The signing certificates it presented after its TLS chain.
     pub signing: Vec<Presented>,

@@ -196,12 +196,13 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
     let config = crate::Config::load(path)?;
     let done = crate::migrate::migrate(&config).map_err(|e| StartError::Other(e.to_string()))?;
     println!(
-        "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier",
+        "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier, {} envelope(s) keep their own signature (new ones are signed per relay batch)",
         config.store_dir.display(),
         done.from_version,
         crate::store::FORMAT_VERSION,
         done.received_messages,
-        done.consent_recipients
+        done.consent_recipients,
+        done.signed_alone
     );
     for name in &done.unknown_recipients {
         println!("  consent recipient {name:?} is no configured peer; kept as it was");

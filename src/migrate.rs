@@ -10,6 +10,13 @@
 //!   organisation identifier`, by the peers in the config; a name the config no longer
 //!   lists is kept as it was and reported (its peer can no longer be told).
 //!
+//! From format 2 to 3 (one envelope signature per relay batch): nothing moves. The
+//! envelopes stored so far keep their signature over their own bytes, which
+//! `envelope_batch::verify_stored` (and `wijkpoort audit prove`) still check; messages
+//! still queued are signed by the relay when it sends them, like every new one. The
+//! migration counts those envelopes and records the new format, so that an older build
+//! refuses the store from now on.
+//!
 //! Everything moves in one transaction, then the store is flushed and synced; the audit
 //! chain is not touched, so `audit verify` gives the same answer before and after.
 
@@ -26,6 +33,8 @@ pub struct Migrated {
     pub consent_recipients: usize,
     /// Consent recipients whose peer name the config no longer lists.
     pub unknown_recipients: Vec<String>,
+    /// Stored envelopes (sent and received) that keep a signature over their own bytes.
+    pub signed_alone: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,44 @@ pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
         ..Migrated::default()
     };
 
+    if from_version < 2 {
+        to_format_2(&store, config, &mut writes, &mut report)?;
+    }
+    // Format 3: nothing moves; count what keeps a per-message signature.
+    for entry in store.tree(T::Received).iter() {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        if crate::inbox::decode(&value)?.batch.is_none() {
+            report.signed_alone += 1;
+        }
+    }
+    for entry in store.tree(T::Sent).iter() {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        let sent: Signed = serde_json::from_slice(&value)
+            .map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))?;
+        if sent.signature.is_some() && sent.batch.is_none() {
+            report.signed_alone += 1;
+        }
+    }
+    store.finish(writes)?;
+    Ok(report)
+}
+
+/// The signature fields of a sent-message record.
+#[derive(serde::Deserialize)]
+struct Signed {
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    batch: Option<serde::de::IgnoredAny>,
+}
+
+/// Format 1 to 2: messages and consent recipients re-keyed.
+fn to_format_2(
+    store: &Upgrade,
+    config: &Config,
+    writes: &mut Vec<Write>,
+    report: &mut Migrated,
+) -> Result<(), MigrateError> {
     // Received messages: id → sender, 0, id.
     let mut moved: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for entry in store.tree(T::Received).iter() {
@@ -101,6 +148,5 @@ pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
             None => report.unknown_recipients.push(peer),
         }
     }
-    store.finish(writes)?;
-    Ok(report)
+    Ok(())
 }

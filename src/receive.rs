@@ -117,8 +117,15 @@ impl ReceivePath {
                 .map_err(|e| Refusal::internal(format!("checking the batch failed: {e}")))?
         };
         let actor = caller.actor();
-        // The certificates that may have signed the batch's messages: kept with them.
-        let sender_certs: Arc<[Vec<u8>]> = caller.signing_keys().into();
+        // The certificates that may have signed the batch's messages, and the
+        // intermediates presented with them: kept with what they signed.
+        let mut sender_certs = caller.signing_keys();
+        for c in &caller.intermediates {
+            if !sender_certs.contains(c) {
+                sender_certs.push(c.clone());
+            }
+        }
+        let sender_certs: Arc<[Vec<u8>]> = sender_certs.into();
         let by = Arc::new(StoreAs {
             local: self.local.clone(),
             pseudonymiser: self.pseudonymiser.clone(),
@@ -660,6 +667,8 @@ fn store_batch(
     }
     let receipts = presigned.receipts;
     if !found.is_empty() {
+        // The sender's certificate (and its intermediates), so that what it signed can be
+        // checked, and chained, after it renews.
         for cert in sender_certs {
             crate::store::keep_certificate(tx, cert).map_err(|e| (e.into(), None))?;
         }

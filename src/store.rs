@@ -161,7 +161,13 @@ pub enum StoreError {
 /// - 1 (no key): received messages keyed by message id; consent recipients by peer name.
 /// - 2: received messages keyed by sender, 0, message id (ids are the sender's own);
 ///   consent recipients by the peer's organisation identifier.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: envelopes are signed once per relay batch ([`crate::envelope_batch`]): a sent or
+///   received message's `signature` is the batch signature, beside its path (`batch`);
+///   a sent message is unsigned until the relay sends it. Messages stored before keep
+///   their signature over their own bytes and no path, and still verify. An older
+///   build would check a batch signature as a per-message one and call it forged, so it
+///   must not open this format.
+pub const FORMAT_VERSION: u32 = 3;
 /// The meta key of the format version (u32, big-endian).
 pub const FORMAT_KEY: &[u8] = b"format_version";
 

@@ -47,6 +47,7 @@ fn waiting(store: &Store) -> Vec<ReceivedMessage> {
 
 fn caller(party: &Party) -> Caller {
     Caller {
+        intermediates: Vec::new(),
         remote: "127.0.0.1:40000".parse().unwrap(),
         cert: party.cert.clone(),
         identity: identify(&party.cert),
@@ -247,6 +248,7 @@ async fn other_content_under_a_received_id_is_refused_as_duplicate_id() {
 async fn a_caller_whose_certificate_names_no_organisation_is_refused_as_unknown_peer() {
     let s = scene();
     let nameless = Caller {
+        intermediates: Vec::new(),
         identity: Err(IdentityError::NoOrganisationId),
         ..caller(&s.practice)
     };

@@ -168,17 +168,23 @@ impl Listener {
         };
         self.counters.handshakes_in.fetch_add(1, Ordering::Relaxed);
         // Take the verified certificate before hyper owns the stream.
-        let presented = tls.get_ref().1.peer_certificates().unwrap_or_default();
-        let Some(cert) = presented.first().map(|c| c.to_vec()) else {
+        let presented: Vec<Vec<u8>> = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
+        let Some((cert, intermediates)) = presented.split_first() else {
             self.counters.handshake_failed("in", "no_certificate");
             self.refuse_handshake(remote, "no client certificate").await;
             return;
         };
+        let cert = cert.clone();
         let issuers = self.issuers.current();
         let identity = issuers.identify(&cert);
         let signing = match &identity {
             Ok(id) => crate::caller::signing_certificates(
-                presented,
+                tls.get_ref().1.peer_certificates().unwrap_or_default(),
                 &id.organisation_id,
                 &issuers,
                 &self.crls.current(),
@@ -197,6 +203,7 @@ impl Listener {
         }
         let caller = Arc::new(Caller {
             remote,
+            intermediates: intermediates.to_vec(),
             identity,
             cert,
             signing,

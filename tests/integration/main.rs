@@ -9,6 +9,7 @@
 mod fixture;
 
 mod backup;
+mod batch_signature;
 mod config;
 mod consent;
 mod durability;
@@ -23,6 +24,7 @@ mod minimisation;
 mod openapi;
 mod operations;
 mod privacy;
+mod real_certificates;
 mod relay;
 mod reload;
 mod renewal;
