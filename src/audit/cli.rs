@@ -506,12 +506,10 @@ fn prove_offline(
         (None, None) => Vec::new(),
     };
     let store = retry_locked(|| Store::open_read_only(&dir)).map_err(|e| match e {
-        StoreError::Locked(dir) => AuditCliError::Locked {
-            url: config.as_ref().map_or("https://HOST:PORT".into(), |c| {
-                format!("https://{}", c.listener)
-            }),
-            dir,
-        },
+        StoreError::Locked(dir) => AuditCliError::Usage(format!(
+            "the store at {} is locked by its running gateway; prove reads a stopped gateway's store or a copy of it (wijkpoort store backup)",
+            dir.display()
+        )),
         other => AuditCliError::Store(other),
     })?;
     let reports = super::prove::prove(&store, message, from, &anchors)
