@@ -94,7 +94,13 @@ fn stored_signer(wijkteam: &wijkpoort::gateway::RunningGateway, id: &str) -> Str
         .get(T::Certificates, fp.as_bytes())
         .unwrap()
         .expect("the certificate, kept");
-    signing::verify(&cert, kept.envelope.as_bytes(), &kept.signature).unwrap();
+    wijkpoort::envelope_batch::verify_stored(
+        &cert,
+        kept.envelope.as_bytes(),
+        &kept.signature,
+        kept.batch.as_ref(),
+    )
+    .unwrap();
     fp
 }
 
@@ -263,13 +269,13 @@ async fn renewed_files_are_noticed_and_reloaded_without_a_signal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_queued_before_a_renewal_is_delivered_with_the_earlier_certificate() {
+async fn a_message_queued_before_a_renewal_is_signed_when_sent_with_the_renewed_certificate() {
     let mut setup = Setup::new().await;
     setup.release(Role::Wijkteam);
     let practice = setup.start(Role::Practice).await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
     let consent = record_consent(&mut his).await;
-    // Signed at accept time with the old key; the wijkteam is down, so it waits.
+    // Nothing is signed at accept: the wijkteam is down, so it waits unsigned.
     let queued = submit(&mut his, &referral_submission(&consent)).await;
     assert_eq!(status(&mut his, &queued).await["status"], "queued");
     let old = setup.credentials(Role::Practice);
@@ -278,14 +284,18 @@ async fn a_message_queued_before_a_renewal_is_delivered_with_the_earlier_certifi
     assert!(practice.reload().await.unwrap().credentials_reloaded);
     let after = submit(&mut his, &referral_submission(&consent)).await;
 
-    // The practice presents its earlier certificate after the new TLS chain, so the
-    // wijkteam verifies the old signature instead of refusing it.
+    // The relay signs each batch just before sending it, so the message queued under
+    // the old certificate goes out under the renewed one, and the wijkteam keeps that.
     let wijkteam = setup.start(Role::Wijkteam).await;
     wait_delivered(&mut his, &queued).await;
     wait_delivered(&mut his, &after).await;
     assert_eq!(
         stored_signer(&wijkteam, &queued),
-        signing::fingerprint(&old.cert_der())
+        signing::fingerprint(&renewed.cert_der())
+    );
+    assert_ne!(
+        signing::fingerprint(&old.cert_der()),
+        signing::fingerprint(&renewed.cert_der())
     );
     assert_eq!(
         stored_signer(&wijkteam, &after),

@@ -79,7 +79,13 @@ async fn a_separate_signing_certificate_signs_envelopes_receipts_and_checkpoints
         .get(T::Certificates, fp.as_bytes())
         .unwrap()
         .expect("the signing certificate, kept");
-    signing::verify(&cert, kept.envelope.as_bytes(), &kept.signature).unwrap();
+    wijkpoort::envelope_batch::verify_stored(
+        &cert,
+        kept.envelope.as_bytes(),
+        &kept.signature,
+        kept.batch.as_ref(),
+    )
+    .unwrap();
 
     // The receipt is signed with the wijkteam's signing certificate, which the practice
     // kept.
@@ -113,10 +119,11 @@ async fn a_separate_signing_certificate_signs_envelopes_receipts_and_checkpoints
     let kept = wijkpoort::inbox::get(store(&practice), &DEV_WIJKTEAM_ID.into(), &feedback)
         .unwrap()
         .unwrap();
-    signing::verify(
+    wijkpoort::envelope_batch::verify_stored(
         &wijkteam_signing.cert_der(),
         kept.envelope.as_bytes(),
         &kept.signature,
+        kept.batch.as_ref(),
     )
     .unwrap();
 
