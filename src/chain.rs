@@ -51,6 +51,8 @@ pub enum Event {
     GatewayStarted,
     GatewayStopped,
     CertificateRefused,
+    /// A reload brought new own credentials (TLS or signing certificate and key).
+    CredentialsReloaded,
     /// A retention purge removed what was due ([`PurgeSummary`]).
     RecordsPurged,
 }

@@ -3,8 +3,9 @@
 //! period and identity, the trust anchors, the token, the secret, the minimisation
 //! policy, the peers, the relay settings, the addresses — and builds the TLS configs,
 //! but binds no port and does not open the store (a running gateway holds its lock).
-//! Prints a one-screen summary; a mistake is the same one line and exit code 64 that
-//! `serve` gives.
+//! It fetches each `tls.crl_urls` list once (without writing the cache) to show whether
+//! the CA's distribution point answers with a good list. Prints a one-screen summary; a
+//! mistake is the same one line and exit code 64 that `serve` gives.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,10 +14,25 @@ use crate::config::Config;
 use crate::error::StartError;
 
 /// Checks `path` and prints the summary on stdout.
-pub fn run(path: &Path) -> Result<(), StartError> {
-    let config = Config::load(path)?;
+pub async fn run(path: &Path) -> Result<(), StartError> {
+    let mut config = Config::load(path)?;
     crate::tls::server_config(&config)?;
     crate::tls::client_config(&config)?;
+    for url in config.crl_urls.clone() {
+        let at = chrono::Utc::now();
+        let fetched = crate::revocation::fetch::fetch(
+            &url,
+            crate::revocation::fetch::FETCH_TIMEOUT,
+            crate::revocation::fetch::MAX_CRL_BYTES,
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| config.crls.with_fetched(&url, &bytes, at));
+        config.crls = match fetched {
+            Ok(set) => set,
+            Err(e) => config.crls.with_failure(&url, at, &e),
+        };
+    }
     print!("{}", summary(&config));
     Ok(())
 }
@@ -110,6 +126,7 @@ pub fn summary(config: &Config) -> String {
         config.retention.consent_after_end.num_days(),
         config.retention.audit.num_days()
     );
+    revocation(&mut out, config);
     let store = &config.store_dir;
     if store.join("db").exists() {
         let _ = writeln!(
@@ -126,6 +143,59 @@ pub fn summary(config: &Config) -> String {
         );
     }
     out
+}
+
+/// The revocation lists in force and how fetching each URL's went.
+fn revocation(out: &mut String, config: &Config) {
+    let crls = &config.crls;
+    if crls.is_empty() {
+        let _ = writeln!(
+            out,
+            "revocation: none configured (tls.crls, tls.crl_urls): revoked certificates are not refused"
+        );
+        return;
+    }
+    let now = chrono::Utc::now();
+    let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    let states = crls.states();
+    let _ = writeln!(out, "revocation lists ({}):", states.len());
+    for s in &states {
+        let next = s.next_update.map(day).unwrap_or_else(|| "-".into());
+        let stale = if s.next_update.is_some_and(|n| n < now) {
+            "  STALE"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {}\n    issuer {}; thisUpdate {}, nextUpdate {next}; {} revoked{stale}",
+            s.source,
+            s.issuer,
+            day(s.this_update),
+            s.revoked
+        );
+    }
+    for f in crls.fetches() {
+        let fetched = match (&f.last_error, f.last_fetch) {
+            (Some(e), Some(at)) => format!("fetch at {} FAILED: {e}", day(at)),
+            (Some(e), None) => format!("FAILED: {e}"),
+            (None, Some(at)) => format!("fetched at {}", day(at)),
+            (None, None) => "not fetched".into(),
+        };
+        let cache = if f.from_cache {
+            "in force from the cache"
+        } else if f.cache.exists() {
+            "cached"
+        } else {
+            "no cached copy"
+        };
+        let _ = writeln!(
+            out,
+            "  url {}: {fetched}; {cache} ({})",
+            f.url,
+            f.cache.display()
+        );
+    }
 }
 
 fn human_bytes(n: u64) -> String {

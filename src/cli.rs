@@ -130,7 +130,7 @@ pub enum StoreCommand {
     },
     /// Copy the store into a fresh directory, sealing every value that holds personal
     /// data (the only way to a store without the remains of removed values, and how a
-    /// plaintext store of format 2 becomes a sealed one). Stop the gateway first; then
+    /// plaintext store of format 2 or 3 becomes a sealed one). Stop the gateway first; then
     /// point store_dir at the new directory and destroy the old one.
     Compact {
         /// The stopped gateway's store.
@@ -240,7 +240,7 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
             command: StoreCommand::Purge { config, store },
         } => runtime.block_on(purge(&config, store)),
         Command::Reload { config } => runtime.block_on(reload(config)),
-        Command::CheckConfig { config } => crate::check_config::run(&config),
+        Command::CheckConfig { config } => runtime.block_on(crate::check_config::run(&config)),
         #[cfg(feature = "dev")]
         Command::Bench(options) => runtime.block_on(crate::dev::bench::run(options)),
         #[cfg(feature = "dev")]
@@ -256,12 +256,13 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
     let config = crate::Config::load(path)?;
     let done = crate::migrate::migrate(&config).map_err(|e| StartError::Other(e.to_string()))?;
     println!(
-        "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier",
+        "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier, {} envelope(s) keep their own signature (new ones are signed per relay batch)",
         config.store_dir.display(),
         done.from_version,
         crate::migrate::MIGRATES_TO,
         done.received_messages,
-        done.consent_recipients
+        done.consent_recipients,
+        done.signed_alone
     );
     for name in &done.unknown_recipients {
         println!("  consent recipient {name:?} is no configured peer; kept as it was");

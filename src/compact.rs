@@ -8,7 +8,7 @@
 //! - **compact** copies every live entry into a fresh directory (sealing, with the
 //!   store's key or a new one, what a sealed tree holds) and nothing else: the new
 //!   directory holds no remains of removed values. It is also how a store written before
-//!   encryption at rest (format 2, plaintext) becomes a sealed one (format 3). The old
+//!   encryption at rest (format 2 or 3, plaintext) becomes a sealed one (format 4). The old
 //!   directory is then destroyed by the operator.
 //! - **rotate-key** re-seals every sealed value in place under a new key. The old
 //!   ciphertexts that sled keeps in old segments are under the old key; once it is
@@ -151,7 +151,7 @@ pub fn compact(
     let next = old.generate_id()?;
     while new.generate_id()? < next {}
     // Written last: a compaction that did not finish leaves a store without a format
-    // version, which no gateway opens as format 3.
+    // version, which no gateway opens as format 4.
     let meta = new.tree(T::Meta);
     meta.insert(seals_key(&target.id()), &sealer.seals().to_be_bytes())
         .map_err(StoreError::from)?;
@@ -183,11 +183,11 @@ pub fn rotate_key(
                 found: v,
             })
         }
-        // Format 2 is plaintext: there is nothing to rotate, only to seal.
-        Some(_) => {
+        // Formats 2 and 3 are plaintext: there is nothing to rotate, only to seal.
+        Some(found) => {
             return Err(StoreError::OldFormat {
                 path: dir.to_path_buf(),
-                found: 2,
+                found,
             }
             .into())
         }

@@ -98,6 +98,20 @@ pub struct RawConfig {
     /// How far consents may stretch in time (practice); defaults when absent.
     #[serde(default)]
     pub consent: RawConsent,
+    /// A signing key and certificate apart from the TLS ones; absent: the TLS ones sign.
+    #[serde(default)]
+    pub signing: Option<RawSigning>,
+}
+
+/// `[signing]`: newer PKIoverheid generations issue single-purpose certificates, one for
+/// TLS and one for signatures.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// PEM: the signing certificate, then any intermediates.
+    pub certificate: PathBuf,
+    /// PEM: its private key (the same forms as `tls.key`).
+    pub key: PathBuf,
 }
 
 /// `[consent]`: see [`crate::consent::ConsentRules`] for what each bound is for.
@@ -153,6 +167,22 @@ pub struct RawTls {
     /// are refused (0: refused at once).
     #[serde(default)]
     pub crl_grace_hours: u64,
+    /// The CAs' CRL distribution points (`http://…`), fetched at start and refreshed
+    /// before each list's nextUpdate (see `crate::revocation::fetch`).
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Where the last good list from each URL is kept for the next start (default:
+    /// `crl-cache` in the store directory).
+    #[serde(default)]
+    pub crl_cache_dir: Option<PathBuf>,
+    /// How often the files this config names are looked at for changes, which reload
+    /// the config (0: only SIGHUP, `POST /v1/reload` and `wijkpoort reload` do).
+    #[serde(default = "default_watch_secs")]
+    pub watch_interval_secs: u64,
+}
+
+fn default_watch_secs() -> u64 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,10 +301,26 @@ pub struct Config {
     pub policy: crate::minimise::Policy,
     pub cert_chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// Signs envelopes, receipts and checkpoints: the `[signing]` key, or the TLS key.
     pub signer: Arc<Signer>,
+    /// The signing certificate and its intermediates: `[signing] certificate`, or the
+    /// TLS chain. Its leaf is the one each signature names.
+    pub signing_chain: Vec<CertificateDer<'static>>,
+    /// Own certificates from before a renewal, still valid, whose keys signed messages
+    /// that may still be queued: presented after the TLS chain (with a separate signing
+    /// certificate) so that the peer can verify them. Not from the file: the gateway
+    /// fills this from its store at start and from the old config on a reload.
+    pub earlier_certificates: Vec<CertificateDer<'static>>,
     pub trust_anchors: Vec<CertificateDer<'static>>,
-    /// The revocation lists, read and parsed.
+    /// The revocation lists, read and parsed (from files, and the cached copies of the
+    /// URLs' lists).
     pub crls: crate::revocation::CrlSet,
+    /// `tls.crl_urls`, checked to be `http://` URLs.
+    pub crl_urls: Vec<String>,
+    /// Every file this config names (and the config file itself): a change to one
+    /// reloads the config when `watch_interval` is set.
+    pub watched_files: Vec<PathBuf>,
+    pub watch_interval: Option<Duration>,
     pub local_api: SocketAddr,
     pub api_token: String,
     pub listener: SocketAddr,
@@ -323,6 +369,24 @@ impl Peers {
 }
 
 impl Config {
+    /// What the gateway presents in the TLS Certificate message: its TLS chain, then
+    /// its signing certificate and intermediates if they are others, then its earlier
+    /// certificates (see `crate::caller`), each once.
+    pub fn presented_chain(&self) -> Vec<CertificateDer<'static>> {
+        let mut chain = self.cert_chain.clone();
+        let extra = if self.signing_chain.first() == self.cert_chain.first() {
+            &[][..]
+        } else {
+            &self.signing_chain[..]
+        };
+        for cert in extra.iter().chain(&self.earlier_certificates) {
+            if !chain.contains(cert) {
+                chain.push(cert.clone());
+            }
+        }
+        chain
+    }
+
     /// Reads, parses and validates a config file. Relative paths in it are relative to
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -390,6 +454,61 @@ impl RawConfig {
         check_validity(leaf)
             .map_err(|p| err("tls.cert", format!("{}: {p}", cert_path.display())))?;
         let own = identity::identify(leaf).map_err(|e| err("tls.cert", e.to_string()))?;
+        let mut watched_files = vec![path.to_path_buf(), cert_path.clone(), key_path.clone()];
+        // A separate signing key and certificate, held to the same checks as the TLS ones
+        // and naming the same organisation.
+        let (signer, signing_chain) = match &self.signing {
+            None => (signer, cert_chain.clone()),
+            Some(s) => {
+                let cert_path = resolve(&s.certificate);
+                let chain = read_certs(&cert_path).map_err(|p| err("signing.certificate", p))?;
+                let key_path = resolve(&s.key);
+                private("signing.key", &key_path)?;
+                let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+                    err(
+                        "signing.key",
+                        format!("{}: cannot read a PEM private key: {e}", key_path.display()),
+                    )
+                })?;
+                let signer = Signer::from_key(&key)
+                    .map_err(|e| err("signing.key", format!("{}: {e}", key_path.display())))?
+                    .for_certificate(&chain[0]);
+                let cert_key = crate::signing::certificate_public_key(&chain[0])
+                    .map_err(|e| err("signing.certificate", e.to_string()))?;
+                if cert_key != signer.public_key() {
+                    return Err(err(
+                        "signing.key",
+                        format!(
+                            "{} does not belong to the certificate {}",
+                            key_path.display(),
+                            cert_path.display()
+                        ),
+                    ));
+                }
+                check_validity(&chain[0]).map_err(|p| {
+                    err(
+                        "signing.certificate",
+                        format!("{}: {p}", cert_path.display()),
+                    )
+                })?;
+                let named = identity::identify(&chain[0])
+                    .map_err(|e| err("signing.certificate", e.to_string()))?;
+                if named.organisation_id != own.organisation_id {
+                    return Err(err(
+                        "signing.certificate",
+                        format!(
+                            "{} names organisation {:?}, not {:?} as the TLS certificate does; both must be this gateway's",
+                            cert_path.display(),
+                            named.organisation_id,
+                            own.organisation_id
+                        ),
+                    ));
+                }
+                watched_files.push(cert_path);
+                watched_files.push(key_path);
+                (signer, chain)
+            }
+        };
         if own.organisation_id != *self.identity {
             return Err(err(
                 "identity",
@@ -403,13 +522,7 @@ impl RawConfig {
         }
         let anchors_path = resolve(&self.tls.trust_anchors);
         let trust_anchors = read_certs(&anchors_path).map_err(|p| err("tls.trust_anchors", p))?;
-        let crl_files: Vec<PathBuf> = self.tls.crls.iter().map(|p| resolve(p)).collect();
-        let crls = crate::revocation::CrlSet::load(
-            &crl_files,
-            // At most ten years: a longer grace is no revocation check at all.
-            chrono::Duration::hours(self.tls.crl_grace_hours.min(24 * 365 * 10) as i64),
-        )
-        .map_err(|p| err("tls.crls", p))?;
+        watched_files.push(anchors_path.clone());
 
         let secret_path = resolve(&self.secret_key_file);
         private("secret_key_file", &secret_path)?;
@@ -525,6 +638,12 @@ impl RawConfig {
             .into_iter()
             .map(|a| OrgId::new(a.identity))
             .collect();
+        let issuing_ca_files: Vec<PathBuf> = self
+            .issuing_cas
+            .iter()
+            .flatten()
+            .map(|c| resolve(&c.cert))
+            .collect();
         let issuers = crate::issuers::validate(
             self.issuing_cas,
             &trust_anchors,
@@ -537,6 +656,39 @@ impl RawConfig {
             base,
             &err,
         )?;
+        // Revocation lists: each must be signed by a CA this config names.
+        let cas: Vec<Vec<u8>> = trust_anchors
+            .iter()
+            .map(|c| c.to_vec())
+            .chain(issuers.cas().iter().map(|c| c.certificate().to_vec()))
+            .chain(cert_chain.iter().skip(1).map(|c| c.to_vec()))
+            .chain(signing_chain.iter().skip(1).map(|c| c.to_vec()))
+            .collect();
+        let crl_files: Vec<PathBuf> = self.tls.crls.iter().map(|p| resolve(p)).collect();
+        for (i, url) in self.tls.crl_urls.iter().enumerate() {
+            crate::revocation::fetch::check_url(url)
+                .map_err(|e| err(&format!("tls.crl_urls[{i}]"), e.to_string()))?;
+        }
+        let store_dir = resolve(&self.store_dir);
+        let crl_cache_dir = match &self.tls.crl_cache_dir {
+            Some(d) => resolve(d),
+            None => store_dir.join("crl-cache"),
+        };
+        let crls = crate::revocation::CrlSet::load(
+            &crl_files,
+            // At most ten years: a longer grace is no revocation check at all.
+            chrono::Duration::hours(self.tls.crl_grace_hours.min(24 * 365 * 10) as i64),
+            cas,
+        )
+        .map_err(|p| err("tls.crls", p))?
+        .with_urls(&self.tls.crl_urls, &crl_cache_dir);
+        watched_files.extend(crl_files);
+        watched_files.extend(issuing_ca_files);
+        watched_files.push(secret_path.clone());
+        watched_files.push(token_path.clone());
+        if let Some(p) = &self.minimisation_policy {
+            watched_files.push(resolve(p));
+        }
         let policy = match &self.minimisation_policy {
             None => crate::minimise::Policy::default_policy(),
             Some(p) => crate::minimise::Policy::load(&resolve(p))
@@ -594,7 +746,7 @@ impl RawConfig {
             path: path.to_path_buf(),
             role: self.role,
             identity: OrgId::new(self.identity),
-            store_dir: resolve(&self.store_dir),
+            store_dir,
             secret,
             data_key: Arc::new(data_key),
             retention,
@@ -602,8 +754,14 @@ impl RawConfig {
             cert_chain,
             key,
             signer: Arc::new(signer),
+            signing_chain,
+            earlier_certificates: Vec::new(),
             trust_anchors,
             crls,
+            crl_urls: self.tls.crl_urls.clone(),
+            watched_files,
+            watch_interval: (self.tls.watch_interval_secs > 0)
+                .then(|| Duration::from_secs(self.tls.watch_interval_secs)),
             local_api,
             api_token,
             listener,

@@ -1,8 +1,9 @@
 //! CPU-bound work on a batch, taken off the async runtime and spread over the cores.
 //!
-//! A relay batch holds up to 256 messages, and the wijkteam verifies the ECDSA
-//! signature of every envelope (about 75 µs each); the practice verifies each distinct
-//! signed receipt statement (one per batch, normally). Done in a loop on an async task,
+//! A relay batch holds up to 256 messages, and the receiver checks every envelope (its
+//! path under the batch signature, its JSON, the policy, consent — and, from a sender
+//! before batch signatures, an ECDSA signature of about 75 µs each); the sender verifies
+//! each distinct signed receipt statement (one per batch, normally). Done in a loop on an async task,
 //! a batch is ~20 ms during which one core works and the other waits. The items are
 //! independent, so they are checked in one slice per core on tokio's blocking pool, and
 //! the results come back in the items' order.

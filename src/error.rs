@@ -54,6 +54,9 @@ pub enum Code {
     SignatureNotHex,
     /// The signature does not verify against the sender's certificate.
     BadSignature,
+    /// The message's path does not lead to its batch signature's root (altered, or the
+    /// message taken from another batch), or is malformed.
+    BatchPathInvalid,
     /// The message carries fields its policy does not name.
     PolicyUnnamedFields,
     /// The message carries more than its policy allows.
@@ -124,6 +127,7 @@ impl Code {
             Code::TypeNotAllowed => "type_not_allowed",
             Code::MissingSignature => "missing_signature",
             Code::SignatureNotHex | Code::BadSignature => "bad_signature",
+            Code::BatchPathInvalid => "batch_path_invalid",
             Code::PolicyUnnamedFields => "policy_unnamed_fields",
             Code::PolicyViolation => "policy_violation",
             Code::PolicyNestedValue => "policy_nested_value",

@@ -22,11 +22,14 @@
 //! peers (relays are started for new peers, stopped for removed ones, restarted for
 //! changed ones), the auditors, the relay settings and the minimisation policy. What
 //! cannot change in a running gateway (its role and identity, store, secret, addresses,
-//! token, its own certificate and key) makes the reload refuse with the field named. New
-//! trust anchors, issuing CAs and revocation lists take effect as new TLS configs (and
-//! issuers), swapped whole: new
-//! connections use them, and a kept-alive connection whose certificate a new list
-//! revokes is refused at its next request. A removed peer's queued messages stay queued and visible; they are
+//! token, limits) makes the reload refuse with the field named. New own credentials are
+//! kept in the store before the shared signer switches to them, and every relay restarts
+//! to connect with them. New trust anchors, issuing CAs and revocation lists take effect
+//! as new TLS configs (and issuers), swapped whole: new connections use them, and a
+//! kept-alive connection whose certificate a new list revokes is refused at its next
+//! request. The same happens when a list fetched from a CA's URL
+//! ([`crate::revocation::fetch`]) arrives, and a watch of the config's files asks for a
+//! reload when one changes. A removed peer's queued messages stay queued and visible; they are
 //! delivered if the peer is configured again.
 //!
 //! Shutdown follows mini-redis: a `watch` signal reaches every task; servers stop
@@ -62,7 +65,7 @@ use crate::relay::{Relay, RelayTls};
 use crate::reload::{ReloadError, ReloadRequest, Reloaded, Reloader};
 use crate::revocation::CrlSet;
 use crate::send::SendPath;
-use crate::server::audit::AuditService;
+use crate::server::audit::{AuditService, Verifying};
 use crate::server::limits::Bounds;
 use crate::server::listener::Listener;
 use crate::server::local_api::LocalApi;
@@ -88,6 +91,9 @@ pub struct Gateway {
     reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
     ops: Ops,
     ops_listener: Option<TcpListener>,
+    /// The watched files as they were when the config was read, so that a change made
+    /// before the watch starts is still seen.
+    watched_at_open: Vec<FileState>,
 }
 
 /// The parts of the config a reload replaces, shared with the parts that read them.
@@ -100,6 +106,30 @@ struct LiveParts {
     client_tls: Live<Arc<rustls::ClientConfig>>,
     crls: Live<CrlSet>,
     issuers: Live<Issuers>,
+    /// The own TLS certificate's validity, for `/readyz` and the metrics.
+    cert_validity: Live<(i64, i64)>,
+    /// The signing certificate and trust anchors the auditor's online verify uses.
+    verifying: Live<Verifying>,
+    /// What the file watch looks at.
+    watched: Live<Watched>,
+    /// The commit point: a reload keeps new own certificates here before they sign.
+    store: Store,
+}
+
+/// The files the watch looks at, and how often.
+#[derive(Clone)]
+struct Watched {
+    files: Vec<std::path::PathBuf>,
+    interval: Option<Duration>,
+}
+
+impl Watched {
+    fn of(config: &Config) -> Watched {
+        Watched {
+            files: config.watched_files.clone(),
+            interval: config.watch_interval,
+        }
+    }
 }
 
 /// The running relays, one per configured peer, and what each is built from.
@@ -150,8 +180,10 @@ impl RelaySet {
         }
     }
 
-    /// Brings the relays in line with `peers` and `settings`.
-    fn apply(&mut self, peers: &Peers, settings: &RelaySettings) -> Reloaded {
+    /// Brings the relays in line with `peers` and `settings`; with `reconnect` (new own
+    /// credentials) every relay is restarted, so that it connects with the new client
+    /// certificate rather than keep its connection of the old one.
+    fn apply(&mut self, peers: &Peers, settings: &RelaySettings, reconnect: bool) -> Reloaded {
         let mut done = Reloaded {
             relay_settings_changed: *settings != self.settings,
             ..Reloaded::default()
@@ -169,7 +201,9 @@ impl RelaySet {
                     self.stop(&name);
                     done.peers_removed.push(name);
                 }
-                (Some(old), Some(new)) if old != *new || done.relay_settings_changed => {
+                (Some(old), Some(new))
+                    if old != *new || done.relay_settings_changed || reconnect =>
+                {
                     self.stop(&name);
                     self.start(new.clone());
                     if old != *new {
@@ -198,7 +232,7 @@ impl Gateway {
 
     /// As [`Gateway::open`], with the clock every part reads "now" and "today" from.
     pub fn open_with_clock(
-        config: Config,
+        mut config: Config,
         durability: Durability,
         clock: Clock,
     ) -> Result<Gateway, StartError> {
@@ -216,20 +250,35 @@ impl Gateway {
             config.data_key.clone(),
             durability,
         )?;
+        config.earlier_certificates = earlier_own_certificates(
+            &config,
+            store
+                .tree(crate::store::T::Certificates)
+                .iter()
+                .flatten()
+                .map(|(_, der)| der.to_vec()),
+            clock.now(),
+        );
         let server_tls = Live::new(crate::tls::server_config(&config)?);
         let client_tls = Live::new(crate::tls::client_config(&config)?);
         let crls = Live::new(config.crls.clone());
         let issuers = Live::new(config.issuers.clone());
+        let cert_validity = Live::new(
+            config
+                .cert_chain
+                .first()
+                .map(|c| crate::server::ops::validity(c))
+                .unwrap_or_default(),
+        );
+        let verifying = Live::new(Verifying {
+            certificate: config.signing_chain.first().map(|c| c.to_vec()),
+            trust_anchors: config.trust_anchors.clone(),
+        });
         warn_about_revocation(&config);
         let local = Arc::new(Local {
             role: config.role,
             identity: config.identity.clone(),
             signer: config.signer.clone(),
-            certificate: config
-                .cert_chain
-                .first()
-                .map(|c| Arc::from(c.as_ref()))
-                .unwrap_or_else(|| Arc::from(&[][..])),
             clock,
         });
         let counters = Arc::new(Counters::default());
@@ -253,26 +302,22 @@ impl Gateway {
         metrics.watch_peers(peers.clone());
         let observer: Arc<dyn crate::store::CommitObserver> = Arc::new(metrics.clone());
         let _ = store.stats().observer.set(observer);
-        let (cert_not_before, cert_not_after) = config
-            .cert_chain
-            .first()
-            .map(|c| crate::server::ops::validity(c))
-            .unwrap_or_default();
+        let watched_at_open = file_states(&config.watched_files);
         let ops = Ops::new(
             metrics.registry(Sources {
                 store: store.clone(),
                 store_dir: config.store_dir.clone(),
                 counters: counters.clone(),
                 peers: peers.clone(),
-                cert_not_after,
+                cert_validity: cert_validity.clone(),
+                crls: crls.clone(),
             }),
             Readiness {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 peers: peers.clone(),
                 crls: crls.clone(),
-                cert_not_before,
-                cert_not_after,
+                cert_validity: cert_validity.clone(),
             },
         );
 
@@ -318,8 +363,7 @@ impl Gateway {
             pseudonymiser.clone(),
             store.clone(),
             local.clone(),
-            config.cert_chain.first().map(|c| c.to_vec()),
-            config.trust_anchors.clone(),
+            verifying.clone(),
         );
         let local_api = LocalApi::new(
             &config.api_token,
@@ -344,13 +388,14 @@ impl Gateway {
         );
         Ok(Gateway {
             local,
-            store,
+            store: store.clone(),
             pseudonymiser,
             stats,
             local_api,
             listener,
             relays,
             live: LiveParts {
+                watched: Live::new(Watched::of(&config)),
                 config,
                 peers,
                 auditors,
@@ -359,11 +404,15 @@ impl Gateway {
                 client_tls,
                 crls,
                 issuers,
+                cert_validity,
+                verifying,
+                store: store.clone(),
             },
             reloader,
             reloads,
             ops,
             ops_listener: None,
+            watched_at_open,
         })
     }
 
@@ -394,8 +443,10 @@ impl Gateway {
             mut relays,
             mut live,
             mut reloads,
+            reloader,
             ops,
             ops_listener,
+            watched_at_open,
             ..
         } = self;
         let ops_listener = match ops_listener {
@@ -407,7 +458,7 @@ impl Gateway {
         };
         // The own certificate goes into the store before anything is signed with its key.
         let started = local.own_event(Event::GatewayStarted, Outcome::Success);
-        let own: Vec<Vec<u8>> = live.config.cert_chain.iter().map(|c| c.to_vec()).collect();
+        let own = own_certificates(&live.config);
         store
             .commit(move |tx| {
                 for cert in &own {
@@ -433,16 +484,41 @@ impl Gateway {
             tokio::spawn(ops.serve(l, stop_rx.clone(), ops_done_rx))
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
+        // The CAs' lists from their URLs: fetched before the first mTLS connection is
+        // taken or made (bounded by the fetch timeout; an unreachable CA leaves the cached
+        // copy in force). The local API already takes submissions meanwhile.
+        let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel(16);
+        let mut fetchers = Fetchers::start(&live.config.crl_urls, &fetched_tx);
+        if !live.config.crl_urls.is_empty() {
+            let first_round = async {
+                for _ in 0..live.config.crl_urls.len() {
+                    match fetched_rx.recv().await {
+                        Some(f) => apply_fetched(&mut live, f).await,
+                        None => break,
+                    }
+                }
+            };
+            let limit = crate::revocation::fetch::FETCH_TIMEOUT + Duration::from_secs(1);
+            if tokio::time::timeout(limit, first_round).await.is_err() {
+                tracing::warn!("not every revocation list could be fetched at start; the cached copies stay in force");
+            }
+        }
         for peer in live.config.peers.iter() {
             relays.start(peer.clone());
         }
-        tasks.spawn(local_api.serve(listeners.local_api, stop_rx.clone()));
         tasks.spawn(listener.serve(listeners.listener, stop_rx.clone()));
         tasks.spawn(crate::retention::run_daily(
             store.clone(),
             live.config.retention.clone(),
             local.clock.clone(),
             pseudonymiser,
+            stop_rx.clone(),
+        ));
+        tasks.spawn(watch_files(
+            live.watched.clone(),
+            watched_at_open,
+            reloader.clone(),
             stop_rx.clone(),
         ));
 
@@ -482,16 +558,28 @@ impl Gateway {
                         }
                     }
                 }
+                Some(fetched) = fetched_rx.recv() => apply_fetched(&mut live, fetched).await,
                 Some(request) = reloads.recv() => {
-                    let outcome = reload(&mut live, &mut relays);
+                    let outcome = reload(&mut live, &mut relays).await;
                     match &outcome {
-                        Ok(done) => tracing::info!(
-                            added = done.peers_added.len(),
-                            removed = done.peers_removed.len(),
-                            changed = done.peers_changed.len(),
-                            "configuration reloaded"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "reload refused; the running configuration stays"),
+                        Ok(done) => {
+                            tracing::info!(
+                                added = done.peers_added.len(),
+                                removed = done.peers_removed.len(),
+                                changed = done.peers_changed.len(),
+                                credentials = done.credentials_reloaded,
+                                "configuration reloaded"
+                            );
+                            // A reload also fetches the URLs' lists at once (new ones if
+                            // the URLs changed).
+                            if fetchers.urls != live.config.crl_urls {
+                                fetchers.stop();
+                                fetchers = Fetchers::start(&live.config.crl_urls, &fetched_tx);
+                            } else {
+                                fetchers.now.notify_waiters();
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reload refused; the running configuration and credentials stay"),
                     }
                     let _ = request.reply.send(outcome);
                 }
@@ -499,6 +587,7 @@ impl Gateway {
         }
         tracing::info!("stopping: draining connections and relays");
         let _ = stop_tx.send(true);
+        fetchers.stop();
         relays.stop_all();
         // A failed store can commit nothing more: a short drain, then out.
         let grace = if failure.is_some() {
@@ -544,12 +633,55 @@ impl Gateway {
     }
 }
 
+/// The own certificates a signature or handshake may name: the TLS chain and the
+/// signing chain, each once.
+fn own_certificates(config: &Config) -> Vec<Vec<u8>> {
+    let mut own: Vec<Vec<u8>> = Vec::new();
+    for cert in config.cert_chain.iter().chain(&config.signing_chain) {
+        if !own.iter().any(|c| c.as_slice() == cert.as_ref()) {
+            own.push(cert.to_vec());
+        }
+    }
+    own
+}
+
+/// The own certificates among `candidates` that are not `config`'s current ones, name
+/// its organisation and are still valid at `now`: their keys may have signed messages
+/// still queued, so the gateway presents them (see `crate::caller`).
+fn earlier_own_certificates(
+    config: &Config,
+    candidates: impl Iterator<Item = Vec<u8>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let current = own_certificates(config);
+    let mut earlier: Vec<rustls::pki_types::CertificateDer<'static>> = Vec::new();
+    for der in candidates {
+        if current.contains(&der) || earlier.iter().any(|e| e.as_ref() == der.as_slice()) {
+            continue;
+        }
+        let ours =
+            crate::identity::identify(&der).is_ok_and(|id| id.organisation_id == config.identity);
+        let valid = crate::identity::not_after(&der).is_some_and(|end| end > now)
+            && crate::identity::not_before(&der).is_some_and(|start| start <= now);
+        if ours && valid {
+            earlier.push(der.into());
+        }
+    }
+    earlier
+}
+
 /// Reads the config file again and, if all of it is valid and only what may change did,
-/// applies it; otherwise changes nothing.
-fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
-    let new = Config::load(&live.config.path)?;
+/// applies it; otherwise changes nothing. New own credentials (TLS or signing
+/// certificate and key) are kept in the store — on disk — before the signer switches to
+/// them, so that everything signed afterwards can be verified by its certificate's
+/// fingerprint.
+async fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, ReloadError> {
+    let mut new = Config::load(&live.config.path)?;
     let old = &live.config;
-    let fixed: [(&'static str, bool); 13] = [
+    // What a running gateway cannot change: its role and identity (the organisation
+    // its certificates must keep naming), where its store is and what keys it, and the
+    // sockets it holds.
+    let fixed: [(&'static str, bool); 12] = [
         ("role", new.role == old.role),
         ("identity", new.identity == old.identity),
         ("store_dir", new.store_dir == old.store_dir),
@@ -559,26 +691,82 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
         ("local_api.listen", new.local_api == old.local_api),
         ("local_api.token_file", new.api_token == old.api_token),
         ("listener.listen", new.listener == old.listener),
-        ("tls.cert", new.cert_chain == old.cert_chain),
-        (
-            "tls.key",
-            new.signer.public_key() == old.signer.public_key(),
-        ),
         ("limits", new.limits == old.limits),
         ("ops.listen", new.ops == old.ops),
+        // The consent desk holds its bounds from the start.
+        ("consent", new.consent_rules == old.consent_rules),
     ];
     if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
         return Err(ReloadError::NeedsRestart { field });
     }
-    // Trust anchors and revocation lists: new TLS configs, built before anything is
-    // swapped, so that a failure leaves the running ones in place.
+    // The certificates being replaced may have signed messages still queued: they are
+    // presented too while they are valid.
+    new.earlier_certificates = earlier_own_certificates(
+        &new,
+        old.earlier_certificates
+            .iter()
+            .map(|c| c.to_vec())
+            .chain(old.cert_chain.first().map(|c| c.to_vec()))
+            .chain(old.signing_chain.first().map(|c| c.to_vec())),
+        chrono::Utc::now(),
+    );
+    // Own credentials, trust anchors and revocation lists: new TLS configs, built before
+    // anything is swapped, so that a failure leaves the running ones in place.
     let server_tls = crate::tls::server_config(&new).map_err(ReloadError::Tls)?;
     let client_tls = crate::tls::client_config(&new).map_err(ReloadError::Tls)?;
+    let credentials_changed = new.cert_chain != old.cert_chain
+        || new.signing_chain != old.signing_chain
+        || new.signer.public_key() != old.signer.public_key();
+    if credentials_changed {
+        let own = own_certificates(&new);
+        let tls_fp = new
+            .cert_chain
+            .first()
+            .map(|c| crate::signing::fingerprint(c))
+            .unwrap_or_default();
+        let signing_fp = new.signer.certificate().unwrap_or_default();
+        let event = crate::chain::AuditEvent::new(
+            Event::CredentialsReloaded,
+            Outcome::Success,
+            crate::chain::Actor::Gateway,
+        )
+        .on_behalf_of(new.identity.as_str())
+        .reason(format!(
+            "TLS certificate {tls_fp}, signing certificate {signing_fp}"
+        ));
+        live.store
+            .commit(move |tx| {
+                for cert in &own {
+                    crate::store::keep_certificate(tx, cert)?;
+                }
+                tx.audit(event);
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .await
+            .map_err(ReloadError::Store)?;
+    }
     warn_about_revocation(&new);
+    // The fetch history of the URLs' lists carries over (their lists were read again
+    // from the cache, where every good fetch is kept).
+    new.crls = new.crls.with_history_of(&old.crls);
+    // One signer, shared by every part that signs: it takes the new key and certificate.
+    old.signer.replace_with(&new.signer);
+    new.signer = old.signer.clone();
     live.server_tls.replace(server_tls);
     live.client_tls.replace(client_tls);
     live.crls.replace(new.crls.clone());
     live.issuers.replace(new.issuers.clone());
+    live.cert_validity.replace(
+        new.cert_chain
+            .first()
+            .map(|c| crate::server::ops::validity(c))
+            .unwrap_or_default(),
+    );
+    live.verifying.replace(Verifying {
+        certificate: new.signing_chain.first().map(|c| c.to_vec()),
+        trust_anchors: new.trust_anchors.clone(),
+    });
+    live.watched.replace(Watched::of(&new));
     let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &new.secret);
     let minimisation_key = ring::hmac::sign(&root, b"wijkpoort minimisation pseudonym v1");
     live.minimiser.replace(Minimiser::new(
@@ -587,10 +775,174 @@ fn reload(live: &mut LiveParts, relays: &mut RelaySet) -> Result<Reloaded, Reloa
     ));
     live.peers.replace(new.peers.clone());
     live.auditors.replace(new.auditors.clone());
-    let mut done = relays.apply(&new.peers, &new.relay);
+    let mut done = relays.apply(&new.peers, &new.relay, credentials_changed);
     done.auditors = new.auditors.len();
+    done.credentials_reloaded = credentials_changed;
+    if credentials_changed {
+        tracing::info!(
+            certificate = %new.cert_chain.first().map(|c| crate::signing::fingerprint(c)).unwrap_or_default(),
+            signing_certificate = %new.signer.certificate().unwrap_or_default(),
+            "own credentials reloaded: new connections and signatures use them"
+        );
+    }
     live.config = new;
     Ok(done)
+}
+
+/// The fetch task of each `tls.crl_urls` entry.
+struct Fetchers {
+    urls: Vec<String>,
+    /// Asks every task to fetch at once.
+    now: Arc<tokio::sync::Notify>,
+    stop: watch::Sender<bool>,
+}
+
+impl Fetchers {
+    fn start(
+        urls: &[String],
+        to: &tokio::sync::mpsc::Sender<crate::revocation::fetch::Fetched>,
+    ) -> Fetchers {
+        let now = Arc::new(tokio::sync::Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        for url in urls {
+            tokio::spawn(crate::revocation::fetch::run(
+                url.clone(),
+                to.clone(),
+                now.clone(),
+                stopped.clone(),
+            ));
+        }
+        Fetchers {
+            urls: urls.to_vec(),
+            now,
+            stop,
+        }
+    }
+
+    fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Takes what a fetch brought: a good list is kept on disk and put in force (new TLS
+/// configs; a kept-alive connection whose certificate it revokes is refused at its next
+/// request, as after a reload); a bad one or a failure is noted and the list held stays.
+async fn apply_fetched(live: &mut LiveParts, fetched: crate::revocation::fetch::Fetched) {
+    let crate::revocation::fetch::Fetched { url, at, outcome } = fetched;
+    if !live.config.crl_urls.contains(&url) {
+        return; // from a URL a reload removed
+    }
+    let bytes = match outcome {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let set = live.config.crls.with_failure(&url, at, &e);
+            live.config.crls = set.clone();
+            live.crls.replace(set);
+            return;
+        }
+    };
+    let set = match live.config.crls.with_fetched(&url, &bytes, at) {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(url = %url, error = %e, "a fetched revocation list is refused; the list held stays in force");
+            let set = live.config.crls.with_failure(&url, at, &e);
+            live.config.crls = set.clone();
+            live.crls.replace(set);
+            return;
+        }
+    };
+    if let Some(f) = set.fetches().iter().find(|f| f.url == url) {
+        let cache = f.cache.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            crate::revocation::fetch::write_cache(&cache, &bytes).map_err(|e| (cache, e))
+        })
+        .await;
+        match write {
+            Ok(Ok(())) => {}
+            Ok(Err((cache, e))) => {
+                tracing::error!(url = %url, cache = %cache.display(), error = %e, "cannot keep the revocation list on disk; it is in force but the next start will not have it")
+            }
+            Err(e) => tracing::error!(url = %url, error = %e, "writing the revocation list cache"),
+        }
+    }
+    let previous = std::mem::replace(&mut live.config.crls, set.clone());
+    match (
+        crate::tls::server_config(&live.config),
+        crate::tls::client_config(&live.config),
+    ) {
+        (Ok(server), Ok(client)) => {
+            live.server_tls.replace(server);
+            live.client_tls.replace(client);
+            live.crls.replace(set.clone());
+            for s in set
+                .states()
+                .into_iter()
+                .filter(|s| s.source == crate::revocation::CrlSource::Url(url.clone()))
+            {
+                tracing::info!(url = %url, issuer = %s.issuer, this_update = %s.this_update, next_update = ?s.next_update, revoked = s.revoked, "revocation list fetched");
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(url = %url, error = %e, "cannot build the TLS configs with the fetched revocation list; the list held stays in force");
+            live.config.crls = previous;
+        }
+    }
+}
+
+/// Looks at the watched files every interval and asks for a reload once a change has
+/// held still for one interval (so that a certificate and its key, written one after
+/// the other, reload together). The reload itself says what it did or why it refused.
+async fn watch_files(
+    watched: Live<Watched>,
+    mut last: Vec<FileState>,
+    reloader: Reloader,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(mut interval) = watched.current().interval else {
+        return;
+    };
+    let mut pending: Option<Vec<FileState>> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let files = watched.current().files.clone();
+        let now = tokio::task::spawn_blocking(move || file_states(&files))
+            .await
+            .unwrap_or_default();
+        if now == last {
+            pending = None;
+            continue;
+        }
+        if pending.as_ref() != Some(&now) {
+            pending = Some(now);
+            continue;
+        }
+        pending = None;
+        tracing::info!("a file of the configuration changed; reloading");
+        // The outcome is logged by the serve loop. What the reload read is (at least)
+        // what was seen here; a change made meanwhile is seen at the next look.
+        let _ = reloader.reload().await;
+        last = now;
+        interval = watched.current().interval.unwrap_or(interval);
+    }
+}
+
+/// What the watch compares of a file: its modification time, size and SHA-256 (`None`:
+/// it cannot be read).
+type FileState = Option<(std::time::SystemTime, u64, Vec<u8>)>;
+
+fn file_states(files: &[std::path::PathBuf]) -> Vec<FileState> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok()?;
+            let bytes = std::fs::read(f).ok()?;
+            let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            Some((meta.modified().ok()?, meta.len(), hash.as_ref().to_vec()))
+        })
+        .collect()
 }
 
 /// Warnings that the gateway's own certificate or a trust anchor is about to expire: at
@@ -641,8 +993,11 @@ fn warn_about_revocation(config: &Config) {
         );
         return;
     }
+    for url in config.crls.missing() {
+        tracing::warn!(url = %url, "no revocation list from this URL yet (no cached copy): certificates of CAs without a list are refused until one is fetched");
+    }
     for state in config.crls.stale(chrono::Utc::now()) {
-        tracing::warn!(file = %state.file.display(), issuer = %state.issuer, next_update = ?state.next_update, "revocation list is past its nextUpdate");
+        tracing::warn!(source = %state.source, issuer = %state.issuer, next_update = ?state.next_update, "revocation list is past its nextUpdate");
     }
 }
 
@@ -674,6 +1029,7 @@ pub struct RunningGateway {
     pseudonymiser: Pseudonymiser,
     stats: Stats,
     reloader: Reloader,
+    crls: Live<CrlSet>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), StartError>>,
 }
@@ -710,6 +1066,7 @@ impl RunningGateway {
         let pseudonymiser = gateway.pseudonymiser.clone();
         let stats = gateway.stats.clone();
         let reloader = gateway.reloader();
+        let crls = gateway.live.crls.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listeners, async move {
             let _ = stopped.await;
@@ -722,6 +1079,7 @@ impl RunningGateway {
             pseudonymiser,
             stats,
             reloader,
+            crls,
             stop: Some(stop),
             task,
         })
@@ -761,6 +1119,12 @@ impl RunningGateway {
     /// Reloads the gateway's configuration from its file (as SIGHUP does).
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         self.reloader.reload().await
+    }
+
+    /// The revocation lists in force and how fetching each URL's goes (as `/readyz`
+    /// shows them).
+    pub fn revocation_lists(&self) -> Arc<CrlSet> {
+        self.crls.current()
     }
 
     /// Stops the gateway and waits until its store is closed.

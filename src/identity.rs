@@ -256,6 +256,12 @@ pub fn not_after(cert_der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
 }
 
+/// When a DER certificate's validity begins.
+pub fn not_before(cert_der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    chrono::DateTime::from_timestamp(cert.validity().not_before.timestamp(), 0)
+}
+
 /// `2.16.528.1…`: two or more numbers separated by single dots.
 pub(crate) fn is_dotted_oid(s: &str) -> bool {
     s.split('.').count() >= 2

@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::envelope_batch::EnvelopeProof;
 use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::{PurgedBody, Receipt};
@@ -24,7 +25,13 @@ pub struct ReceivedMessage {
     pub from: OrgId,
     /// The exact envelope bytes as received and verified.
     pub envelope: String,
+    /// The sender's signature it first arrived under: the batch signature of its relay
+    /// batch, with its path in `batch`; from a sender before batch signatures, a
+    /// signature over the envelope's own bytes and no path
+    /// ([`crate::envelope_batch::verify_stored`]).
     pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<EnvelopeProof>,
     pub receipt: Receipt,
     pub received_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

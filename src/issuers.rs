@@ -123,6 +123,11 @@ impl IssuingCa {
         self.rule
     }
 
+    /// The CA's certificate (DER).
+    pub fn certificate(&self) -> &[u8] {
+        &self.der
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -6,9 +6,10 @@
 //! # The data path
 //!
 //! ```text
-//! server::local_api ─▶ send ───────────────────────────▶ outbox ─▶ relay ══mTLS══▶ server::listener ─▶ receive ─────────────────▶ inbox ─▶ server::local_api
-//!                      validate, consent, minimise, sign   (commit)  (batches,        (peer known?)       verify, validate, policy,  (commit)
-//!                                                                    retry)                               consent, receipt
+//! server::local_api ─▶ send ─────────────────────────▶ outbox ─▶ relay ══mTLS══▶ server::listener ─▶ receive ─────────────────▶ inbox ─▶ server::local_api
+//!                      validate, consent, minimise       (commit)  (batches, one    (peer known?)       verify, validate, policy,  (commit)
+//!                                                                  signature each,                      consent, receipt
+//!                                                                  retry)
 //! ```
 //!
 //! Every step commits its state change and its audit records together through the
@@ -36,6 +37,8 @@
 //! - [`consent`]: what a consent is, the WGBO rules, derived state, the coverage check,
 //!   and [`consent::registry`] where consent events live in the store.
 //! - [`outbox`], [`inbox`], [`receipt`]: durable delivery, exactly once in effect;
+//!   [`envelope_batch`]: the sender's one signature per relay batch, each envelope
+//!   with its path; [`merkle`]: the tree both the receipts and that signature use;
 //!   [`stats`] and [`metrics`]: counters for `/v1/stats` and `/metrics`.
 //! - [`backup`]: a consistent copy of the store taken between two group commits (or of
 //!   a stopped gateway's store), and its checked restore.
@@ -80,6 +83,7 @@ pub mod cpu;
 pub mod der;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod envelope_batch;
 pub mod error;
 pub mod gateway;
 pub mod identity;
@@ -88,6 +92,7 @@ pub mod issuers;
 pub mod live;
 pub mod local;
 pub mod logging;
+pub mod merkle;
 pub mod message;
 pub mod metrics;
 pub mod migrate;

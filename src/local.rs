@@ -1,7 +1,9 @@
 //! Who this gateway is: its role, its organisation identifier, the key it signs with and
-//! its clock. Built once from the validated config and shared, read-only, by every part
-//! that acts in the gateway's name. It holds no secret other than the signing key (the
-//! HMAC secret and the API token stay with the parts that need them).
+//! its clock. Built once from the validated config and shared by every part that acts in
+//! the gateway's name; only the signer changes, when a reload brings a renewed key and
+//! certificate (the signer swaps them in place, see [`crate::signing`]). It holds no
+//! secret other than the signing key (the HMAC secret and the API token stay with the
+//! parts that need them).
 
 use std::sync::Arc;
 
@@ -15,9 +17,8 @@ pub struct Local {
     pub role: Role,
     /// This gateway's organisation identifier (from its certificate).
     pub identity: OrgId,
+    /// Signs envelopes, receipts and checkpoints; each signature names the certificate.
     pub signer: Arc<Signer>,
-    /// This gateway's own certificate (DER), whose key is the signer's.
-    pub certificate: Arc<[u8]>,
     pub clock: Clock,
 }
 

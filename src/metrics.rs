@@ -308,8 +308,10 @@ pub struct Sources {
     pub store_dir: PathBuf,
     pub counters: Arc<Counters>,
     pub peers: Live<Peers>,
-    /// The own certificate's notAfter, Unix seconds.
-    pub cert_not_after: i64,
+    /// The own certificate's validity (notBefore, notAfter), Unix seconds.
+    pub cert_validity: Live<(i64, i64)>,
+    /// The revocation lists in force, and how fetching them goes.
+    pub crls: Live<crate::revocation::CrlSet>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -496,7 +498,49 @@ impl Collector for Sources {
             let g = ConstGauge::new(value);
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
-        let expiry = ConstGauge::new(self.cert_not_after - chrono::Utc::now().timestamp());
+        let now = chrono::Utc::now();
+        let crls = self.crls.current();
+        let mut next_update = encoder.encode_descriptor(
+            "wijkpoort_crl_next_update_seconds",
+            "Seconds until each revocation list's nextUpdate (negative: stale), by source (file or URL)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in crls.states() {
+            let source = state.source.to_string();
+            let labels = [("crl", source.as_str())];
+            let left = state
+                .next_update
+                .map(|n| (n - now).num_seconds())
+                .unwrap_or(0);
+            ConstGauge::new(left).encode(next_update.encode_family(&labels)?)?;
+        }
+        let mut failures = encoder.encode_descriptor(
+            "wijkpoort_crl_fetch_failures",
+            "Failed fetches of each tls.crl_urls entry since the gateway started",
+            None,
+            MetricType::Counter,
+        )?;
+        for fetch in crls.fetches() {
+            let labels = [("crl", fetch.url.as_str())];
+            ConstCounter::new(fetch.failures).encode(failures.encode_family(&labels)?)?;
+        }
+        let mut last_success = encoder.encode_descriptor(
+            "wijkpoort_crl_last_success_seconds",
+            "Seconds since each tls.crl_urls entry was last fetched successfully (-1: not since start)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for fetch in crls.fetches() {
+            let labels = [("crl", fetch.url.as_str())];
+            let ago = fetch
+                .last_success
+                .map(|t| (now - t).num_seconds())
+                .unwrap_or(-1);
+            ConstGauge::new(ago).encode(last_success.encode_family(&labels)?)?;
+        }
+        let (_, cert_not_after) = *self.cert_validity.current();
+        let expiry = ConstGauge::new(cert_not_after - now.timestamp());
         expiry.encode(encoder.encode_descriptor(
             "wijkpoort_certificate_expiry_seconds",
             "Seconds until the gateway's own TLS certificate expires (negative: expired); divide by 86400 for days",

@@ -1,6 +1,7 @@
-//! `wijkpoort store migrate`: brings a stopped gateway's store of format 1 to format 2,
-//! in place; from there `wijkpoort store compact` ([`crate::compact`]) seals it into
-//! this build's format ([`crate::store::FORMAT_VERSION`]) in a fresh directory. A gateway refuses to start on a store of an older
+//! `wijkpoort store migrate`: brings a stopped gateway's store of format 1 or 2 to
+//! format 3 ([`MIGRATES_TO`]), in place; from there `wijkpoort store compact`
+//! ([`crate::compact`]) seals it into this build's format
+//! ([`crate::store::FORMAT_VERSION`]) in a fresh directory. A gateway refuses to start on a store of an older
 //! format and names this command, so that a change of layout is always a deliberate
 //! step the operator takes after a backup, never something done silently at start.
 //!
@@ -11,6 +12,13 @@
 //!   organisation identifier`, by the peers in the config; a name the config no longer
 //!   lists is kept as it was and reported (its peer can no longer be told).
 //!
+//! From format 2 to 3 (one envelope signature per relay batch): nothing moves. The
+//! envelopes stored so far keep their signature over their own bytes, which
+//! `envelope_batch::verify_stored` (and `wijkpoort audit prove`) still check; messages
+//! still queued are signed by the relay when it sends them, like every new one. The
+//! migration counts those envelopes and records the new format, so that an older build
+//! refuses the store from now on.
+//!
 //! Everything moves in one transaction, then the store is flushed and synced; the audit
 //! chain is not touched, so `audit verify` gives the same answer before and after.
 
@@ -19,9 +27,10 @@ use std::collections::HashMap;
 use crate::config::Config;
 use crate::store::{key, StoreError, Upgrade, Write, T};
 
-/// The format this command brings a store to; format 3 (sealed) is reached by
-/// `wijkpoort store compact` ([`crate::compact`]), into a fresh directory.
-pub const MIGRATES_TO: u32 = 2;
+/// The format this command brings a store to: plaintext, batch signatures. Format 4
+/// (sealed) is reached by `wijkpoort store compact` ([`crate::compact`]), into a fresh
+/// directory, never in place (sled would keep the plaintext in its old log segments).
+pub const MIGRATES_TO: u32 = 3;
 
 /// What a migration did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -31,6 +40,8 @@ pub struct Migrated {
     pub consent_recipients: usize,
     /// Consent recipients whose peer name the config no longer lists.
     pub unknown_recipients: Vec<String>,
+    /// Stored envelopes (sent and received) that keep a signature over their own bytes.
+    pub signed_alone: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +49,7 @@ pub struct Migrated {
 pub enum MigrateError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the store is in format {0}, which this command does not change: from format 2 on, `wijkpoort store compact --from DIR --to NEWDIR --data-key FILE` brings it to format {current}", current = crate::store::FORMAT_VERSION)]
+    #[error("the store is in format {0}, which this command does not change: from format {MIGRATES_TO} on, `wijkpoort store compact --from DIR --to NEWDIR --data-key FILE` brings it to format {current}", current = crate::store::FORMAT_VERSION)]
     Current(u32),
     #[error(
         "the store is empty; a gateway starting on it writes format {}",
@@ -61,6 +72,44 @@ pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
         ..Migrated::default()
     };
 
+    if from_version < 2 {
+        to_format_2(&store, config, &mut writes, &mut report)?;
+    }
+    // Format 3: nothing moves; count what keeps a per-message signature.
+    for entry in store.tree(T::Received).iter() {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        if crate::inbox::decode(&value)?.batch.is_none() {
+            report.signed_alone += 1;
+        }
+    }
+    for entry in store.tree(T::Sent).iter() {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        let sent: Signed = serde_json::from_slice(&value)
+            .map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))?;
+        if sent.signature.is_some() && sent.batch.is_none() {
+            report.signed_alone += 1;
+        }
+    }
+    store.finish(writes, MIGRATES_TO)?;
+    Ok(report)
+}
+
+/// The signature fields of a sent-message record.
+#[derive(serde::Deserialize)]
+struct Signed {
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    batch: Option<serde::de::IgnoredAny>,
+}
+
+/// Format 1 to 2: messages and consent recipients re-keyed.
+fn to_format_2(
+    store: &Upgrade,
+    config: &Config,
+    writes: &mut Vec<Write>,
+    report: &mut Migrated,
+) -> Result<(), MigrateError> {
     // Received messages: id → sender, 0, id.
     let mut moved: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for entry in store.tree(T::Received).iter() {
@@ -106,6 +155,5 @@ pub fn migrate(config: &Config) -> Result<Migrated, MigrateError> {
             None => report.unknown_recipients.push(peer),
         }
     }
-    store.finish(writes, MIGRATES_TO)?;
-    Ok(report)
+    Ok(())
 }

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::chain::{Actor, AuditEvent, Event, Outcome};
 use crate::config::PeerName;
+use crate::envelope_batch::EnvelopeProof;
 use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::{PurgedBody, Receipt};
@@ -60,8 +61,15 @@ pub struct SentMessage {
     /// its own tree ([`T::SentEnvelopes`]), once; filled in on every read.
     #[serde(skip)]
     pub envelope: String,
-    /// Signature (hex) over `envelope`.
-    pub signature: String,
+    /// The signature it was last sent under: the batch signature (`ALG:FINGERPRINT:HEX`)
+    /// of the relay batch it went out in, with its path in `batch`. None while it has
+    /// not been sent; a message queued before batch signatures holds a signature over
+    /// its own bytes and no path ([`crate::envelope_batch::verify_stored`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Its path to the root that `signature` covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<EnvelopeProof>,
     pub status: Status,
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

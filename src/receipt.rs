@@ -4,22 +4,23 @@
 //!
 //! A relay batch holds up to 256 messages, and an ECDSA signature costs the receiver
 //! ~22 µs to make and the sender ~75 µs to check. So the receiver signs once for the
-//! messages a batch stored (and only those: it signs inside the commit, after deciding
-//! which are new): each message's statement is a leaf of a Merkle tree, the signature
+//! messages a batch stored (and only those: a read pass decides which are new, the
+//! signature is made off the store's committer, and the commit re-checks that it stores
+//! exactly those): each message's statement is a leaf of a Merkle tree, the signature
 //! covers the root, and each receipt carries its leaf's path to that root
 //! ([`BatchProof`]). A receipt
 //! still stands on its own: with the receiver's certificate, anyone can check that this
 //! message id and hash were in what the receiver signed. A receipt without a batch proof
 //! (from an older receiver) is signed on its own and still verifies.
 //!
-//! The tree follows RFC 6962's domain separation (leaf hashes start with 0x00, node
-//! hashes with 0x01), so a node can never be passed off as a leaf; a level with an odd
-//! number of nodes carries its last node up unchanged.
+//! The tree is [`crate::merkle`]'s, shared with the sender's batch signature over the
+//! envelopes it relays.
 
 use chrono::{DateTime, Utc};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+use crate::merkle::{self, Hash, PathError};
 use crate::signing::{self, Signer, SigningError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,14 +44,7 @@ pub struct Receipt {
     pub signature: String,
 }
 
-/// A message's place in a signed batch: the batch size, its position, and the sibling
-/// hashes (hex) from its leaf up to the root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchProof {
-    pub size: u32,
-    pub index: u32,
-    pub path: Vec<String>,
-}
+pub use crate::merkle::BatchProof;
 
 /// What is left of a message whose body a retention purge removed
 /// ([`crate::retention`]): when, and the SHA-256 of the envelope that was there, so the
@@ -66,29 +60,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
 
-type Hash = [u8; 32];
-
-fn hash_parts(parts: &[&[u8]]) -> Hash {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    for p in parts {
-        ctx.update(p);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
 fn leaf_hash(sender: Option<&str>, message_id: &str, stored_hash: &str) -> Hash {
     match sender {
-        None => hash_parts(&[
-            &[0x00],
+        None => merkle::leaf(&[
             b"wijkpoort-receipt-leaf\n",
             message_id.as_bytes(),
             b"\n",
             stored_hash.as_bytes(),
         ]),
-        Some(sender) => hash_parts(&[
-            &[0x00],
+        Some(sender) => merkle::leaf(&[
             b"wijkpoort-receipt-leaf-v2\n",
             sender.as_bytes(),
             b"\n",
@@ -99,48 +79,12 @@ fn leaf_hash(sender: Option<&str>, message_id: &str, stored_hash: &str) -> Hash 
     }
 }
 
-fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    hash_parts(&[&[0x01], left, right])
-}
-
-/// The root of the tree over `leaves`, and each leaf's path of sibling hashes.
-fn merkle(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
-    let mut paths = vec![Vec::new(); leaves.len()];
-    // positions[i]: where leaf i's ancestor sits in the current level.
-    let mut positions: Vec<usize> = (0..leaves.len()).collect();
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        for (leaf, pos) in positions.iter_mut().enumerate() {
-            let sibling = *pos ^ 1;
-            if sibling < level.len() {
-                paths[leaf].push(level[sibling]);
-            }
-            *pos /= 2;
-        }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node_hash(l, r),
-                [only] => *only,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
-    }
-    (level.first().copied().unwrap_or([0; 32]), paths)
-}
-
 /// Why a receipt does not prove what it should.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiptError {
-    #[error("the receipt's batch position is outside its batch")]
-    OutsideBatch,
-    #[error("the receipt's batch path is too short")]
-    PathTooShort,
-    #[error("the receipt's batch path is too long")]
-    PathTooLong,
-    #[error("the receipt's batch path is not 32-byte hex")]
-    PathNotHex,
+    #[error("the receipt's {0}")]
+    Path(#[from] PathError),
     #[error("the receipt is for message {0}")]
     OtherMessage(String),
     #[error("the receipt's hash does not match the message sent")]
@@ -151,35 +95,9 @@ pub enum ReceiptError {
     SignatureNotHex,
     #[error(transparent)]
     Signature(#[from] SigningError),
-}
-
-/// The root that `leaf` at `index` of a batch of `size` leads to along `path`.
-fn root_from_path(leaf: Hash, proof: &BatchProof) -> Result<Hash, ReceiptError> {
-    let (mut index, mut len) = (proof.index as usize, proof.size as usize);
-    if index >= len {
-        return Err(ReceiptError::OutsideBatch);
-    }
-    let mut path = proof.path.iter();
-    let mut node = leaf;
-    while len > 1 {
-        let sibling = index ^ 1;
-        if sibling < len {
-            let hex_hash = path.next().ok_or(ReceiptError::PathTooShort)?;
-            let mut s = [0u8; 32];
-            hex::decode_to_slice(hex_hash, &mut s).map_err(|_| ReceiptError::PathNotHex)?;
-            node = if index % 2 == 0 {
-                node_hash(&node, &s)
-            } else {
-                node_hash(&s, &node)
-            };
-        }
-        index /= 2;
-        len = len.div_ceil(2);
-    }
-    if path.next().is_some() {
-        return Err(ReceiptError::PathTooLong);
-    }
-    Ok(node)
+    /// It names a signing certificate the receiver presented that was refused.
+    #[error("{0}")]
+    RefusedCertificate(String),
 }
 
 fn batch_bytes(root: &Hash, size: u32, received_at: &DateTime<Utc>, receiver: &str) -> Vec<u8> {
@@ -233,26 +151,23 @@ impl Receipt {
             .iter()
             .map(|(id, h)| leaf_hash(sender, id, h))
             .collect();
-        let (root, paths) = merkle(&leaves);
-        let size = u32::try_from(stored.len()).map_err(|_| SigningError::BadSignature)?;
+        let (root, paths) = merkle::tree(&leaves);
+        u32::try_from(stored.len()).map_err(|_| SigningError::BadSignature)?;
+        let proofs = merkle::proofs(paths);
+        let size = proofs.first().map_or(0, |p| p.size);
         let received_at = Utc::now();
         let signature = signer.sign_encoded(&batch_bytes(&root, size, &received_at, receiver))?;
         Ok(stored
             .iter()
             .zip(hashes)
-            .zip(paths)
-            .enumerate()
-            .map(|(index, (((id, _), stored_hash), path))| Receipt {
+            .zip(proofs)
+            .map(|(((id, _), stored_hash), proof)| Receipt {
                 message_id: id.to_string(),
                 stored_hash,
                 received_at,
                 receiver: receiver.to_string(),
                 sender: sender.map(str::to_string),
-                batch: Some(BatchProof {
-                    size,
-                    index: index as u32,
-                    path: path.iter().map(hex::encode).collect(),
-                }),
+                batch: Some(proof),
                 signature: signature.clone(),
             })
             .collect())
@@ -277,7 +192,7 @@ impl Receipt {
         match &self.batch {
             Some(proof) => {
                 let leaf = leaf_hash(self.sender.as_deref(), &self.message_id, &self.stored_hash);
-                let root = root_from_path(leaf, proof)?;
+                let root = merkle::root_from_path(leaf, proof)?;
                 Ok(batch_bytes(
                     &root,
                     proof.size,

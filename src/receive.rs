@@ -19,11 +19,13 @@ use crate::consent::{
     self, registry, ConsentEvent, ConsentRefusal, ConsentState, ConsentStatus, ConsentSummary,
     Exchange,
 };
+use crate::envelope_batch::{BatchSignature, EnvelopeProof, EnvelopeProofError};
 use crate::error::{Code, Refusal};
 use crate::identity::OrgId;
 use crate::inbox::{self, ReceivedMessage};
 use crate::live::Live;
 use crate::local::Local;
+use crate::merkle::BatchProof;
 use crate::message::{self, Envelope, MessageType};
 use crate::minimise::Minimiser;
 use crate::pseudonym::Pseudonymiser;
@@ -31,11 +33,19 @@ use crate::receipt::Receipt;
 use crate::signing::SigningError;
 use crate::store::{Store, StoreError, Tx};
 
-/// One relayed message as it arrived: its signature and the exact envelope bytes.
+/// One relayed message as it arrived: its path under the batch signature (or, from a
+/// sender before batch signatures, its own signature) and the exact envelope bytes.
 pub struct Relayed {
+    pub batch: Option<BatchProof>,
     pub signature: Option<String>,
     pub envelope: Vec<u8>,
 }
+
+/// A batch's signature as checked once for all its messages.
+type BatchCheck = Option<Result<BatchSignature, Refusal>>;
+
+/// A message's signature as kept: the signature and, under a batch signature, its path.
+type Signed = (String, Option<EnvelopeProof>);
 
 /// The receive path: what checking and storing a relayed batch needs.
 #[derive(Clone)]
@@ -53,6 +63,8 @@ struct Checked {
     /// The exact bytes received: what the receipt's hash covers and the inbox keeps.
     bytes: Vec<u8>,
     signature: String,
+    /// Its path under the batch signature, kept with it.
+    batch: Option<EnvelopeProof>,
     hash: String,
     effect: ConsentEffect,
 }
@@ -84,45 +96,151 @@ impl ReceivePath {
             .is_some_and(|org| self.peers.current().by_identity(org).is_some())
     }
 
-    /// Runs the receive path for a batch (`POST /v1/relay/batch`): every message is
-    /// checked on its own (the signature checks spread over the cores), then all of them
-    /// are committed together — stored messages with their receipts, refusals with their
-    /// audit records — and each gets its own answer, in order.
+    /// Runs the receive path for a batch (`POST /v1/relay/batch`): the batch signature is
+    /// checked once, then every message on its own (its path to the signed root, or its
+    /// own signature from an older sender; the checks spread over the cores), then all
+    /// of them are committed together — stored messages with their receipts, refusals
+    /// with their audit records — and each gets its own answer, in order.
     pub async fn receive_batch(
         &self,
         caller: &Caller,
+        batch_signature: Option<BatchSignature>,
         items: Vec<Relayed>,
     ) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
+        let batch: Arc<BatchCheck> =
+            Arc::new(batch_signature.map(|b| self.check_batch_signature(caller, b)));
         let checked = {
             let path = self.clone();
             let caller = Arc::new(caller.clone());
-            crate::cpu::map_batch(items, move |item| path.check_item(&caller, item))
+            crate::cpu::map_batch(items, move |item| path.check_item(&caller, &batch, item))
                 .await
                 .map_err(|e| Refusal::internal(format!("checking the batch failed: {e}")))?
         };
         let actor = caller.actor();
-        let sender_cert = caller.cert.clone();
-        // The receipts are signed here, off the single committer (an RSA-4096 signature
-        // costs ~5 ms, which would stall every writer), for the messages a read pass finds
-        // new; the commit re-checks and uses them only if it finds the same.
-        let presigned = self.presign(&checked, &actor).await?;
-        let by = StoreAs {
+        // The certificates that may have signed the batch's messages, and the
+        // intermediates presented with them: kept with what they signed.
+        let mut sender_certs = caller.signing_keys();
+        for c in &caller.intermediates {
+            if !sender_certs.contains(c) {
+                sender_certs.push(c.clone());
+            }
+        }
+        let sender_certs: Arc<[Vec<u8>]> = sender_certs.into();
+        let by = Arc::new(StoreAs {
             local: self.local.clone(),
             pseudonymiser: self.pseudonymiser.clone(),
-        };
-        let results = self
-            .store
-            .commit(move |tx| store_batch(tx, checked, &actor, &sender_cert, &by, presigned))
-            .await?;
-        for r in results.iter().flatten() {
-            tracing::info!(message_id = %r.message_id, "message received");
+        });
+        // The receipts are signed off the single committer (an RSA-4096 signature costs
+        // ~5 ms, which would stall every writer), for the messages a read pass finds new.
+        // The commit decides again; if it finds another set (a resend racing its
+        // original), it writes nothing and names the set, which is signed for, again
+        // off the committer, and committed anew.
+        let mut new = self.new_in(&checked)?;
+        let checked = Arc::new(std::sync::Mutex::new(Some(checked)));
+        for _ in 0..RECEIPT_ROUNDS {
+            let receipts = self.sign_receipts(&new, &actor).await?;
+            let presigned = Presigned {
+                stored: new.clone(),
+                receipts,
+            };
+            let (checked, actor, sender_certs, by) = (
+                checked.clone(),
+                actor.clone(),
+                sender_certs.clone(),
+                by.clone(),
+            );
+            let outcome = self
+                .store
+                .commit(move |tx| {
+                    let mut slot = checked.lock().map_err(|_| {
+                        BatchCommitError::Refused(Refusal::internal("the batch's checks were lost"))
+                    })?;
+                    let items = slot.take().ok_or_else(|| {
+                        BatchCommitError::Refused(Refusal::internal(
+                            "the batch was committed twice",
+                        ))
+                    })?;
+                    store_batch(tx, items, &actor, &sender_certs, &by, presigned).map_err(
+                        |(e, items)| {
+                            *slot = items;
+                            e
+                        },
+                    )
+                })
+                .await;
+            match outcome {
+                Ok(results) => {
+                    for r in results.iter().flatten() {
+                        tracing::info!(message_id = %r.message_id, "message received");
+                    }
+                    return Ok(results);
+                }
+                Err(BatchCommitError::NewSetChanged(now_new)) => {
+                    tracing::info!("a batch's new messages changed before its commit; signing its receipts again");
+                    new = now_new;
+                }
+                Err(BatchCommitError::Refused(r)) => return Err(r),
+            }
         }
-        Ok(results)
+        Err(Refusal::new(
+            Code::StoreUnavailable,
+            "the batch's messages were stored by other batches while it was committed; nothing of it was accepted: send it again",
+        ))
     }
 
-    /// Receipts for the messages of `checked` that the committed store does not hold
-    /// yet, signed on the blocking pool.
-    async fn presign(&self, checked: &[CheckResult], actor: &Actor) -> Result<Presigned, Refusal> {
+    /// Checks the batch signature once for all the batch's messages: it must be the
+    /// caller's, addressed to this gateway, and verify against the caller's certificate.
+    fn check_batch_signature(
+        &self,
+        caller: &Caller,
+        b: BatchSignature,
+    ) -> Result<BatchSignature, Refusal> {
+        if let Some(org) = caller.organisation() {
+            if b.from != org.as_str() {
+                return Err(Refusal::new(
+                    Code::BadSignature,
+                    format!(
+                        "the batch signature says it is from {} but the certificate is of {org}",
+                        b.from
+                    ),
+                ));
+            }
+        }
+        if b.to != self.local.identity.as_str() {
+            return Err(Refusal::new(
+                Code::WrongRecipient,
+                format!(
+                    "the batch signature is addressed to {}, not to this gateway",
+                    b.to
+                ),
+            ));
+        }
+        // The TLS certificate, or the signing certificate the signature names (see
+        // crate::caller).
+        let signed_by = crate::caller::certificate_for(&caller.cert, &caller.signing, &b.signature)
+            .map_err(|why| Refusal::new(Code::BadSignature, why))?;
+        b.verify(signed_by).map_err(|e| match e {
+            EnvelopeProofError::RootNotHex
+            | EnvelopeProofError::Signature(
+                SigningError::BadEncoding | SigningError::UnknownAlgorithm(_),
+            ) => Refusal::new(
+                Code::SignatureNotHex,
+                format!("the batch signature is not usable: {e}"),
+            ),
+            EnvelopeProofError::Signature(
+                e @ (SigningError::AlgorithmMismatch { .. } | SigningError::UnsupportedKey(_)),
+            ) => Refusal::new(Code::BadSignature, format!("the batch signature: {e}")),
+            _ => Refusal::new(
+                Code::BadSignature,
+                "the batch signature does not verify against the sender's certificate",
+            ),
+        })?;
+        Ok(b)
+    }
+
+    /// The (id, hash) of the messages of `checked` that the committed store does not
+    /// hold yet, in order: the read pass before the commit.
+    fn new_in(&self, checked: &[CheckResult]) -> Result<Vec<(String, String)>, Refusal> {
         let mut new: Vec<(OrgId, String, String)> = Vec::new();
         for c in checked.iter().flatten() {
             let (from, id) = (&c.envelope.from, &c.envelope.id);
@@ -133,13 +251,19 @@ impl ReceivePath {
             }
             new.push((from.clone(), id.clone(), c.hash.clone()));
         }
-        let stored: Vec<(String, String)> = new
-            .iter()
-            .map(|(_, id, h)| (id.clone(), h.clone()))
-            .collect();
+        Ok(new.into_iter().map(|(_, id, h)| (id, h)).collect())
+    }
+
+    /// Receipts for `new` (id, hash), signed once over their root on the blocking pool.
+    async fn sign_receipts(
+        &self,
+        new: &[(String, String)],
+        actor: &Actor,
+    ) -> Result<Vec<Receipt>, Refusal> {
+        let stored = new.to_vec();
         let local = self.local.clone();
         let sender = actor_org(actor);
-        let receipts = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let hashed: Vec<(&str, String)> = stored
                 .iter()
                 .map(|(id, h)| (id.as_str(), h.clone()))
@@ -153,27 +277,19 @@ impl ReceivePath {
         })
         .await
         .map_err(|e| Refusal::internal(format!("signing the receipts: {e}")))?
-        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?;
-        Ok(Presigned {
-            stored: new.into_iter().map(|(_, id, h)| (id, h)).collect(),
-            receipts,
-        })
+        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))
     }
 
     /// Checks one relayed message; a refusal comes with its audit record.
-    fn check_item(&self, caller: &Caller, item: Relayed) -> CheckResult {
+    fn check_item(&self, caller: &Caller, batch: &BatchCheck, item: Relayed) -> CheckResult {
         let mut about: Option<(String, MessageType)> = None;
-        match self.check(
-            caller,
-            item.signature.as_deref(),
-            &item.envelope,
-            &mut about,
-        ) {
-            Ok((envelope, effect)) => Ok(Box::new(Checked {
+        match self.check(caller, batch, &item, &mut about) {
+            Ok((envelope, effect, (signature, batch))) => Ok(Box::new(Checked {
                 envelope,
                 hash: crate::receipt::sha256_hex(&item.envelope),
                 bytes: item.envelope,
-                signature: item.signature.unwrap_or_default(),
+                signature,
+                batch,
                 effect,
             })),
             Err(refusal) => {
@@ -208,13 +324,67 @@ impl ReceivePath {
         audit
     }
 
+    /// The message's signature, as it will be kept: the batch signature (checked once,
+    /// before) and the message's path under it, or (from a sender before batch
+    /// signatures) its own signature, checked here against the sender's certificate.
+    fn check_signature(
+        &self,
+        caller: &Caller,
+        batch: &BatchCheck,
+        item: &Relayed,
+    ) -> Result<Signed, Refusal> {
+        match (&item.batch, batch) {
+            (Some(proof), Some(Ok(signed))) => {
+                signed
+                    .check_member(&item.envelope, proof)
+                    .map_err(|e| Refusal::new(Code::BatchPathInvalid, e.to_string()))?;
+                Ok((
+                    signed.signature.clone(),
+                    Some(signed.proof_for(proof.clone())),
+                ))
+            }
+            (Some(_), Some(Err(refusal))) => Err(refusal.clone()),
+            (Some(_), None) => Err(Refusal::new(
+                Code::MissingSignature,
+                "the message carries a batch path but its batch carries no batch signature",
+            )),
+            (None, _) => {
+                let own = item.signature.as_deref().ok_or_else(|| {
+                    Refusal::new(
+                        Code::MissingSignature,
+                        "the message carries no signature (neither a path under a batch signature nor its own)",
+                    )
+                })?;
+                // The TLS certificate, or the signing certificate the signature names
+                // (see crate::caller).
+                let signed_by = crate::caller::certificate_for(&caller.cert, &caller.signing, own)
+                    .map_err(|why| Refusal::new(Code::BadSignature, why))?;
+                crate::signing::verify(signed_by, &item.envelope, own).map_err(|e| match e {
+                    SigningError::BadEncoding | SigningError::UnknownAlgorithm(_) => Refusal::new(
+                        Code::SignatureNotHex,
+                        format!("the signature is not usable: {e}"),
+                    ),
+                    SigningError::AlgorithmMismatch { .. } | SigningError::UnsupportedKey(_) => {
+                        Refusal::new(Code::BadSignature, e.to_string())
+                    }
+                    _ => Refusal::new(
+                        Code::BadSignature,
+                        "the envelope's signature does not verify against the sender's certificate",
+                    ),
+                })?;
+                Ok((own.to_string(), None))
+            }
+        }
+    }
+
     fn check(
         &self,
         caller: &Caller,
-        signature: Option<&str>,
-        body: &[u8],
+        batch: &BatchCheck,
+        item: &Relayed,
         about: &mut Option<(String, MessageType)>,
-    ) -> Result<(Envelope, ConsentEffect), Refusal> {
+    ) -> Result<(Envelope, ConsentEffect, Signed), Refusal> {
+        let body = item.envelope.as_slice();
         let identity = caller.identity.as_ref().map_err(|e| {
             Refusal::new(
                 Code::UnknownPeer,
@@ -237,22 +407,7 @@ impl ReceivePath {
         if body.len() > message::MAX_MESSAGE_BYTES {
             return Err(Refusal::too_large(message::MAX_MESSAGE_BYTES));
         }
-        let signature = signature.ok_or_else(|| {
-            Refusal::new(Code::MissingSignature, "the message carries no signature")
-        })?;
-        crate::signing::verify(&caller.cert, body, signature).map_err(|e| match e {
-            SigningError::BadEncoding | SigningError::UnknownAlgorithm(_) => Refusal::new(
-                Code::SignatureNotHex,
-                format!("the signature is not usable: {e}"),
-            ),
-            SigningError::AlgorithmMismatch { .. } | SigningError::UnsupportedKey(_) => {
-                Refusal::new(Code::BadSignature, e.to_string())
-            }
-            _ => Refusal::new(
-                Code::BadSignature,
-                "the envelope's signature does not verify against the sender's certificate",
-            ),
-        })?;
+        let signed = self.check_signature(caller, batch, item)?;
         let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
             Refusal::malformed(format!(
                 "the envelope is not valid: {}",
@@ -301,7 +456,7 @@ impl ReceivePath {
         message::check_anonymous(&envelope)
             .map_err(|e| Refusal::new(Code::PolicyViolation, e.to_string()).field(e.field))?;
         let effect = self.consent_effect(peer, &envelope)?;
-        Ok((envelope, effect))
+        Ok((envelope, effect, signed))
     }
 
     /// Checks a received message against consent — a withdrawn consent stops the flow in
@@ -427,60 +582,121 @@ struct StoreAs {
     pseudonymiser: Pseudonymiser,
 }
 
+/// How many times a batch's receipts are signed before it is given up (each round signs
+/// for the new messages the last commit found; only batches racing each other for the
+/// same messages need a second).
+const RECEIPT_ROUNDS: usize = 4;
+
+/// Why a batch's commit stored nothing.
+enum BatchCommitError {
+    Refused(Refusal),
+    /// The commit found these (id, hash) new, not the ones the receipts were signed for.
+    NewSetChanged(Vec<(String, String)>),
+}
+
+impl From<StoreError> for BatchCommitError {
+    fn from(e: StoreError) -> BatchCommitError {
+        BatchCommitError::Refused(Refusal::from(e))
+    }
+}
+
 /// What the commit decided for one message of a batch.
 enum Decision {
-    Refused(Refusal),
+    Refused,
     /// Stored by an earlier commit: answered with its first receipt.
     StoredBefore(Box<Receipt>),
     /// Stored by this commit (this item, or the same message earlier in the batch):
     /// answered with the receipt at this place among the batch's new receipts.
     Stored(usize),
+    /// New to this commit: stored, and answered with the receipt at this place.
+    New(usize),
+    /// Its id was used before for other content.
+    Duplicate,
 }
 
+type StoreBatchError = (BatchCommitError, Option<Vec<CheckResult>>);
+
 /// Stores a checked batch inside its commit. A message stored before is answered with
-/// its first receipt; an id reused for other content is refused. The receipts of the
-/// new messages are signed here, together, after those decisions: the signed batch
-/// covers exactly what this commit stores, so no receipt (or Merkle path) can be made
-/// for a message that was refused.
+/// its first receipt; an id reused for other content is refused. The decisions are
+/// made first, without writing; the receipts were signed before the commit for the
+/// messages a read pass found new, and are used only if this commit finds exactly
+/// those new — so the signed batch covers exactly what this commit stores, and no
+/// receipt (or Merkle path) can be made for a message that was refused. If it finds
+/// another set, it writes nothing and hands the batch back with that set, to be signed
+/// for off the committer: no signature is ever made here.
 fn store_batch(
     tx: &mut Tx<'_>,
     checked: Vec<CheckResult>,
     actor: &Actor,
-    sender_cert: &[u8],
+    sender_certs: &[Vec<u8>],
     by: &StoreAs,
     presigned: Presigned,
-) -> Result<Vec<Result<Receipt, Refusal>>, Refusal> {
+) -> Result<Vec<Result<Receipt, Refusal>>, StoreBatchError> {
     let mut decisions = Vec::with_capacity(checked.len());
-    let mut new: Vec<Checked> = Vec::new();
-    for item in checked {
-        let c = match item {
-            Ok(c) => *c,
-            Err(refused) => {
+    let mut new: Vec<(&OrgId, &str, &str)> = Vec::new();
+    for item in &checked {
+        let Ok(c) = item else {
+            decisions.push(Decision::Refused);
+            continue;
+        };
+        let (from, id, hash) = (&c.envelope.from, c.envelope.id.as_str(), c.hash.as_str());
+        let earlier = new.iter().position(|(f, i, _)| *i == id && *f == from);
+        let existing = inbox::load(tx, from, id).map_err(|e| (e.into(), None))?;
+        decisions.push(match (earlier, existing) {
+            (Some(i), _) if new[i].2 == hash => Decision::Stored(i),
+            (Some(_), _) => Decision::Duplicate,
+            (None, Some(existing))
+                if existing.from == *from && existing.receipt.stored_hash == hash =>
+            {
+                Decision::StoredBefore(Box::new(existing.receipt))
+            }
+            (None, Some(_)) => Decision::Duplicate,
+            (None, None) => {
+                new.push((from, id, hash));
+                Decision::New(new.len() - 1)
+            }
+        });
+    }
+    let found: Vec<(String, String)> = new
+        .iter()
+        .map(|(_, id, h)| (id.to_string(), h.to_string()))
+        .collect();
+    if found != presigned.stored {
+        // Another batch stored one of these in between (a resend racing its original).
+        return Err((BatchCommitError::NewSetChanged(found), Some(checked)));
+    }
+    let receipts = presigned.receipts;
+    if !found.is_empty() {
+        // The sender's certificate (and its intermediates), so that what it signed can be
+        // checked, and chained, after it renews.
+        for cert in sender_certs {
+            crate::store::keep_certificate(tx, cert).map_err(|e| (e.into(), None))?;
+        }
+    }
+    let mut answers = Vec::with_capacity(decisions.len());
+    for (item, decision) in checked.into_iter().zip(decisions) {
+        let receipt_at = |i: usize| {
+            receipts
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Refusal::internal("a receipt is missing"))
+        };
+        answers.push(match (item, decision) {
+            (Err(refused), _) => {
                 let (refusal, event) = *refused;
                 tx.audit(event);
-                decisions.push(Decision::Refused(refusal));
-                continue;
+                Err(refusal)
             }
-        };
-        let from = &c.envelope.from;
-        let earlier = new
-            .iter()
-            .position(|n| n.envelope.id == c.envelope.id && n.envelope.from == *from);
-        let same = match (earlier, inbox::load(tx, from, &c.envelope.id)?) {
-            (Some(i), _) => (new[i].envelope.from == *from && new[i].hash == c.hash)
-                .then_some(Decision::Stored(i)),
-            (None, Some(existing)) => (existing.from == *from
-                && existing.receipt.stored_hash == c.hash)
-                .then(|| Decision::StoredBefore(Box::new(existing.receipt))),
-            (None, None) => {
-                decisions.push(Decision::Stored(new.len()));
-                new.push(c);
-                continue;
+            (Ok(c), Decision::New(i)) => {
+                let receipt = receipt_at(i);
+                if let Ok(r) = &receipt {
+                    store_new(tx, *c, r.clone(), actor, by).map_err(|e| (e.into(), None))?;
+                }
+                receipt
             }
-        };
-        decisions.push(match same {
-            Some(decision) => decision,
-            None => {
+            (Ok(_), Decision::Stored(i)) => receipt_at(i),
+            (Ok(_), Decision::StoredBefore(receipt)) => Ok(*receipt),
+            (Ok(c), Decision::Duplicate | Decision::Refused) => {
                 let refusal = Refusal::new(
                     Code::DuplicateId,
                     "a different message with this id was received before",
@@ -490,55 +706,14 @@ fn store_batch(
                     by.local
                         .event(Event::MessageRefused, Outcome::Refused, actor.clone())
                         .message(&c.envelope.id, c.envelope.message_type)
-                        .peer(from)
+                        .peer(&c.envelope.from)
                         .reason(refusal.reason()),
                 );
-                Decision::Refused(refusal)
+                Err(refusal)
             }
         });
     }
-
-    let stored: Vec<(String, String)> = new
-        .iter()
-        .map(|c| (c.envelope.id.clone(), c.hash.clone()))
-        .collect();
-    let receipts = if stored == presigned.stored {
-        presigned.receipts
-    } else {
-        // Another batch stored one of these in between (a resend racing its original):
-        // sign for exactly what this commit stores, here, this once.
-        tracing::info!(
-            "a batch's new messages changed before its commit; signing its receipts in the commit"
-        );
-        let hashed: Vec<(&str, String)> = stored
-            .iter()
-            .map(|(id, h)| (id.as_str(), h.clone()))
-            .collect();
-        Receipt::issue_batch_hashed(
-            actor_org(actor).as_deref(),
-            &hashed,
-            by.local.identity.as_str(),
-            &by.local.signer,
-        )
-        .map_err(|e| Refusal::new(Code::SigningFailed, e.to_string()))?
-    };
-    if !new.is_empty() {
-        crate::store::keep_certificate(tx, sender_cert)?;
-    }
-    for (c, receipt) in new.into_iter().zip(&receipts) {
-        store_new(tx, c, receipt.clone(), actor, by)?;
-    }
-    Ok(decisions
-        .into_iter()
-        .map(|d| match d {
-            Decision::Refused(refusal) => Err(refusal),
-            Decision::StoredBefore(receipt) => Ok(*receipt),
-            Decision::Stored(i) => receipts
-                .get(i)
-                .cloned()
-                .ok_or_else(|| Refusal::internal("a receipt is missing")),
-        })
-        .collect())
+    Ok(answers)
 }
 
 /// The organisation of a peer actor: the sender of every message in its batch.
@@ -561,6 +736,7 @@ fn store_new(
         envelope,
         bytes,
         signature,
+        batch,
         effect,
         ..
     } = c;
@@ -572,6 +748,7 @@ fn store_new(
         from: envelope.from,
         envelope: String::from_utf8_lossy(&bytes).into_owned(),
         signature,
+        batch,
         received_at: receipt.received_at,
         receipt,
         acknowledged_at: None,

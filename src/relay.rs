@@ -32,10 +32,12 @@ use tokio::sync::Notify;
 use crate::chain::{Actor, Event, Outcome as AuditOutcome};
 use crate::config::{Peer, PeerName, RelaySettings};
 use crate::consent::{self, registry, Exchange};
+use crate::envelope_batch::{self, BatchSignature, EnvelopeProof};
 use crate::identity::OrgId;
 use crate::issuers::Issuers;
 use crate::live::Live;
 use crate::local::Local;
+use crate::merkle::BatchProof;
 use crate::message::{Bsn, Envelope};
 use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::{verify_statement, Receipt};
@@ -66,6 +68,12 @@ pub enum DeliveryError {
     Handshake { peer: PeerName, detail: String },
     #[error("{peer} presented no certificate")]
     NoCertificate { peer: PeerName },
+    /// rustls checks nothing while no revocation list is held at all (a CA's URL has
+    /// brought none yet): the relay refuses such a connection itself.
+    #[error(
+        "{peer}'s certificate cannot be checked for revocation: no list of its CA is held yet"
+    )]
+    RevocationUnknown { peer: PeerName },
     #[error("{peer}'s certificate: {source}")]
     Identity {
         peer: PeerName,
@@ -142,6 +150,9 @@ impl DeliveryError {
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
     peer_cert: Vec<u8>,
+    /// The signing certificates the peer presented after its TLS chain (see
+    /// `crate::caller`): its receipts may name one of them.
+    signing: Vec<crate::caller::Presented>,
 }
 
 /// How the relays authenticate peers: the TLS client config and the revocation lists,
@@ -268,6 +279,8 @@ struct Step {
     /// The peer's receipt, with the certificate whose key signed it (kept in the store,
     /// so the receipt can be checked after the peer renews).
     receipt: Option<(Receipt, Arc<[u8]>)>,
+    /// The batch signature it was sent under, and its path to that signature's root.
+    signed: Option<(Arc<str>, EnvelopeProof)>,
 }
 
 /// One round for the messages at the head of the queue: commit the last round's
@@ -302,6 +315,7 @@ async fn attempt(
                 event: Some((Event::MessageExpired, AuditOutcome::Failure)),
                 reason: Some(reason),
                 receipt: None,
+                signed: None,
             });
         } else if bytes + msg.envelope.len() > SEND_BATCH_BYTES && !candidates.is_empty() {
             break;
@@ -349,21 +363,30 @@ async fn attempt(
     let mut steps = Vec::with_capacity(to_send.len());
     let mut retry = None;
     if !to_send.is_empty() {
-        let receiver_cert: Option<Arc<[u8]>> =
-            conn.as_ref().map(|c| Arc::from(c.peer_cert.as_slice()));
+        let receiver: Option<(Vec<u8>, Vec<crate::caller::Presented>)> = conn
+            .as_ref()
+            .map(|c| (c.peer_cert.clone(), c.signing.clone()));
+        // The certificate a receipt's signature names (checked in `deliver`), kept with it.
+        let receiver_cert = |receipt: &Receipt| -> Option<Arc<[u8]>> {
+            let (leaf, signing) = receiver.as_ref()?;
+            let cert =
+                crate::caller::certificate_for(leaf, signing, &receipt.signature).unwrap_or(leaf);
+            Some(Arc::from(cert))
+        };
         match deliver(relay, conn, &to_send).await {
             Ok(results) => {
-                for (msg, result) in to_send.into_iter().zip(results) {
+                for (msg, (result, signed)) in to_send.into_iter().zip(results) {
+                    let signed = Some(signed);
                     steps.push(match result {
-                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert.clone().map(|cert| (receipt, cert)) },
+                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert(&receipt).map(|cert| (receipt, cert)), signed },
                         Err(refused) if refused.is_refusal() => {
                             tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
-                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None }
+                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None, signed }
                         }
                         Err(transient) => {
                             let reason = transient.to_string();
                             retry = Some(transient);
-                            Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None }
+                            Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None, signed }
                         }
                     });
                 }
@@ -378,6 +401,7 @@ async fn attempt(
                     event: None,
                     reason: Some(reason.clone()),
                     receipt: None,
+                    signed: None,
                 }));
             }
         }
@@ -435,7 +459,7 @@ async fn admit(
                 match covered {
                     Ok(consent) => match &unreachable {
                         Some(reason) => {
-                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.to_string()), receipt: None };
+                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.to_string()), receipt: None, signed: None };
                             apply(tx, step, &org)?;
                         }
                         None => {
@@ -448,7 +472,7 @@ async fn admit(
                     Err(refusal) => {
                         tracing::info!(message_id = %msg.id, peer = %peer.name, "message withheld: consent no longer covers it");
                         let reason = format!("{}: {refusal}", refusal.code());
-                        apply(tx, Step { msg, status: Status::Withheld, event: Some((Event::MessageWithheld, AuditOutcome::Refused)), reason: Some(reason), receipt: None }, &org)?;
+                        apply(tx, Step { msg, status: Status::Withheld, event: Some((Event::MessageWithheld, AuditOutcome::Refused)), reason: Some(reason), receipt: None, signed: None }, &org)?;
                     }
                 }
             }
@@ -511,6 +535,10 @@ fn apply(
     ) {
         msg.attempts += 1;
     }
+    if let Some((signature, proof)) = step.signed {
+        msg.signature = Some(signature.to_string());
+        msg.batch = Some(proof);
+    }
     if let Some((receipt, cert)) = step.receipt {
         crate::store::keep_certificate(tx, &cert)?;
         msg.receipt = Some(receipt);
@@ -528,12 +556,17 @@ fn apply(
     outbox::save(tx, msg).map(|_| ())
 }
 
-/// Sends a batch and checks each receipt. `Err` is a failure of the whole exchange.
+/// One result per message of a delivered batch, with the batch signature it went out
+/// under and its path.
+type Delivered = (Result<Receipt, DeliveryError>, (Arc<str>, EnvelopeProof));
+
+/// Signs the batch (one signature over its envelopes' root), sends it and checks each
+/// receipt. `Err` is a failure of the whole exchange.
 async fn deliver(
     relay: &Relay,
     conn: &mut Option<Connection>,
     msgs: &[SentMessage],
-) -> Result<Vec<Result<Receipt, DeliveryError>>, DeliveryError> {
+) -> Result<Vec<Delivered>, DeliveryError> {
     let peer = &relay.peer;
     let name = || peer.name.clone();
     let http = |e: &dyn std::fmt::Display| DeliveryError::Http {
@@ -543,20 +576,25 @@ async fn deliver(
     let Some(c) = conn.as_mut() else {
         return Err(DeliveryError::NoConnection);
     };
+    let (batch_signature, proofs) = sign_batch(relay, msgs).await?;
     let mut items = Vec::with_capacity(msgs.len());
-    for m in msgs {
+    for (m, proof) in msgs.iter().zip(&proofs) {
         let envelope: &serde_json::value::RawValue =
             serde_json::from_str(&m.envelope).map_err(|e| DeliveryError::QueuedEnvelope {
                 id: m.id.clone(),
                 detail: e.to_string(),
             })?;
         items.push(BatchItem {
-            signature: Some(m.signature.as_str().into()),
+            batch: Some(proof.clone()),
+            signature: None,
             envelope,
         });
     }
-    let body = serde_json::to_vec(&BatchRequest { messages: items })
-        .map_err(|e| DeliveryError::Local(format!("encoding the batch: {e}")))?;
+    let body = serde_json::to_vec(&BatchRequest {
+        messages: items,
+        batch_signature: Some(batch_signature.clone()),
+    })
+    .map_err(|e| DeliveryError::Local(format!("encoding the batch: {e}")))?;
     let request = hyper::Request::post(BATCH_PATH)
         .header(hyper::header::HOST, format!("{}:{}", peer.host, peer.port))
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -617,12 +655,16 @@ async fn deliver(
         outcomes.push(o);
     }
     let peer_cert: Arc<[u8]> = c.peer_cert.clone().into();
+    let signing = Arc::new(c.signing.clone());
     let checked = crate::cpu::map_batch(statements, move |(statement, signature)| {
-        let valid = verify_statement(&statement, &signature, &peer_cert);
+        let valid = crate::caller::certificate_for(&peer_cert, &signing, &signature)
+            .map_err(crate::receipt::ReceiptError::RefusedCertificate)
+            .and_then(|cert| verify_statement(&statement, &signature, cert));
         (statement, signature, valid)
     })
     .await
     .map_err(|e| DeliveryError::Local(format!("checking the receipts failed: {e}")))?;
+    let signature: Arc<str> = Arc::from(batch_signature.signature.as_str());
     Ok(outcomes
         .into_iter()
         .map(|o| {
@@ -639,7 +681,33 @@ async fn deliver(
                     source,
                 })
         })
+        .zip(proofs)
+        .map(|(result, proof)| {
+            (
+                result,
+                (signature.clone(), batch_signature.proof_for(proof)),
+            )
+        })
         .collect())
+}
+
+/// The batch signature over exactly the envelopes about to be sent, made on the
+/// blocking pool (an RSA-4096 signature is ~5 ms of CPU): one per sent batch, so a
+/// resend after a failure, which may hold another set of messages, is signed anew.
+async fn sign_batch(
+    relay: &Relay,
+    msgs: &[SentMessage],
+) -> Result<(BatchSignature, Vec<BatchProof>), DeliveryError> {
+    let envelopes: Vec<String> = msgs.iter().map(|m| m.envelope.clone()).collect();
+    let local = relay.local.clone();
+    let to = relay.peer.identity.to_string();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&[u8]> = envelopes.iter().map(|e| e.as_bytes()).collect();
+        envelope_batch::sign(&local.signer, local.identity.as_str(), &to, &refs)
+    })
+    .await
+    .map_err(|e| DeliveryError::Local(format!("signing the batch failed: {e}")))?
+    .map_err(|e| DeliveryError::Local(format!("signing the batch: {e}")))
 }
 
 /// What the peer's answer for one message means: a receipt for exactly this message,
@@ -736,30 +804,21 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         .counters
         .handshakes_out
         .fetch_add(1, Ordering::Relaxed);
-    let peer_cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .ok_or_else(|| {
-            counters.handshake_failed("out", "no_certificate");
-            DeliveryError::NoCertificate {
-                peer: peer.name.clone(),
-            }
-        })?;
-    let identity = relay
-        .tls
-        .issuers
-        .current()
-        .identify(&peer_cert)
-        .map_err(|source| {
-            counters.handshake_failed("out", "unidentified");
-            DeliveryError::Identity {
-                peer: peer.name.clone(),
-                source,
-            }
-        })?;
+    let presented = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let peer_cert = presented.first().map(|c| c.to_vec()).ok_or_else(|| {
+        counters.handshake_failed("out", "no_certificate");
+        DeliveryError::NoCertificate {
+            peer: peer.name.clone(),
+        }
+    })?;
+    let issuers = relay.tls.issuers.current();
+    let identity = issuers.identify(&peer_cert).map_err(|source| {
+        counters.handshake_failed("out", "unidentified");
+        DeliveryError::Identity {
+            peer: peer.name.clone(),
+            source,
+        }
+    })?;
     if identity.organisation_id != peer.identity {
         counters.handshake_failed("out", "wrong_peer");
         return Err(DeliveryError::WrongPeer {
@@ -770,6 +829,28 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
         });
     }
     counters.peer_certificate_seen(peer.identity.as_str(), &peer_cert);
+    if relay.tls.crls.current().is_revoked(&peer_cert) {
+        counters.handshake_failed("out", "revocation_unknown");
+        return Err(DeliveryError::RevocationUnknown {
+            peer: peer.name.clone(),
+        });
+    }
+    let signing = crate::caller::signing_certificates(
+        presented,
+        &identity.organisation_id,
+        &issuers,
+        &relay.tls.crls.current(),
+        relay.local.clock.now(),
+    );
+    for p in &signing {
+        if let crate::caller::Presented::Refused {
+            fingerprint,
+            reason,
+        } = p
+        {
+            tracing::warn!(peer = %peer.name, certificate = %fingerprint, reason = %reason, "a signing certificate the peer presented is refused");
+        }
+    }
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| DeliveryError::Http {
@@ -781,7 +862,11 @@ async fn connect(relay: &Relay) -> Result<Connection, DeliveryError> {
             tracing::debug!(error = %e, "relay connection closed");
         }
     });
-    Ok(Connection { sender, peer_cert })
+    Ok(Connection {
+        sender,
+        peer_cert,
+        signing,
+    })
 }
 
 /// Exponential backoff with jitter: a random delay between half and all of

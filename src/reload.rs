@@ -16,6 +16,8 @@ pub struct Reloaded {
     pub peers_changed: Vec<PeerName>,
     pub auditors: usize,
     pub relay_settings_changed: bool,
+    /// New own credentials (TLS or signing certificate and key) are in use.
+    pub credentials_reloaded: bool,
 }
 
 /// Why a reload left the running configuration in place.
@@ -28,6 +30,8 @@ pub enum ReloadError {
     NeedsRestart { field: &'static str },
     #[error("the new TLS configuration cannot be built: {0}")]
     Tls(crate::tls::TlsError),
+    #[error("the new own certificates cannot be kept in the store: {0}")]
+    Store(crate::store::StoreError),
     #[error("the gateway is stopping")]
     Stopping,
 }

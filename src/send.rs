@@ -6,9 +6,12 @@
 //!    type, this child and this peer today (referral and feedback), and a referral
 //!    carries the consent's summary so that the wijkteam can mirror it;
 //! 4. minimise by the policy;
-//! 5. sign;
-//! 6. commit to the outbox — consent is checked once more inside the commit, so a
+//! 5. commit to the outbox — consent is checked once more inside the commit, so a
 //!    withdrawal that lands in between wins.
+//!
+//! Nothing is signed here: the relay signs each batch it sends, once, over the root of
+//! its envelopes' Merkle tree ([`crate::envelope_batch`]), so that an RSA-4096 key
+//! (~5 ms a signature) adds nothing to "accepted".
 //!
 //! Only after that commit is durable does the caller hear "queued"; every refusal on
 //! the way is explained and audited.
@@ -162,7 +165,7 @@ impl SendPath {
         refusal
     }
 
-    /// Steps 1–5 of the send path; everything but the commit.
+    /// Steps 1–4 of the send path; everything but the commit.
     pub fn prepare(&self, sub: Submission) -> Result<Prepared, PrepareError> {
         let local = &self.local;
         let id = sub.id.clone().unwrap_or_else(|| message::new_id("msg"));
@@ -248,10 +251,6 @@ impl SendPath {
         if bytes.len() > message::MAX_MESSAGE_BYTES {
             return Err(fail(Refusal::too_large(message::MAX_MESSAGE_BYTES)));
         }
-        let signature = local
-            .signer
-            .sign_encoded(&bytes)
-            .map_err(|e| fail(Refusal::new(Code::SigningFailed, e.to_string())))?;
         let sealed_envelope = self
             .store
             .preseal(T::SentEnvelopes, envelope.id.as_bytes(), bytes.clone())
@@ -262,7 +261,6 @@ impl SendPath {
             bsn,
             envelope,
             bytes,
-            signature,
             peer,
             changed_fields,
             local: self.local.clone(),
@@ -331,8 +329,6 @@ impl SendPath {
 pub struct Prepared {
     envelope: Envelope,
     bytes: Vec<u8>,
-    /// `ALG:HEX` ([`crate::signing`]).
-    signature: String,
     peer: Peer,
     changed_fields: Vec<String>,
     subject: Option<String>,
@@ -354,7 +350,7 @@ impl Prepared {
 
 type PrepareError = (Refusal, Option<(String, MessageType)>);
 
-/// Step 6, inside a store job: check consent again against the state this commit sees,
+/// Step 5, inside a store job: check consent again against the state this commit sees,
 /// recognise a retried submission, audit, and put the message in the outbox.
 pub fn queue(
     tx: &mut Tx<'_>,
@@ -397,7 +393,8 @@ pub fn queue(
         peer: p.peer.name.clone(),
         peer_identity: p.peer.identity.clone(),
         envelope: String::from_utf8_lossy(&p.bytes).into_owned(),
-        signature: p.signature.clone(),
+        signature: None,
+        batch: None,
         status: Status::Queued,
         attempts: 0,
         last_error: None,

@@ -15,6 +15,14 @@
 //! `ALG:FINGERPRINT:HEX`. The store keeps every certificate that signed something it
 //! holds (`T::Certificates`), and a verifier of a stored record picks the certificate by
 //! that fingerprint rather than whatever certificate is current.
+//!
+//! A [`Signer`] is shared by every part that signs in the gateway's name (send path,
+//! receive path, the store's checkpointer) and a reload of the own credentials swaps its
+//! key and certificate in place ([`Signer::replace_with`]): every holder signs with the
+//! new key from its next signature on, and each signature names the certificate of the
+//! key that made it, so old and new signatures both verify.
+
+use std::sync::{Arc, RwLock};
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair, UnparsedPublicKey};
@@ -129,13 +137,23 @@ enum Key {
     Rsa(RsaKeyPair),
 }
 
-/// The gateway's signing key.
+/// The gateway's signing key, shared; a reload may swap it whole ([`Signer::replace_with`]).
 pub struct Signer {
+    current: RwLock<Arc<Bound>>,
+}
+
+/// A key and the certificate it signs for, never changed once made: a signature takes
+/// the key, its algorithm and its certificate's fingerprint from the same one.
+struct Bound {
+    key: Arc<SigningKey>,
+    /// The fingerprint of the certificate for this key, named in every signature.
+    certificate: Option<String>,
+}
+
+struct SigningKey {
     key: Key,
     algorithm: Algorithm,
     rng: SystemRandom,
-    /// The fingerprint of the certificate for this key, named in every signature.
-    certificate: Option<String>,
 }
 
 const OID_RSA: &str = "1.2.840.113549.1.1.1";
@@ -177,46 +195,101 @@ impl Signer {
     }
 
     fn ecdsa(key: EcdsaKeyPair, algorithm: Algorithm) -> Signer {
-        Signer {
+        Signer::holding(SigningKey {
             key: Key::Ecdsa(key),
             algorithm,
             rng: SystemRandom::new(),
-            certificate: None,
-        }
+        })
     }
 
     /// RSA keys sign with PSS (RFC 8017's recommendation for new applications).
     fn rsa(key: RsaKeyPair) -> Signer {
-        Signer {
+        Signer::holding(SigningKey {
             key: Key::Rsa(key),
             algorithm: Algorithm::PS256,
             rng: SystemRandom::new(),
+        })
+    }
+
+    fn holding(key: SigningKey) -> Signer {
+        Signer::bound(Bound {
+            key: Arc::new(key),
             certificate: None,
+        })
+    }
+
+    fn bound(bound: Bound) -> Signer {
+        Signer {
+            current: RwLock::new(Arc::new(bound)),
+        }
+    }
+
+    fn current(&self) -> Arc<Bound> {
+        match self.current.read() {
+            Ok(k) => k.clone(),
+            // A writer panicked while swapping: the key itself is whole either way.
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
     /// Names `cert_der` (whose key this must be) in every signature from now on.
-    pub fn for_certificate(mut self, cert_der: &[u8]) -> Signer {
-        self.certificate = Some(fingerprint(cert_der));
-        self
+    pub fn for_certificate(self, cert_der: &[u8]) -> Signer {
+        Signer::bound(Bound {
+            key: self.current().key.clone(),
+            certificate: Some(fingerprint(cert_der)),
+        })
+    }
+
+    /// Takes `other`'s key and certificate: every holder of this signer signs with them
+    /// from its next signature on. A reload calls this only after the new certificate is
+    /// kept in the store, so that whatever it signs can be verified later.
+    pub fn replace_with(&self, other: &Signer) {
+        let key = other.current();
+        match self.current.write() {
+            Ok(mut k) => *k = key,
+            Err(poisoned) => *poisoned.into_inner() = key,
+        }
     }
 
     /// The algorithm this key signs with.
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.current().key.algorithm
+    }
+
+    /// The fingerprint of the certificate named in this signer's signatures, if any.
+    pub fn certificate(&self) -> Option<String> {
+        self.current().certificate.clone()
     }
 
     /// The public key as a certificate's subjectPublicKey holds it (an uncompressed EC
     /// point, or an RSA public key in PKCS#1 DER), to compare with a certificate's.
-    pub fn public_key(&self) -> &[u8] {
-        match &self.key {
-            Key::Ecdsa(k) => k.public_key().as_ref(),
-            Key::Rsa(k) => k.public_key().as_ref(),
+    pub fn public_key(&self) -> Vec<u8> {
+        match &self.current().key.key {
+            Key::Ecdsa(k) => k.public_key().as_ref().to_vec(),
+            Key::Rsa(k) => k.public_key().as_ref().to_vec(),
         }
     }
 
     /// A raw signature over `msg`.
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SigningError> {
+        self.current().key.sign(msg)
+    }
+
+    /// A signature over `msg` as it travels and is stored: `ALG:FINGERPRINT:HEX`
+    /// (`ALG:HEX` for a key not bound to a certificate).
+    pub fn sign_encoded(&self, msg: &[u8]) -> Result<String, SigningError> {
+        let bound = self.current();
+        let sig = bound.key.sign(msg)?;
+        let algorithm = bound.key.algorithm;
+        Ok(match &bound.certificate {
+            Some(fp) => format!("{algorithm}:{fp}:{}", hex::encode(sig)),
+            None => encode(algorithm, &sig),
+        })
+    }
+}
+
+impl SigningKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SigningError> {
         match &self.key {
             Key::Ecdsa(k) => k
                 .sign(&self.rng, msg)
@@ -233,16 +306,6 @@ impl Signer {
                 Ok(sig)
             }
         }
-    }
-
-    /// A signature over `msg` as it travels and is stored: `ALG:FINGERPRINT:HEX`
-    /// (`ALG:HEX` for a key not bound to a certificate).
-    pub fn sign_encoded(&self, msg: &[u8]) -> Result<String, SigningError> {
-        let sig = self.sign(msg)?;
-        Ok(match &self.certificate {
-            Some(fp) => format!("{}:{fp}:{}", self.algorithm, hex::encode(sig)),
-            None => encode(self.algorithm, &sig),
-        })
     }
 }
 

@@ -187,11 +187,17 @@ pub enum StoreError {
 /// - 1 (no key): received messages keyed by message id; consent recipients by peer name.
 /// - 2: received messages keyed by sender, 0, message id (ids are the sender's own);
 ///   consent recipients by the peer's organisation identifier.
-/// - 3: the values of the trees that hold personal data ([`T::is_sealed`]) are sealed
+/// - 3: envelopes are signed once per relay batch ([`crate::envelope_batch`]): a sent or
+///   received message's `signature` is the batch signature, beside its path (`batch`);
+///   a sent message is unsigned until the relay sends it. Messages stored before keep
+///   their signature over their own bytes and no path, and still verify. An older
+///   build would check a batch signature as a per-message one and call it forged, so it
+///   must not open this format.
+/// - 4: the values of the trees that hold personal data ([`T::is_sealed`]) are sealed
 ///   with the data key named under [`DATA_KEY_ID`]. An older store holds plaintext: it is
 ///   sealed by `wijkpoort store compact` into a fresh directory (never in place, since
 ///   sled would keep the plaintext in its old log segments).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The meta key of the format version (u32, big-endian).
 pub const FORMAT_KEY: &[u8] = b"format_version";
 /// The meta key of the id of the data key the store is sealed with (8 bytes).

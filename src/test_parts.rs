@@ -140,7 +140,6 @@ impl Parts {
             role,
             identity: me.identity.clone(),
             signer: me.signer.clone(),
-            certificate: Arc::from(me.cert.as_slice()),
             clock: Clock::system(),
         });
         let wakers = Wakers::for_peers(peers.iter().map(|p| &p.name));

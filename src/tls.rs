@@ -37,10 +37,9 @@ fn roots(config: &Config) -> Result<Arc<RootCertStore>, TlsError> {
 /// revoked by a configured CRL, is required.
 pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(roots(config)?, provider());
-    if !config.crls.is_empty() {
-        builder = builder
-            .with_crls(config.crls.ders())
-            .only_check_end_entity_revocation();
+    let crls = config.crls.ders();
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
         if config.crls.enforce_expiry(chrono::Utc::now()) {
             builder = builder.enforce_revocation_expiration();
         }
@@ -52,7 +51,7 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(config.cert_chain.clone(), config.key.clone_key())
+        .with_single_cert(config.presented_chain(), config.key.clone_key())
         .map_err(TlsError::Credentials)?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     // No resumption: a resumed session skips the certificate check, so a client whose
@@ -68,10 +67,9 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
 /// certificate must chain to a trust anchor.
 pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, TlsError> {
     let mut builder = WebPkiServerVerifier::builder_with_provider(roots(config)?, provider());
-    if !config.crls.is_empty() {
-        builder = builder
-            .with_crls(config.crls.ders())
-            .only_check_end_entity_revocation();
+    let crls = config.crls.ders();
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
         if config.crls.enforce_expiry(chrono::Utc::now()) {
             builder = builder.enforce_revocation_expiration();
         }
@@ -79,7 +77,7 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, TlsError> {
     let verifier = builder
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    client_config_with(verifier, config.cert_chain.clone(), config.key.clone_key())
+    client_config_with(verifier, config.presented_chain(), config.key.clone_key())
 }
 
 /// A client config from explicit parts (the auditor's CLI has no gateway config).

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::envelope_batch::BatchSignature;
+use crate::merkle::BatchProof;
 use crate::receipt::Receipt;
 
 /// The path prefix of the auditor's routes on the listener.
@@ -19,18 +21,27 @@ pub const MAX_BATCH: usize = 256;
 /// Largest batch request the listener reads.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
-/// `POST /v1/relay/batch`: several signed envelopes.
+/// `POST /v1/relay/batch`: several envelopes under one batch signature
+/// ([`crate::envelope_batch`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BatchRequest<'a> {
     #[serde(borrow)]
     pub messages: Vec<BatchItem<'a>>,
+    /// The sender's one signature over the root of the batch's envelopes. Absent from
+    /// senders that signed each envelope on its own (before batch signatures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_signature: Option<BatchSignature>,
 }
 
-/// One signed envelope of a batch.
+/// One envelope of a batch.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BatchItem<'a> {
-    /// The sender's signature over the envelope's bytes (hex). A missing one is refused
-    /// for that message alone, with `missing_signature`.
+    /// Its path to the batch signature's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchProof>,
+    /// From senders before batch signatures: the sender's signature over the envelope's
+    /// own bytes. An envelope with neither this nor a path under a batch signature is
+    /// refused for that message alone, with `missing_signature`.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Cow<'a, str>>,
     #[serde(borrow)]

@@ -170,6 +170,20 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Offline: prove one stored envelope on its own — its path to the signed batch root,
+    /// the sender's batch signature, the signer's certificate (and, with --ca or --config,
+    /// its chain). Exit 0 valid, 1 not valid, 2 could not check.
+    Prove {
+        /// The message id.
+        #[arg(long)]
+        message: String,
+        /// The sender's organisation identifier, when several senders used that id.
+        #[arg(long)]
+        from: Option<String>,
+        /// table (text) or json.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Audit records as FHIR R4 AuditEvent resources in a Bundle.
     Export {
         #[command(flatten)]
@@ -243,6 +257,14 @@ where
 }
 
 async fn run_inner(args: AuditArgs) -> Result<i32, AuditCliError> {
+    if let AuditCommand::Prove {
+        message,
+        from,
+        format,
+    } = &args.command
+    {
+        return prove_offline(&args, message, from.as_deref(), *format);
+    }
     let (command, params, format) = parse(&args.command)?;
     let answer = if let Some(url) = &args.gateway {
         online(&args, url, command, &params).await?
@@ -302,6 +324,11 @@ fn filter_params(f: &Filter) -> Result<Params, AuditCliError> {
 
 fn parse(c: &AuditCommand) -> Result<(Command, Params, Format), AuditCliError> {
     Ok(match c {
+        AuditCommand::Prove { .. } => {
+            return Err(AuditCliError::Usage(
+                "prove is answered offline, from the store".into(),
+            ))
+        }
         AuditCommand::Records { filter, format } => {
             let command = if *format == Format::Fhir {
                 Command::Export
@@ -442,6 +469,68 @@ fn read_certificate(path: &Path) -> Result<Vec<u8>, AuditCliError> {
     Ok(first.to_vec())
 }
 
+/// `prove`: the offline proof of one stored envelope, from the store opened read-only.
+fn prove_offline(
+    args: &AuditArgs,
+    message: &str,
+    from: Option<&str>,
+    format: Format,
+) -> Result<i32, AuditCliError> {
+    if args.gateway.is_some() || args.key.is_some() {
+        return Err(AuditCliError::Usage(
+            "prove works offline on a store: --store DIR and/or --config FILE (with --ca for trust anchors)"
+                .into(),
+        ));
+    }
+    let config = args.config.as_deref().map(Config::load).transpose()?;
+    let dir = match (&args.store, &config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => c.store_dir.clone(),
+        (None, None) => {
+            return Err(AuditCliError::Usage(
+                "say where the envelope is: --store DIR and/or --config FILE".into(),
+            ))
+        }
+    };
+    if !dir.join("db").exists() {
+        return Err(AuditCliError::NoStore(dir));
+    }
+    let anchors: Vec<CertificateDer<'static>> = match (&args.ca, &config) {
+        (Some(path), _) => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| AuditCliError::Certificate {
+                path: path.clone(),
+                problem: format!("cannot read PEM certificates: {e}"),
+            })?,
+        (None, Some(c)) => c.trust_anchors.clone(),
+        (None, None) => Vec::new(),
+    };
+    let store = retry_locked(|| Store::open_read_only(&dir)).map_err(|e| match e {
+        StoreError::Locked(dir) => AuditCliError::Usage(format!(
+            "the store at {} is locked by its running gateway; prove reads a stopped gateway's store or a copy of it (wijkpoort store backup)",
+            dir.display()
+        )),
+        other => AuditCliError::Store(other),
+    })?;
+    let reports = super::prove::prove(&store, message, from, &anchors)
+        .map_err(|e| AuditCliError::Usage(e.to_string()))?;
+    let text = if matches!(format, Format::Json | Format::Fhir) {
+        render::json(&reports)
+    } else {
+        super::prove::render(&reports)
+    };
+    eprintln!("note: this read is not recorded in the audit log (prove opens the store read-only)");
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| AuditCliError::Usage(format!("writing the answer: {e}")))?;
+    Ok(if reports.iter().all(|r| r.valid) {
+        EXIT_OK
+    } else {
+        EXIT_TAMPERED
+    })
+}
+
 async fn offline(
     args: &AuditArgs,
     command: Command,
@@ -469,7 +558,8 @@ async fn offline(
     }
     let certificate = match (&args.cert, &config) {
         (Some(path), _) => Some(read_certificate(path)?),
-        (None, Some(c)) => c.cert_chain.first().map(|c| c.to_vec()),
+        // The certificate the gateway signs its checkpoints with.
+        (None, Some(c)) => c.signing_chain.first().map(|c| c.to_vec()),
         (None, None) => None,
     };
     let pseudonymiser = config.as_ref().map(|c| Pseudonymiser::new(&c.secret));

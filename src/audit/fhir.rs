@@ -77,7 +77,9 @@ fn kind(e: Event) -> (&'static str, &'static str, &'static str) {
         ConsentRecorded | ConsentMirrored => ("110110", "Patient Record", "C"),
         ConsentWithdrawn | ConsentUpdated => ("110110", "Patient Record", "U"),
         AuditRead => ("110101", "Audit Log Used", "R"),
-        MessageRefused | CertificateRefused => ("110113", "Security Alert", "E"),
+        MessageRefused | CertificateRefused | CredentialsReloaded => {
+            ("110113", "Security Alert", "E")
+        }
         GatewayStarted | GatewayStopped => ("110100", "Application Activity", "E"),
         RecordsPurged => ("110110", "Patient Record", "D"),
     }
@@ -177,6 +179,7 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
             let (code, display) = alert_subtype(e);
             subtype.push(coding(DCM, code, display));
         }
+        Event::CredentialsReloaded => subtype.push(coding(DCM, "110129", "Security Configuration")),
         _ => {}
     }
     let outcome = match e.outcome {

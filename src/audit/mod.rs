@@ -29,6 +29,7 @@ pub mod cli;
 pub mod fhir;
 pub mod online;
 pub mod progress;
+pub mod prove;
 pub mod query;
 pub mod render;
 pub mod request;

@@ -51,7 +51,18 @@ fn trusted(
         (Ok(a), Ok(b)) => a.organisation_id == b.organisation_id,
         _ => false,
     };
-    if !same_org || anchors.is_empty() {
+    same_org && chains_to_anchor(trees, stored, anchors, at)
+}
+
+/// Whether the certificate `cert_der` chains to one of `anchors` at `at`, with the
+/// store's kept certificates as intermediates.
+pub fn chains_to_anchor(
+    trees: &impl AuditTrees,
+    cert_der: &[u8],
+    anchors: &[CertificateDer<'static>],
+    at: &chrono::DateTime<chrono::Utc>,
+) -> bool {
+    if anchors.is_empty() {
         return false;
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -79,7 +90,7 @@ fn trusted(
     };
     verifier
         .verify_client_cert(
-            &CertificateDer::from(stored.to_vec()),
+            &CertificateDer::from(cert_der.to_vec()),
             &intermediates,
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
         )

@@ -37,6 +37,31 @@ pub struct BenchOptions {
     /// Practice gateways driving the one wijkteam (the submitters are spread over them).
     #[arg(long, default_value_t = 1)]
     pub practices: usize,
+    /// The certificates: `ecdsa` (the ECDSA P-256 dev PKI) or `uzi` (RSA-4096 at both
+    /// gateways: the practice on a UZI-shaped chain, the wijkteam on a PKIoverheid-shaped
+    /// one; fresh keys from `openssl genpkey`, one practice only).
+    #[arg(long, default_value = "ecdsa", value_parser = ["ecdsa", "uzi"])]
+    pub pki: String,
+}
+
+/// Puts RSA-4096 chains over the dev network's ECDSA files: the practice on a UZI-shaped
+/// chain (root → domain CA → UZI server CA), the wijkteam on a PKIoverheid-shaped one,
+/// both leaf keys RSA-4096, and the issuing CAs in both configs.
+fn rsa_chains(dir: &Path) -> Result<(), StartError> {
+    use crate::dev::pki::{write_real_pki, RsaKeys, Shape};
+    println!("making RSA-4096 keys with `openssl genpkey` for --pki uzi …");
+    let mut keys = RsaKeys::generate_with_openssl().map_err(err)?;
+    keys.wijkteam = RsaKeys::openssl_key(4096).map_err(err)?;
+    write_real_pki(dir, Shape::Uzi, &keys).map_err(err)?;
+    let section = std::fs::read_to_string(dir.join("issuing_cas.toml")).map_err(err)?;
+    for name in ["practice", "wijkteam"] {
+        let path = dir.join(format!("{name}.toml"));
+        let mut text = std::fs::read_to_string(&path).map_err(err)?;
+        text.push('\n');
+        text.push_str(&section);
+        std::fs::write(&path, text).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn err(e: impl std::fmt::Display) -> StartError {
@@ -178,6 +203,12 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
         listener: free_port()?,
     });
     let net = devkit::write_network(dir.path(), &nodes, None).map_err(err)?;
+    if o.pki == "uzi" {
+        if practices_n != 1 {
+            return Err(err("--pki uzi runs one practice (its UZI-shaped chain)"));
+        }
+        rsa_chains(dir.path())?;
+    }
     let (w_node, p_nodes) = net.nodes.split_last().ok_or_else(|| err("no nodes"))?;
     let wijkteam = Gateway::start("wijkteam".into(), &w_node.config, durable)?;
     let mut practices = Vec::new();
@@ -249,11 +280,16 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
     let w_before = stats(&mut case_system).await?;
     let text = "Ouders vragen hulp bij slaapproblemen. ".repeat(o.size / 40 + 1);
     println!(
-        "wijkpoort bench: {} messages, {} concurrent submitters over {} practice(s) into one wijkteam, ~{} B free text, durability {}",
+        "wijkpoort bench: {} messages, {} concurrent submitters over {} practice(s) into one wijkteam, ~{} B free text, keys {}, durability {}",
         o.messages,
         o.concurrency,
         practices_n,
         text.len(),
+        if o.pki == "uzi" {
+            "RSA-4096 (UZI and PKIoverheid chains)"
+        } else {
+            "ECDSA P-256 (dev PKI)"
+        },
         if durable {
             "ON (flush + fdatasync at every gateway)"
         } else {

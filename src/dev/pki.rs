@@ -416,6 +416,25 @@ impl RsaKeys {
         Ok(RsaKeys::from_list(keys))
     }
 
+    /// One fresh RSA key of `bits` from `openssl genpkey` (PKCS#8 PEM).
+    pub fn openssl_key(bits: u32) -> Result<String, PkiError> {
+        let out = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+            .arg(format!("rsa_keygen_bits:{bits}"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| PkiError::Openssl(format!("cannot run openssl: {e}")))?;
+        let pem = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() || !pem.starts_with("-----BEGIN PRIVATE KEY-----") {
+            return Err(PkiError::Openssl(format!(
+                "openssl genpkey exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(pem)
+    }
+
     /// Keys read from `dir/NAME.test-key.pem` (the test fixtures).
     pub fn read_dir(dir: &Path) -> Result<RsaKeys, PkiError> {
         let keys = RsaKeys::FILES

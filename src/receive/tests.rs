@@ -47,9 +47,11 @@ fn waiting(store: &Store) -> Vec<ReceivedMessage> {
 
 fn caller(party: &Party) -> Caller {
     Caller {
+        intermediates: Vec::new(),
         remote: "127.0.0.1:40000".parse().unwrap(),
         cert: party.cert.clone(),
         identity: identify(&party.cert),
+        signing: Vec::new(),
     }
 }
 
@@ -95,7 +97,7 @@ impl Scene {
     async fn receive(&self, from: &Caller, items: Vec<Relayed>) -> Vec<Result<Receipt, Refusal>> {
         self.wijkteam
             .receive_path()
-            .receive_batch(from, items)
+            .receive_batch(from, None, items)
             .await
             .unwrap()
     }
@@ -131,6 +133,7 @@ impl Scene {
 fn signed_by(party: &Party, envelope: &Envelope) -> Relayed {
     let bytes = envelope.to_bytes();
     Relayed {
+        batch: None,
         signature: Some(hex::encode(party.signer.sign(&bytes).unwrap())),
         envelope: bytes,
     }
@@ -245,6 +248,7 @@ async fn other_content_under_a_received_id_is_refused_as_duplicate_id() {
 async fn a_caller_whose_certificate_names_no_organisation_is_refused_as_unknown_peer() {
     let s = scene();
     let nameless = Caller {
+        intermediates: Vec::new(),
         identity: Err(IdentityError::NoOrganisationId),
         ..caller(&s.practice)
     };

@@ -34,10 +34,16 @@ pub struct AuditService {
     pseudonymiser: Pseudonymiser,
     store: Store,
     local: Arc<Local>,
-    /// This gateway's own certificate (DER), to verify its checkpoints.
-    certificate: Option<Arc<[u8]>>,
+    /// What the gateway's checkpoints are verified with; a reload replaces it.
+    verifying: Live<Verifying>,
+}
+
+/// The certificates an online `audit verify` checks the gateway's checkpoints with.
+pub struct Verifying {
+    /// This gateway's signing certificate (DER).
+    pub certificate: Option<Vec<u8>>,
     /// To trust the gateway's earlier certificates the store kept.
-    trust_anchors: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    pub trust_anchors: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl AuditService {
@@ -46,16 +52,14 @@ impl AuditService {
         pseudonymiser: Pseudonymiser,
         store: Store,
         local: Arc<Local>,
-        certificate: Option<Vec<u8>>,
-        trust_anchors: Vec<rustls::pki_types::CertificateDer<'static>>,
+        verifying: Live<Verifying>,
     ) -> AuditService {
         AuditService {
             auditors,
             pseudonymiser,
             store,
             local,
-            certificate: certificate.map(Into::into),
-            trust_anchors: Arc::new(trust_anchors),
+            verifying,
         }
     }
 
@@ -116,10 +120,11 @@ impl AuditService {
         let worker = self.clone();
         let worker_request = request.clone();
         let answer = tokio::task::spawn_blocking(move || {
+            let verifying = worker.verifying.current();
             let ctx = Context {
                 observer: worker.local.identity.as_str(),
-                certificate: worker.certificate.as_deref(),
-                trust_anchors: &worker.trust_anchors,
+                certificate: verifying.certificate.as_deref(),
+                trust_anchors: &verifying.trust_anchors,
                 pseudonymiser: Some(&worker.pseudonymiser),
                 today: worker.local.clock.today(),
                 progress: &crate::audit::progress::Progress::hidden(),

@@ -168,21 +168,45 @@ impl Listener {
         };
         self.counters.handshakes_in.fetch_add(1, Ordering::Relaxed);
         // Take the verified certificate before hyper owns the stream.
-        let Some(cert) = tls
+        let presented: Vec<Vec<u8>> = tls
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec())
-        else {
+            .map(|c| c.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
+        let Some((cert, intermediates)) = presented.split_first() else {
             self.counters.handshake_failed("in", "no_certificate");
             self.refuse_handshake(remote, "no client certificate").await;
             return;
         };
+        let cert = cert.clone();
+        let issuers = self.issuers.current();
+        let identity = issuers.identify(&cert);
+        let signing = match &identity {
+            Ok(id) => crate::caller::signing_certificates(
+                tls.get_ref().1.peer_certificates().unwrap_or_default(),
+                &id.organisation_id,
+                &issuers,
+                &self.crls.current(),
+                self.local.clock.now(),
+            ),
+            Err(_) => Vec::new(),
+        };
+        for p in &signing {
+            if let crate::caller::Presented::Refused {
+                fingerprint,
+                reason,
+            } = p
+            {
+                tracing::warn!(remote = %remote, certificate = %fingerprint, reason = %reason, "a presented signing certificate is refused");
+            }
+        }
         let caller = Arc::new(Caller {
             remote,
-            identity: self.issuers.current().identify(&cert),
+            intermediates: intermediates.to_vec(),
+            identity,
             cert,
+            signing,
         });
         // A configured peer or auditor leaves the unidentified connections (and their
         // caps) here; anyone else keeps its place there, and may be closed for a newer one.
@@ -242,11 +266,16 @@ impl Listener {
     }
 
     async fn route(&self, caller: &Caller, req: Request<Incoming>) -> Result<Reply, Refusal> {
-        if self.crls.current().is_revoked(&caller.cert) {
+        let crls = self.crls.current();
+        if crls.is_revoked(&caller.cert) {
             tracing::warn!(remote = %caller.remote, "a revoked certificate's connection is closed");
             let r = Refusal::new(
                 Code::CertificateRevoked,
-                "the client certificate of this connection has been revoked",
+                if crls.unchecked(&caller.cert) {
+                    "the client certificate cannot be checked for revocation: no list of its CA has been fetched yet"
+                } else {
+                    "the client certificate of this connection has been revoked"
+                },
             );
             return Err(self.audited(caller, r).await);
         }
@@ -319,11 +348,15 @@ impl Listener {
             .messages
             .into_iter()
             .map(|m| Relayed {
+                batch: m.batch,
                 signature: m.signature.map(|s| s.into_owned()),
                 envelope: m.envelope.get().as_bytes().to_vec(),
             })
             .collect();
-        let results = self.receive.receive_batch(caller, items).await?;
+        let results = self
+            .receive
+            .receive_batch(caller, batch.batch_signature, items)
+            .await?;
         let answer = BatchAnswer {
             results: results
                 .into_iter()

@@ -57,6 +57,7 @@ pub fn status(code: Code) -> StatusCode {
         | Code::ConsentRecordedAtPractice
         | Code::WrongRecipient
         | Code::BadSignature
+        | Code::BatchPathInvalid
         | Code::PolicyUnnamedFields
         | Code::PolicyViolation
         | Code::PolicyNestedValue

@@ -69,9 +69,9 @@ pub struct Readiness {
     pub peers: Live<Peers>,
     /// The revocation lists in force.
     pub crls: Live<CrlSet>,
-    /// The own certificate's validity, Unix seconds.
-    pub cert_not_before: i64,
-    pub cert_not_after: i64,
+    /// The own certificate's validity (notBefore, notAfter), Unix seconds; a reload of
+    /// the own credentials replaces it.
+    pub cert_validity: Live<(i64, i64)>,
 }
 
 impl Ops {
@@ -157,23 +157,30 @@ impl Readiness {
     pub async fn check(&self, stopping: bool) -> (bool, serde_json::Value) {
         let store = self.store_commits().await;
         let now = chrono::Utc::now().timestamp();
-        let days_left = crate::metrics::days_until(self.cert_not_after);
-        let certificate = if now < self.cert_not_before {
+        let (cert_not_before, cert_not_after) = *self.cert_validity.current();
+        let days_left = crate::metrics::days_until(cert_not_after);
+        let certificate = if now < cert_not_before {
             Err("the certificate is not valid yet".to_string())
-        } else if now > self.cert_not_after {
+        } else if now > cert_not_after {
             Err("the certificate has expired".to_string())
         } else {
             Ok(())
         };
         let crls = self.crls.current();
         let refusing = crls.refusing(chrono::Utc::now());
-        let revocation = if refusing.is_empty() {
-            Ok(())
-        } else {
+        let missing = crls.missing();
+        let revocation = if !refusing.is_empty() {
             Err(format!(
                 "{} revocation list(s) past their nextUpdate and grace: their CAs' certificates are refused",
                 refusing.len()
             ))
+        } else if !missing.is_empty() {
+            Err(format!(
+                "no revocation list could be fetched yet from {}: certificates of CAs without a list are refused",
+                missing.join(", ")
+            ))
+        } else {
+            Ok(())
         };
         let shutting_down = if stopping {
             Err("the gateway is shutting down".to_string())
@@ -227,12 +234,20 @@ impl Readiness {
                         "ok": revocation.is_ok(),
                         "reason": revocation.as_ref().err(),
                         "lists": crls.states().iter().map(|s| json!({
-                            "file": s.file.display().to_string(),
+                            "source": s.source.to_string(),
                             "issuer": s.issuer,
                             "this_update": s.this_update,
                             "next_update": s.next_update,
                             "revoked": s.revoked,
                             "stale": s.next_update.is_some_and(|n| n < chrono::Utc::now()),
+                        })).collect::<Vec<_>>(),
+                        "fetches": crls.fetches().iter().map(|f| json!({
+                            "url": f.url,
+                            "last_fetch": f.last_fetch,
+                            "last_success": f.last_success,
+                            "last_error": f.last_error,
+                            "failures": f.failures,
+                            "from_cache": f.from_cache,
                         })).collect::<Vec<_>>(),
                     },
                     "shutting_down": view(&shutting_down),
@@ -296,8 +311,7 @@ mod tests {
             metrics: Metrics::default(),
             peers: Live::new(Peers::default()),
             crls: Live::new(CrlSet::default()),
-            cert_not_before: now - 3600,
-            cert_not_after: now + 10 * 86_400,
+            cert_validity: Live::new((now - 3600, now + 10 * 86_400)),
         }
     }
 
@@ -315,12 +329,13 @@ mod tests {
     #[tokio::test]
     async fn each_failed_check_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = readiness(dir.path()).await;
+        let r = readiness(dir.path()).await;
         let (ready, body) = r.check(true).await;
         assert!(!ready);
         assert_eq!(body["failed"], json!(["shutting_down"]));
 
-        r.cert_not_after = chrono::Utc::now().timestamp() - 1;
+        let now = chrono::Utc::now().timestamp();
+        r.cert_validity.replace((now - 3600, now - 1));
         let (_, body) = r.check(false).await;
         assert_eq!(body["failed"], json!(["certificate"]));
         assert_eq!(body["checks"]["certificate"]["ok"], json!(false));
@@ -351,6 +366,11 @@ mod tests {
             let crls = CrlSet::load(
                 std::slice::from_ref(&file),
                 chrono::Duration::hours(grace_hours),
+                vec![
+                    rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes())
+                        .map(|c: rustls::pki_types::CertificateDer<'_>| c.to_vec())
+                        .unwrap(),
+                ],
             )
             .unwrap();
             r.crls.replace(crls);

@@ -199,7 +199,10 @@ async fn an_offline_backup_needs_the_gateway_stopped_and_a_changed_backup_is_not
         serde_json::from_slice(&std::fs::read(backup.join("wijkpoort-backup.json")).unwrap())
             .unwrap();
     assert_eq!(manifest["taken"], "offline");
-    assert_eq!(manifest["store_format"], 2);
+    assert_eq!(
+        manifest["store_format"],
+        u64::from(wijkpoort::store::FORMAT_VERSION)
+    );
 
     // A backup changed after it was written is refused, naming why.
     {

@@ -498,7 +498,7 @@ impl Exposition {
 
 /// `promtool check metrics` on `text`, if promtool is installed (Debian's `prometheus`
 /// package); `None` when it is not.
-fn promtool(text: &str) -> Option<(bool, String)> {
+pub fn promtool(text: &str) -> Option<(bool, String)> {
     let mut child = match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

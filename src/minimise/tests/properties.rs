@@ -206,7 +206,14 @@ fn content_strategy() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // Found cases are kept beside this file (properties.regressions), not in a top-level
+    // proptest-regressions directory.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::with_cases(256)
+    })]
 
     /// Whatever comes in, what goes out holds only allowlisted paths, no free text with a
     /// BSN in it, and passes the receiving side's check.
