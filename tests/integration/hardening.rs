@@ -481,3 +481,169 @@ async fn a_committer_panic_stops_the_gateway_health_says_so_and_nothing_accepted
     assert!(practice.log().contains("committer"), "{}", practice.log());
     assert_all_kept(&setup, &accepted);
 }
+
+/// Points the wijkteam at a revocation list of the test CA that revokes `revoked`.
+fn revoke_at_wijkteam(setup: &Setup, revoked: &Credentials) {
+    let now = chrono::Utc::now();
+    let crl = setup
+        .trusted_ca
+        .crl(
+            &[&revoked.cert_der()],
+            now - chrono::Duration::hours(1),
+            now + chrono::Duration::days(1),
+        )
+        .unwrap();
+    std::fs::write(setup.kit.dir.join("test-ca.crl.pem"), crl).unwrap();
+    let path = setup.config_path(Role::Wijkteam);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "trust_anchors = \"ca.pem\"",
+        "trust_anchors = \"ca.pem\"\ncrls = [\"test-ca.crl.pem\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+}
+
+/// Tries a relayed batch with `client`'s certificate; the handshake must be refused.
+async fn refused_in_the_handshake(setup: &Setup, client: &Credentials, id: &str) {
+    let bytes = referral_envelope(id).to_bytes();
+    let sig = sign(&client.key_pem, &bytes);
+    let answer = relay(
+        setup.listener_addr(Role::Wijkteam),
+        &setup.anchors_pem(),
+        Some(client),
+        Some(&sig),
+        bytes,
+    )
+    .await;
+    assert!(answer.is_err(), "{id}: {answer:?}");
+}
+
+fn serial_of(c: &Credentials) -> String {
+    let der = c.cert_der();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.raw_serial_as_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_and_an_expired_peer_refused_in_the_handshake_each_get_a_record_by_name() {
+    use wijkpoort::dev::pki::DEV_PRACTICE_ID;
+    let mut setup = Setup::new().await;
+    let revoked = setup.issue(&practice_spec());
+    let mut expired_spec = practice_spec();
+    expired_spec.not_before = chrono::Utc::now() - chrono::Duration::days(400);
+    expired_spec.not_after = chrono::Utc::now() - chrono::Duration::days(2);
+    let expired = setup.issue(&expired_spec);
+    // The same organisation's identifier in certificates anyone could make: one from an
+    // untrusted CA, and an expired one from it (rustls checks the dates first).
+    let untrusted_ca = wijkpoort::dev::pki::Authority::new("not trusted").unwrap();
+    let forged = |spec: &LeafSpec| {
+        let issued = untrusted_ca.issue(spec).unwrap();
+        Credentials {
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }
+    };
+    let untrusted = forged(&practice_spec());
+    let forged_expired = forged(&expired_spec);
+    revoke_at_wijkteam(&setup, &revoked);
+    // One summary interval for the whole test, however slow the machine.
+    set_limits(
+        &setup,
+        Role::Wijkteam,
+        "audit_summary_interval_ms = 600000\n",
+    );
+    let wijkteam = setup.start(Role::Wijkteam).await;
+
+    refused_in_the_handshake(&setup, &revoked, "ref-revoked").await;
+    refused_in_the_handshake(&setup, &expired, "ref-expired").await;
+    refused_in_the_handshake(&setup, &untrusted, "ref-untrusted").await;
+    refused_in_the_handshake(&setup, &forged_expired, "ref-forged").await;
+    let by_serial = |c: &Credentials| {
+        let serial = serial_of(c);
+        move |r: &wijkpoort::audit::AuditRecord| {
+            r.event.event == Event::CertificateRefused
+                && matches!(&r.event.actor,
+                    wijkpoort::audit::Actor::Peer { certificate_serial, .. } if *certificate_serial == serial)
+        }
+    };
+    let on_revoked =
+        wait_for_audit(store(&wijkteam), "the revoked peer", by_serial(&revoked)).await;
+    let on_expired =
+        wait_for_audit(store(&wijkteam), "the expired peer", by_serial(&expired)).await;
+    for (record, why) in [
+        (&on_revoked, "the certificate is revoked"),
+        (&on_expired, "the certificate has expired"),
+    ] {
+        assert_eq!(record.event.peer.as_deref(), Some(DEV_PRACTICE_ID));
+        let reason = record.event.reason.as_deref().unwrap();
+        assert!(reason.starts_with("TLS handshake refused: "), "{reason}");
+        assert!(reason.contains(why), "{reason}");
+    }
+    // The untrusted and forged certificates are no organisation's: they are summarised
+    // by address, never recorded under the practice's name.
+    wait_for_refusal(store(&wijkteam), Event::CertificateRefused, "UnknownIssuer").await;
+
+    // A replayed revoked certificate (rustls refuses it before the client proves it
+    // holds the key) adds no record per attempt: the repeats are counted.
+    for i in 0..20 {
+        refused_in_the_handshake(&setup, &revoked, &format!("ref-replay-{i}")).await;
+    }
+    let live = wijkteam.store().clone();
+    wijkteam.stop().await.unwrap(); // writes the interval's summaries
+    let records = audit_records(&live);
+    let named: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.peer.as_deref() == Some(DEV_PRACTICE_ID))
+        .collect();
+    for r in &named {
+        eprintln!(
+            "  {:?}: {}",
+            r.event.actor,
+            r.event.reason.as_deref().unwrap_or_default()
+        );
+    }
+    let revoked_records = records.iter().filter(|r| by_serial(&revoked)(r)).count();
+    assert_eq!(
+        revoked_records, 2,
+        "one record, one summary of the 20 repeats"
+    );
+    assert_eq!(records.iter().filter(|r| by_serial(&expired)(r)).count(), 1);
+    assert_eq!(
+        named.len(),
+        3,
+        "only the trusted CA's certificates are named"
+    );
+    assert!(records.iter().any(|r| r
+        .event
+        .reason
+        .as_deref()
+        .is_some_and(|x| x.contains("summary: 20 more within 600 s"))));
+    drop(live);
+
+    // `audit records` shows each by organisation, serial and reason.
+    let config = setup.config_path(Role::Wijkteam);
+    let out = retry_open(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wijkpoort"))
+            .args(["audit", "--config"])
+            .arg(&config)
+            .args(["records", "--event", "certificate_refused"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if text.contains("in use") {
+            Err("locked".to_string())
+        } else {
+            Ok(text)
+        }
+    });
+    for c in [&revoked, &expired] {
+        let serial = serial_of(c);
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("peer {DEV_PRACTICE_ID}"))
+                    && l.contains(&serial)
+                    && l.contains("TLS handshake refused")),
+            "{serial} not in:\n{out}"
+        );
+    }
+}
