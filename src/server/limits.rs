@@ -146,6 +146,14 @@ impl TokenBucket {
     }
 }
 
+/// What an accept loop counts: connections accepted, and accepts that failed (each one
+/// followed by [`ACCEPT_BACKOFF`], so at most ten a second).
+#[derive(Debug, Default, Clone)]
+pub struct AcceptCounts {
+    pub accepted: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+}
+
 /// Accepts connections until `stop`, at most `cap` open at once (the permit goes with
 /// the connection) and, with a `rate`, at most that many new ones per second; hands each
 /// to `serve` as a task of its own, and at `stop` waits for those tasks to finish.
@@ -154,7 +162,7 @@ pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     cap: Arc<Semaphore>,
     rate: Option<Arc<TokenBucket>>,
-    accepts: Arc<AtomicU64>,
+    counts: AcceptCounts,
     mut stop: watch::Receiver<bool>,
     mut serve: F,
 ) where
@@ -189,11 +197,12 @@ pub async fn accept_loop<F, Fut>(
                     );
                     failing = 0;
                 }
-                accepts.fetch_add(1, Ordering::Relaxed);
+                counts.accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 connections.spawn(serve(tcp, remote, permit));
             }
             Err(e) => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 if failing == 0 {
                     tracing::warn!(
                         listener = name,

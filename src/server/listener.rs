@@ -123,7 +123,10 @@ impl Listener {
             listener,
             self.guards.connections.clone(),
             Some(self.guards.handshakes.clone()),
-            self.counters.accepts_in.clone(),
+            limits::AcceptCounts {
+                accepted: self.counters.accepts_in.clone(),
+                failed: self.counters.accept_failures_in.clone(),
+            },
             stop,
             move |tcp, remote, permit| {
                 this.clone()

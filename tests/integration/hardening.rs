@@ -647,3 +647,146 @@ async fn a_revoked_and_an_expired_peer_refused_in_the_handshake_each_get_a_recor
         );
     }
 }
+
+/// The mTLS listener's accepts and failed accepts, from `/v1/stats`.
+async fn counts(ops: &mut wijkpoort::client::LocalApiClient, gw: &ChildGateway) -> (u64, u64) {
+    let (code, stats) = ops
+        .get("/v1/stats")
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", gw.log()));
+    assert_eq!(code, 200, "{stats}");
+    (
+        stats["accepts_in"].as_u64().unwrap(),
+        stats["accept_failures_in"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_logs_once_and_recovers() {
+    const BACKING_OFF: &str = "accept failed; backing off";
+    let mut setup = Setup::new().await;
+    // Caps that claim the whole descriptor limit (no reserve), so that idle connections
+    // can run the process out of descriptors before the connection cap stops accepting.
+    set_limits(
+        &setup,
+        Role::Wijkteam,
+        "max_connections = 248\nmax_unidentified = 247\nmax_unidentified_per_source = 247\n\
+         local_api_max_connections = 8\nfd_reserve = 0\n\
+         handshakes_per_sec = 10000\nhandshake_burst = 1000\nhandshake_timeout_ms = 120000\n",
+    );
+    let command_line = format!(
+        "ulimit -n 256; exec '{}' serve --config '{}'",
+        env!("CARGO_BIN_EXE_wijkpoort"),
+        setup.config_path(Role::Wijkteam).display()
+    );
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(command_line);
+    let mut wijkteam = setup.spawn_command(Role::Wijkteam, 1, command).await;
+    let addr = setup.listener_addr(Role::Wijkteam);
+    // A kept-alive local API connection, opened now: it needs no accept later.
+    let mut ops = setup.client(Role::Wijkteam, "ops");
+    assert_eq!(counts(&mut ops, &wijkteam).await, (0, 0));
+
+    // Idle connections, ten at a time, until an accept fails.
+    let mut idle = Vec::new();
+    loop {
+        for _ in 0..10 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let opened = idle.len() as u64;
+        let (accepted, failed) = {
+            let started = Instant::now();
+            loop {
+                let (a, f) = counts(&mut ops, &wijkteam).await;
+                if a >= opened || f > 0 {
+                    break (a, f);
+                }
+                assert!(started.elapsed() < WAIT, "{a} of {opened} accepted");
+                tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+            }
+        };
+        if failed > 0 {
+            eprintln!("out of descriptors after {accepted} accepted connections ({opened} opened)");
+            break;
+        }
+        assert!(
+            idle.len() < 300,
+            "no accept failed with {} connections open:\n{}",
+            idle.len(),
+            wijkteam.log()
+        );
+    }
+
+    // While out of descriptors: a bounded number of accept attempts a second.
+    let (_, f0) = counts(&mut ops, &wijkteam).await;
+    let t0 = Instant::now();
+    let f1 = loop {
+        let (_, f) = counts(&mut ops, &wijkteam).await;
+        if f >= f0 + 10 {
+            break f;
+        }
+        assert!(t0.elapsed() < WAIT, "{} failed accepts in {WAIT:?}", f - f0);
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+    };
+    let took = t0.elapsed();
+    let rate = (f1 - f0) as f64 / took.as_secs_f64();
+    eprintln!("{} failed accepts in {took:?}: {rate:.1} a second", f1 - f0);
+    assert!(rate < 15.0, "{rate:.1} failed accepts a second: spinning");
+    assert_eq!(
+        wijkteam.log().matches(BACKING_OFF).count(),
+        1,
+        "logged once per episode:\n{}",
+        wijkteam.log()
+    );
+
+    // Still out of descriptors, the store commits: a malformed submission's refusal is
+    // audited before it is answered (a failed commit would answer 503). The commit
+    // point once listed sled's blob directory anew at every commit, so it failed here
+    // with EMFILE and stopped the gateway.
+    let audited = |stats: &serde_json::Value| stats["audit_records"].as_u64().unwrap();
+    let (_, stats) = ops.get("/v1/stats").await.unwrap();
+    let before = audited(&stats);
+    let (code, refused) = ops
+        .post("/v1/messages", &serde_json::json!({}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", wijkteam.log()));
+    assert_eq!(code, 400, "{refused}:\n{}", wijkteam.log());
+    let (_, stats) = ops.get("/v1/stats").await.unwrap();
+    assert!(audited(&stats) > before, "the refusal is audited");
+    assert!(
+        wijkteam.child.try_wait().unwrap().is_none(),
+        "{}",
+        wijkteam.log()
+    );
+
+    // The clients close: it accepts again, says so once, and a peer is served.
+    drop(idle);
+    wait_until("accepting again", || {
+        let log = wijkteam.log();
+        async move { log.contains("accepting connections again").then_some(()) }
+    })
+    .await;
+    let t = Instant::now();
+    let answer = relay_signed(
+        &setup,
+        Role::Wijkteam,
+        &setup.credentials(Role::Practice),
+        &referral_envelope("ref-after-emfile").to_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    eprintln!(
+        "a peer's relayed batch after the episode: {:?}",
+        t.elapsed()
+    );
+    let log = wijkteam.log();
+    assert_eq!(log.matches(BACKING_OFF).count(), 1, "{log}");
+    let again = log
+        .lines()
+        .find(|l| l.contains("accepting connections again"))
+        .unwrap();
+    eprintln!("{again}");
+    wijkteam.signal("TERM");
+    assert!(wijkteam.wait_exit().await.success(), "{}", wijkteam.log());
+}
