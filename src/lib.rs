@@ -54,6 +54,8 @@
 //! - `dev` (the default-on `dev` feature): the development PKI (ECDSA, and the UZI and
 //!   PKIoverheid shapes), dev kit and network, [`demo`] and benchmark — `cargo run --
 //!   demo` and `bench` — left out of a production build.
+//! - `fuzzing` (hidden): what the fuzz targets in `tests/fuzz/` drive and nothing else
+//!   calls.
 //!
 //! [`demo`]: crate::dev::demo
 
@@ -74,6 +76,8 @@ pub mod der;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
 pub mod inbox;
