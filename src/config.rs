@@ -395,7 +395,13 @@ impl Config {
             field: "-".into(),
             problem: format!("cannot read the config file: {e}"),
         })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError {
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates the text of the config file at `path` (which names the file
+    /// in errors and is where relative paths start).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             field: "-".into(),
             problem: format!("not valid wijkpoort TOML: {}", e.to_string().trim()),

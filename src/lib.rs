@@ -62,6 +62,8 @@
 //! - `dev` (the default-on `dev` feature): the development PKI (ECDSA, and the UZI and
 //!   PKIoverheid shapes), dev kit and network, [`demo`] and benchmark — `cargo run --
 //!   demo` and `bench` — left out of a production build.
+//! - `fuzzing` (hidden): what the fuzz targets in `tests/fuzz/` drive and nothing else
+//!   calls.
 //!
 //! [`demo`]: crate::dev::demo
 
@@ -85,6 +87,8 @@ pub mod der;
 pub mod dev;
 pub mod envelope_batch;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
 pub mod inbox;

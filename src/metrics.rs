@@ -465,6 +465,14 @@ impl Collector for Sources {
             )?)?;
         }
 
+        let failures = ConstCounter::new(load(&self.counters.accept_failures_in));
+        failures.encode(encoder.encode_descriptor(
+            "wijkpoort_accept_failures",
+            "Accepts of the mTLS listener that failed (out of file descriptors), each followed by a 100 ms back-off",
+            None,
+            failures.metric_type(),
+        )?)?;
+
         let mut backlog = encoder.encode_descriptor(
             "wijkpoort_outbox_backlog",
             "Messages queued in the outbox, by configured peer",

@@ -18,6 +18,9 @@ pub struct Counters {
     pub handshakes_in: AtomicU64,
     /// Connections the mTLS listener accepted (bounded by the handshake rate limit).
     pub accepts_in: Arc<AtomicU64>,
+    /// Accepts of the mTLS listener that failed (EMFILE: out of file descriptors), each
+    /// followed by a short back-off.
+    pub accept_failures_in: Arc<AtomicU64>,
     /// Failed TLS handshakes by direction (`in`, `out`) and reason (a fixed word, see
     /// [`handshake_failure_reason`]), for the metrics.
     pub handshake_failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -98,6 +101,7 @@ impl Stats {
             "commit_syncs": load(&c.syncs),
             "handshakes_in": load(&self.counters.handshakes_in),
             "accepts_in": load(&self.counters.accepts_in),
+            "accept_failures_in": load(&self.counters.accept_failures_in),
             "handshakes_out": load(&self.counters.handshakes_out),
             // The queue and the inbox hold only what is waiting, so counting them is
             // cheap; the totals come from a counter and the head of the audit chain.

@@ -447,6 +447,7 @@ impl Store {
         let seals = seals_made(&trees[T::Meta.index()], &data_key.id())?;
         let sealer = Arc::new(Sealer::new(data_key, seals));
         let log_file = File::open(dir.join("db"))?;
+        let blobs = open_blobs_dir(&dir.join("blobs"))?;
         // The directory entry of a freshly created store must be durable too.
         File::open(dir)?.sync_all()?;
         let poisoned = Arc::new(AtomicBool::new(false));
@@ -485,6 +486,7 @@ impl Store {
             durability,
             log_file,
             blobs_dir: dir.join("blobs"),
+            blobs,
             synced_blobs: HashSet::new(),
             poisoned: poisoned.clone(),
             failure: failure.clone(),
@@ -933,6 +935,10 @@ struct Committer {
     durability: Durability,
     log_file: File,
     blobs_dir: PathBuf,
+    /// sled's `blobs/` directory, opened once with the store: listing it at every
+    /// commit then takes no new file descriptor, so a gateway that has run out of them
+    /// (EMFILE, under a flood of connections) can still commit. `None` if sled made none.
+    blobs: Option<rustix::fs::Dir>,
     synced_blobs: HashSet<PathBuf>,
     poisoned: Arc<AtomicBool>,
     failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
@@ -1187,15 +1193,20 @@ impl Committer {
     /// default) to files under `blobs/` without syncing them. Our messages are capped at
     /// 64 KiB so this is rare, but a large tree node could still go there.
     fn sync_new_blobs(&mut self) -> Result<(), StoreError> {
-        let entries = match std::fs::read_dir(&self.blobs_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
+        use std::os::unix::ffi::OsStrExt;
+        let Some(dir) = self.blobs.as_mut() else {
+            return Ok(());
         };
+        dir.rewind();
         let mut synced_any = false;
         let mut present = HashSet::new();
-        for entry in entries {
-            let path = entry?.path();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(std::io::Error::from)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let path = self.blobs_dir.join(std::ffi::OsStr::from_bytes(name));
             if !self.synced_blobs.contains(&path) {
                 File::open(&path)?.sync_all()?;
                 synced_any = true;
@@ -1203,10 +1214,22 @@ impl Committer {
             present.insert(path);
         }
         if synced_any {
-            File::open(&self.blobs_dir)?.sync_all()?;
+            rustix::fs::fsync(dir.fd().map_err(std::io::Error::from)?)
+                .map_err(std::io::Error::from)?;
         }
         self.synced_blobs = present;
         Ok(())
+    }
+}
+
+/// sled's blob directory, kept open for the committer (see `Committer::blobs`).
+fn open_blobs_dir(path: &Path) -> Result<Option<rustix::fs::Dir>, StoreError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(
+            rustix::fs::Dir::new(file).map_err(std::io::Error::from)?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

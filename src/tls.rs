@@ -1,12 +1,24 @@
 //! TLS credentials and configs: rustls with the ring provider, TLS 1.3 only, client
 //! certificates required and verified against the configured trust anchors. Kept apart
 //! from identity (what a trusted certificate says) and from routing (what a peer may do).
+//!
+//! The listener's client-certificate verifier notes the certificate it refused, so that
+//! the listener can audit a revoked or expired peer by name after the failed handshake
+//! ([`noting_refused_certificate`]).
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::config::Config;
 
@@ -47,6 +59,7 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier = builder
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(NotingVerifier { inner: verifier });
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
@@ -61,6 +74,105 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsError> {
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     server.send_tls13_tickets = 0;
     Ok(Arc::new(server))
+}
+
+/// A client certificate that the verifier refused during a handshake, and why.
+#[derive(Debug, Clone)]
+pub struct RefusedCertificate {
+    /// The end-entity certificate as the client sent it (DER). The client has not proven
+    /// that it holds the certificate's key: rustls checks the certificate before the
+    /// client's CertificateVerify, and stops at the first error.
+    pub end_entity: Vec<u8>,
+    pub error: rustls::Error,
+}
+
+tokio::task_local! {
+    /// The refusal noted during the handshake that the current task drives. rustls calls
+    /// the verifier of a shared `ServerConfig` with no connection at hand, but always
+    /// from within the poll of that connection's handshake, so a task-local scoped around
+    /// the handshake ties the refusal to its connection, with no shared map to match on
+    /// and nothing left behind when the connection goes.
+    static REFUSED: RefCell<Option<RefusedCertificate>>;
+}
+
+/// Drives `handshake` and returns its outcome together with the client certificate that
+/// the listener's verifier refused during it, if it refused one.
+pub async fn noting_refused_certificate<F: Future>(
+    handshake: F,
+) -> (F::Output, Option<RefusedCertificate>) {
+    REFUSED
+        .scope(RefCell::new(None), async move {
+            let outcome = handshake.await;
+            let refused = REFUSED.with(|r| r.borrow_mut().take());
+            (outcome, refused)
+        })
+        .await
+}
+
+/// The webpki client verifier, noting what it refuses for [`noting_refused_certificate`].
+/// Every decision is the inner verifier's.
+#[derive(Debug)]
+struct NotingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for NotingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|error| {
+                // Outside a noting scope (none today) there is nobody to tell.
+                let _ = REFUSED.try_with(|r| {
+                    *r.borrow_mut() = Some(RefusedCertificate {
+                        end_entity: end_entity.to_vec(),
+                        error: error.clone(),
+                    })
+                });
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
 }
 
 /// The relay's client config: our certificate for client auth; the peer's server

@@ -146,6 +146,14 @@ impl TokenBucket {
     }
 }
 
+/// What an accept loop counts: connections accepted, and accepts that failed (each one
+/// followed by [`ACCEPT_BACKOFF`], so at most ten a second).
+#[derive(Debug, Default, Clone)]
+pub struct AcceptCounts {
+    pub accepted: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+}
+
 /// Accepts connections until `stop`, at most `cap` open at once (the permit goes with
 /// the connection) and, with a `rate`, at most that many new ones per second; hands each
 /// to `serve` as a task of its own, and at `stop` waits for those tasks to finish.
@@ -154,7 +162,7 @@ pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     cap: Arc<Semaphore>,
     rate: Option<Arc<TokenBucket>>,
-    accepts: Arc<AtomicU64>,
+    counts: AcceptCounts,
     mut stop: watch::Receiver<bool>,
     mut serve: F,
 ) where
@@ -189,11 +197,12 @@ pub async fn accept_loop<F, Fut>(
                     );
                     failing = 0;
                 }
-                accepts.fetch_add(1, Ordering::Relaxed);
+                counts.accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 connections.spawn(serve(tcp, remote, permit));
             }
             Err(e) => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 if failing == 0 {
                     tracing::warn!(
                         listener = name,
@@ -587,13 +596,57 @@ impl PeerSlots {
 /// first refusal per source address and reason in an interval gets a record of its
 /// own at once, the rest of that interval one summary record with their count. So a
 /// flood from one address writes at most two records per reason and interval, and from
-/// many addresses at most `2 × 64 + 1` per interval. Refusals of an identified
-/// certificate are not summarised: they are audited where they happen.
+/// many addresses at most `2 × 64 + 1` per interval.
+///
+/// A certificate that the TLS layer refused but that a configured issuing CA did issue
+/// (revoked, expired, under a stale revocation list: see [`Refusals::refuse_identified`])
+/// gets a record of its own naming its organisation, serial and the reason, once per
+/// certificate and reason in an interval; repeats of that same refusal within the
+/// interval are counted in one summary naming the same certificate. rustls checks the
+/// certificate before the client proves it holds the key, so anyone holding a copy of a
+/// revoked certificate could replay it: without this, each replay would be a record.
+/// Other refusals of an identified certificate (after the handshake) are audited where
+/// they happen.
 pub struct Refusals {
     store: Store,
     local: Arc<Local>,
     interval: Duration,
     counts: Mutex<HashMap<(IpAddr, String), u64>>,
+    identified: Mutex<HashMap<IdentifiedRefusal, u64>>,
+}
+
+/// One identified certificate's refusal, as [`Refusals`] counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdentifiedRefusal {
+    /// The organisation identifier the certificate names (by its issuing CA's rule).
+    pub organisation: String,
+    /// The certificate's serial number.
+    pub serial: String,
+    pub reason: String,
+}
+
+impl IdentifiedRefusal {
+    /// The audit record of this refusal; `remote` is the address of its first
+    /// connection in the interval (later ones are counted in the summary).
+    fn event(
+        &self,
+        local: &Local,
+        reason: String,
+        remote: Option<SocketAddr>,
+    ) -> crate::chain::AuditEvent {
+        local
+            .event(
+                Event::CertificateRefused,
+                Outcome::Refused,
+                Actor::Peer {
+                    organisation: self.organisation.clone(),
+                    certificate_serial: self.serial.clone(),
+                    remote: remote.map(|r| r.to_string()),
+                },
+            )
+            .peer(&self.organisation)
+            .reason(reason)
+    }
 }
 
 /// The key that refusals share once [`MAX_SUMMARY_KEYS`] keys are taken.
@@ -607,7 +660,51 @@ impl Refusals {
             local,
             interval: limits.audit_summary_interval,
             counts: Mutex::new(HashMap::new()),
+            identified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records the refusal of a certificate that names an organisation (issued by a
+    /// configured issuing CA, signature checked) from `remote`: its own audit record
+    /// at the first refusal of this certificate for this reason in the interval.
+    pub async fn refuse_identified(&self, remote: SocketAddr, refused: IdentifiedRefusal) {
+        tracing::warn!(
+            remote = %remote,
+            organisation = %refused.organisation,
+            certificate_serial = %refused.serial,
+            reason = %refused.reason,
+            "a certificate was refused in the TLS handshake"
+        );
+        let first = {
+            let mut counts = self.identified.lock().unwrap_or_else(|p| p.into_inner());
+            let full = counts.len() >= MAX_SUMMARY_KEYS;
+            match counts.get_mut(&refused) {
+                Some(n) => {
+                    *n += 1;
+                    Some(false)
+                }
+                // More distinct certificates in one interval than a real network has
+                // broken ones: counted with the unidentified rest.
+                None if full => None,
+                None => {
+                    counts.insert(refused.clone(), 0);
+                    Some(true)
+                }
+            }
+        };
+        let Some(first) = first else {
+            return self.refuse(remote, &refused.reason).await;
+        };
+        if first {
+            let reason = format!(
+                "{} (organisation {}, certificate serial {})",
+                refused.reason, refused.organisation, refused.serial
+            );
+            let event = refused.event(&self.local, reason, Some(remote));
+            if let Err(e) = self.store.commit_audit(vec![event]).await {
+                tracing::error!(error = %e, "could not audit a refused certificate");
+            }
+        }
     }
 
     /// Records one refusal of an unidentified client from `remote` for `reason`.
@@ -651,7 +748,19 @@ impl Refusals {
     /// recorded, and starts a new interval.
     pub async fn flush(&self) {
         let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        let identified =
+            std::mem::take(&mut *self.identified.lock().unwrap_or_else(|p| p.into_inner()));
         let secs = self.interval.as_secs_f64();
+        let repeated = identified
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| {
+                let reason = format!(
+                "{} (organisation {}, certificate serial {}; summary: {n} more within {secs} s)",
+                r.reason, r.organisation, r.serial
+            );
+                r.event(&self.local, reason, None)
+            });
         let events: Vec<_> = counts
             .into_iter()
             .filter(|(_, n)| *n > 0)
@@ -673,6 +782,7 @@ impl Refusals {
                         "{reason} (summary: {n} more from {from} within {secs} s)"
                     ))
             })
+            .chain(repeated)
             .collect();
         if events.is_empty() {
             return;

@@ -3,7 +3,9 @@
 //! already refused anyone without a certificate chaining to a trust anchor; here the
 //! certificate's organisation is looked up — a caller that is no configured peer is
 //! refused before its batch is read — and a failed handshake is logged and audited with
-//! its reason (summarised under a flood, see [`super::limits::Refusals`]).
+//! its reason: by the certificate's organisation and serial if a configured issuing CA
+//! issued it (a revoked or expired peer), else summarised under a flood (see
+//! [`super::limits::Refusals`]).
 //!
 //! The [`Listener`] holds the TLS server config, the issuing CAs by which a caller's
 //! certificate is identified ([`Issuers`]), the receive path, the audit service, and
@@ -23,7 +25,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::audit::{AuditService, PREFIX as AUDIT_PREFIX};
-use super::limits::{self, Bounds, DiskGuard, Gate, PeerSlots, Refusals, TokenBucket};
+use super::limits::{
+    self, Bounds, DiskGuard, Gate, IdentifiedRefusal, PeerSlots, Refusals, TokenBucket,
+};
 use super::{json, refusal, status, Reply};
 use crate::caller::Caller;
 use crate::chain::{Event, Outcome};
@@ -36,6 +40,7 @@ use crate::receive::{ReceivePath, Relayed};
 use crate::revocation::CrlSet;
 use crate::stats::Counters;
 use crate::store::Store;
+use crate::tls;
 use crate::wire::{BatchAnswer, BatchRequest, ItemAnswer, BATCH_PATH, MAX_BATCH, MAX_BATCH_BYTES};
 
 /// The mTLS listener of one gateway.
@@ -118,7 +123,10 @@ impl Listener {
             listener,
             self.guards.connections.clone(),
             Some(self.guards.handshakes.clone()),
-            self.counters.accepts_in.clone(),
+            limits::AcceptCounts {
+                accepted: self.counters.accepts_in.clone(),
+                failed: self.counters.accept_failures_in.clone(),
+            },
             stop,
             move |tcp, remote, permit| {
                 this.clone()
@@ -144,18 +152,25 @@ impl Listener {
             }
         };
         let acceptor = TlsAcceptor::from(self.tls.current().as_ref().clone());
-        let handshake =
-            tokio::time::timeout(self.guards.limits.handshake_timeout, acceptor.accept(tcp));
+        let handshake = tls::noting_refused_certificate(tokio::time::timeout(
+            self.guards.limits.handshake_timeout,
+            acceptor.accept(tcp),
+        ));
         let tls = tokio::select! {
             done = handshake => match done {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+                (Ok(Ok(tls)), _) => tls,
+                (Ok(Err(e)), refused) => {
                     let reason = crate::stats::handshake_failure_reason(&e);
                     self.counters.handshake_failed("in", reason);
-                    self.refuse_handshake(remote, &handshake_error(&e)).await;
+                    match refused.and_then(|r| self.identified_refusal(&r)) {
+                        Some(refused) => {
+                            self.guards.refusals.refuse_identified(remote, refused).await;
+                        }
+                        None => self.refuse_handshake(remote, &handshake_error(&e)).await,
+                    }
                     return;
                 }
-                Err(_) => {
+                (Err(_), _) => {
                     self.counters.handshake_failed("in", "timeout");
                     self.refuse_handshake(remote, "the TLS handshake timed out").await;
                     return;
@@ -236,8 +251,25 @@ impl Listener {
         }
     }
 
-    /// A handshake the TLS layer refused: no certificate, an untrusted or expired one, a
-    /// bare connect. Audited as summaries under a flood.
+    /// The certificate that the TLS layer refused, as an identified refusal if one of the
+    /// configured issuing CAs issued it (issuer name and signature, read by its rule):
+    /// then it is a real organisation's certificate (revoked, expired, under a stale
+    /// revocation list, sent without its intermediate) and its refusal is audited by
+    /// name. Anything else — a certificate anyone could have made — is unidentified.
+    fn identified_refusal(&self, refused: &tls::RefusedCertificate) -> Option<IdentifiedRefusal> {
+        let identity = self.issuers.current().identify(&refused.end_entity).ok()?;
+        Some(IdentifiedRefusal {
+            organisation: identity.organisation_id.to_string(),
+            serial: identity.serial,
+            reason: format!(
+                "TLS handshake refused: {}",
+                certificate_refusal(&refused.error)
+            ),
+        })
+    }
+
+    /// A handshake the TLS layer refused: no certificate, an untrusted one, a bare
+    /// connect. Audited as summaries under a flood.
     async fn refuse_handshake(&self, remote: SocketAddr, reason: &str) {
         self.guards
             .refusals
@@ -395,6 +427,31 @@ impl Listener {
         }
         r
     }
+}
+
+/// Why the verifier refused a certificate, in words, with rustls' own error.
+fn certificate_refusal(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let what = match e {
+        rustls::Error::InvalidCertificate(C::Revoked) => "the certificate is revoked",
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the certificate has expired"
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "the certificate is not valid yet"
+        }
+        rustls::Error::InvalidCertificate(
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. },
+        ) => "its CA's revocation list is past its next update",
+        rustls::Error::InvalidCertificate(C::UnknownRevocationStatus) => {
+            "its revocation status is unknown (no revocation list of its CA)"
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the certificate does not chain to a trust anchor (an intermediate missing?)"
+        }
+        _ => "the certificate was refused",
+    };
+    format!("{what} ({e})")
 }
 
 /// A failed handshake's reason, as audited: a client that closed before finishing (a

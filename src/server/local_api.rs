@@ -35,7 +35,6 @@
 //! the header, body, idle and request timeouts, and the disk reserve (a submission or a
 //! consent is answered 503 `disk_full` below it; reads and acknowledgements go on).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -139,7 +138,7 @@ impl LocalApi {
             listener,
             cap,
             None,
-            Arc::new(AtomicU64::new(0)),
+            limits::AcceptCounts::default(),
             stop,
             move |tcp, _remote, permit| {
                 let api = api.clone();

@@ -486,3 +486,312 @@ async fn a_committer_panic_stops_the_gateway_health_says_so_and_nothing_accepted
     assert!(practice.log().contains("committer"), "{}", practice.log());
     assert_all_kept(&setup, &accepted);
 }
+
+/// Points the wijkteam at a revocation list of the test CA that revokes `revoked`.
+fn revoke_at_wijkteam(setup: &Setup, revoked: &Credentials) {
+    let now = chrono::Utc::now();
+    let crl = setup
+        .trusted_ca
+        .crl(
+            &[&revoked.cert_der()],
+            now - chrono::Duration::hours(1),
+            now + chrono::Duration::days(1),
+        )
+        .unwrap();
+    std::fs::write(setup.kit.dir.join("test-ca.crl.pem"), crl).unwrap();
+    let path = setup.config_path(Role::Wijkteam);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "trust_anchors = \"ca.pem\"",
+        "trust_anchors = \"ca.pem\"\ncrls = [\"test-ca.crl.pem\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+}
+
+/// Tries a relayed batch with `client`'s certificate; the handshake must be refused.
+async fn refused_in_the_handshake(setup: &Setup, client: &Credentials, id: &str) {
+    let bytes = referral_envelope(id).to_bytes();
+    let sig = sign(&client.key_pem, &bytes);
+    let answer = relay(
+        setup.listener_addr(Role::Wijkteam),
+        &setup.anchors_pem(),
+        Some(client),
+        Some(&sig),
+        bytes,
+    )
+    .await;
+    assert!(answer.is_err(), "{id}: {answer:?}");
+}
+
+fn serial_of(c: &Credentials) -> String {
+    let der = c.cert_der();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.raw_serial_as_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_and_an_expired_peer_refused_in_the_handshake_each_get_a_record_by_name() {
+    use wijkpoort::dev::pki::DEV_PRACTICE_ID;
+    let mut setup = Setup::new().await;
+    let revoked = setup.issue(&practice_spec());
+    let mut expired_spec = practice_spec();
+    expired_spec.not_before = chrono::Utc::now() - chrono::Duration::days(400);
+    expired_spec.not_after = chrono::Utc::now() - chrono::Duration::days(2);
+    let expired = setup.issue(&expired_spec);
+    // The same organisation's identifier in certificates anyone could make: one from an
+    // untrusted CA, and an expired one from it (rustls checks the dates first).
+    let untrusted_ca = wijkpoort::dev::pki::Authority::new("not trusted").unwrap();
+    let forged = |spec: &LeafSpec| {
+        let issued = untrusted_ca.issue(spec).unwrap();
+        Credentials {
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }
+    };
+    let untrusted = forged(&practice_spec());
+    let forged_expired = forged(&expired_spec);
+    revoke_at_wijkteam(&setup, &revoked);
+    // One summary interval for the whole test, however slow the machine.
+    set_limits(
+        &setup,
+        Role::Wijkteam,
+        "audit_summary_interval_ms = 600000\n",
+    );
+    let wijkteam = setup.start(Role::Wijkteam).await;
+
+    refused_in_the_handshake(&setup, &revoked, "ref-revoked").await;
+    refused_in_the_handshake(&setup, &expired, "ref-expired").await;
+    refused_in_the_handshake(&setup, &untrusted, "ref-untrusted").await;
+    refused_in_the_handshake(&setup, &forged_expired, "ref-forged").await;
+    let by_serial = |c: &Credentials| {
+        let serial = serial_of(c);
+        move |r: &wijkpoort::audit::AuditRecord| {
+            r.event.event == Event::CertificateRefused
+                && matches!(&r.event.actor,
+                    wijkpoort::audit::Actor::Peer { certificate_serial, .. } if *certificate_serial == serial)
+        }
+    };
+    let on_revoked =
+        wait_for_audit(store(&wijkteam), "the revoked peer", by_serial(&revoked)).await;
+    let on_expired =
+        wait_for_audit(store(&wijkteam), "the expired peer", by_serial(&expired)).await;
+    for (record, why) in [
+        (&on_revoked, "the certificate is revoked"),
+        (&on_expired, "the certificate has expired"),
+    ] {
+        assert_eq!(record.event.peer.as_deref(), Some(DEV_PRACTICE_ID));
+        let reason = record.event.reason.as_deref().unwrap();
+        assert!(reason.starts_with("TLS handshake refused: "), "{reason}");
+        assert!(reason.contains(why), "{reason}");
+    }
+    // The untrusted and forged certificates are no organisation's: they are summarised
+    // by address, never recorded under the practice's name.
+    wait_for_refusal(store(&wijkteam), Event::CertificateRefused, "UnknownIssuer").await;
+
+    // A replayed revoked certificate (rustls refuses it before the client proves it
+    // holds the key) adds no record per attempt: the repeats are counted.
+    for i in 0..20 {
+        refused_in_the_handshake(&setup, &revoked, &format!("ref-replay-{i}")).await;
+    }
+    let live = wijkteam.store().clone();
+    wijkteam.stop().await.unwrap(); // writes the interval's summaries
+    let records = audit_records(&live);
+    let named: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.peer.as_deref() == Some(DEV_PRACTICE_ID))
+        .collect();
+    for r in &named {
+        eprintln!(
+            "  {:?}: {}",
+            r.event.actor,
+            r.event.reason.as_deref().unwrap_or_default()
+        );
+    }
+    let revoked_records = records.iter().filter(|r| by_serial(&revoked)(r)).count();
+    assert_eq!(
+        revoked_records, 2,
+        "one record, one summary of the 20 repeats"
+    );
+    assert_eq!(records.iter().filter(|r| by_serial(&expired)(r)).count(), 1);
+    assert_eq!(
+        named.len(),
+        3,
+        "only the trusted CA's certificates are named"
+    );
+    assert!(records.iter().any(|r| r
+        .event
+        .reason
+        .as_deref()
+        .is_some_and(|x| x.contains("summary: 20 more within 600 s"))));
+    drop(live);
+
+    // `audit records` shows each by organisation, serial and reason.
+    let config = setup.config_path(Role::Wijkteam);
+    let out = retry_open(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wijkpoort"))
+            .args(["audit", "--config"])
+            .arg(&config)
+            .args(["records", "--event", "certificate_refused"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if text.contains("in use") {
+            Err("locked".to_string())
+        } else {
+            Ok(text)
+        }
+    });
+    for c in [&revoked, &expired] {
+        let serial = serial_of(c);
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("peer {DEV_PRACTICE_ID}"))
+                    && l.contains(&serial)
+                    && l.contains("TLS handshake refused")),
+            "{serial} not in:\n{out}"
+        );
+    }
+}
+
+/// The mTLS listener's accepts and failed accepts, from `/v1/stats`.
+async fn counts(ops: &mut wijkpoort::client::LocalApiClient, gw: &ChildGateway) -> (u64, u64) {
+    let (code, stats) = ops
+        .get("/v1/stats")
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", gw.log()));
+    assert_eq!(code, 200, "{stats}");
+    (
+        stats["accepts_in"].as_u64().unwrap(),
+        stats["accept_failures_in"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_logs_once_and_recovers() {
+    const BACKING_OFF: &str = "accept failed; backing off";
+    let mut setup = Setup::new().await;
+    // Caps that claim the whole descriptor limit (no reserve), so that idle connections
+    // can run the process out of descriptors before the connection cap stops accepting.
+    set_limits(
+        &setup,
+        Role::Wijkteam,
+        "max_connections = 248\nmax_unidentified = 247\nmax_unidentified_per_source = 247\n\
+         local_api_max_connections = 8\nfd_reserve = 0\n\
+         handshakes_per_sec = 10000\nhandshake_burst = 1000\nhandshake_timeout_ms = 120000\n",
+    );
+    let command_line = format!(
+        "ulimit -n 256; exec '{}' serve --config '{}'",
+        env!("CARGO_BIN_EXE_wijkpoort"),
+        setup.config_path(Role::Wijkteam).display()
+    );
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(command_line);
+    let mut wijkteam = setup.spawn_command(Role::Wijkteam, 1, command).await;
+    let addr = setup.listener_addr(Role::Wijkteam);
+    // A kept-alive local API connection, opened now: it needs no accept later.
+    let mut ops = setup.client(Role::Wijkteam, "ops");
+    assert_eq!(counts(&mut ops, &wijkteam).await, (0, 0));
+
+    // Idle connections, ten at a time, until an accept fails.
+    let mut idle = Vec::new();
+    loop {
+        for _ in 0..10 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let opened = idle.len() as u64;
+        let (accepted, failed) = {
+            let started = Instant::now();
+            loop {
+                let (a, f) = counts(&mut ops, &wijkteam).await;
+                if a >= opened || f > 0 {
+                    break (a, f);
+                }
+                assert!(started.elapsed() < WAIT, "{a} of {opened} accepted");
+                tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+            }
+        };
+        if failed > 0 {
+            eprintln!("out of descriptors after {accepted} accepted connections ({opened} opened)");
+            break;
+        }
+        assert!(
+            idle.len() < 300,
+            "no accept failed with {} connections open:\n{}",
+            idle.len(),
+            wijkteam.log()
+        );
+    }
+
+    // While out of descriptors: a bounded number of accept attempts a second.
+    let (_, f0) = counts(&mut ops, &wijkteam).await;
+    let t0 = Instant::now();
+    let f1 = loop {
+        let (_, f) = counts(&mut ops, &wijkteam).await;
+        if f >= f0 + 10 {
+            break f;
+        }
+        assert!(t0.elapsed() < WAIT, "{} failed accepts in {WAIT:?}", f - f0);
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+    };
+    let took = t0.elapsed();
+    let rate = (f1 - f0) as f64 / took.as_secs_f64();
+    eprintln!("{} failed accepts in {took:?}: {rate:.1} a second", f1 - f0);
+    assert!(rate < 15.0, "{rate:.1} failed accepts a second: spinning");
+    assert_eq!(
+        wijkteam.log().matches(BACKING_OFF).count(),
+        1,
+        "logged once per episode:\n{}",
+        wijkteam.log()
+    );
+
+    // Still out of descriptors, the store commits: a malformed submission's refusal is
+    // audited before it is answered (a failed commit would answer 503). The commit
+    // point once listed sled's blob directory anew at every commit, so it failed here
+    // with EMFILE and stopped the gateway.
+    let audited = |stats: &serde_json::Value| stats["audit_records"].as_u64().unwrap();
+    let (_, stats) = ops.get("/v1/stats").await.unwrap();
+    let before = audited(&stats);
+    let (code, refused) = ops
+        .post("/v1/messages", &serde_json::json!({}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", wijkteam.log()));
+    assert_eq!(code, 400, "{refused}:\n{}", wijkteam.log());
+    let (_, stats) = ops.get("/v1/stats").await.unwrap();
+    assert!(audited(&stats) > before, "the refusal is audited");
+    assert!(
+        wijkteam.child.try_wait().unwrap().is_none(),
+        "{}",
+        wijkteam.log()
+    );
+
+    // The clients close: it accepts again, says so once, and a peer is served.
+    drop(idle);
+    wait_until("accepting again", || {
+        let log = wijkteam.log();
+        async move { log.contains("accepting connections again").then_some(()) }
+    })
+    .await;
+    let t = Instant::now();
+    let answer = relay_signed(
+        &setup,
+        Role::Wijkteam,
+        &setup.credentials(Role::Practice),
+        &referral_envelope("ref-after-emfile").to_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    eprintln!(
+        "a peer's relayed batch after the episode: {:?}",
+        t.elapsed()
+    );
+    let log = wijkteam.log();
+    assert_eq!(log.matches(BACKING_OFF).count(), 1, "{log}");
+    let again = log
+        .lines()
+        .find(|l| l.contains("accepting connections again"))
+        .unwrap();
+    eprintln!("{again}");
+    wijkteam.signal("TERM");
+    assert!(wijkteam.wait_exit().await.success(), "{}", wijkteam.log());
+}

@@ -22,7 +22,8 @@ async fn receiver() -> (Setup, wijkpoort::RunningGateway) {
 // Refused in the TLS handshake
 
 /// A client the TLS layer refuses: it gets no answer, only an alert; the refusal is
-/// audited as an unknown actor with its reason.
+/// audited with its reason — as an unknown actor, or, for a certificate a configured
+/// issuing CA issued, under its organisation and serial.
 struct HandshakeCase {
     name: &'static str,
     /// The certificate presented, if any.
@@ -31,6 +32,8 @@ struct HandshakeCase {
     detail: &'static str,
     /// Whether `detail` is matched regardless of case.
     any_case: bool,
+    /// Whether the certificate is a configured issuing CA's, so the record names it.
+    identified: bool,
 }
 
 const HANDSHAKE_CASES: &[HandshakeCase] = &[
@@ -39,6 +42,7 @@ const HANDSHAKE_CASES: &[HandshakeCase] = &[
         client: |_| None,
         detail: "no certificate",
         any_case: false,
+        identified: false,
     },
     HandshakeCase {
         name: "a certificate from another CA",
@@ -52,6 +56,7 @@ const HANDSHAKE_CASES: &[HandshakeCase] = &[
         },
         detail: "UnknownIssuer",
         any_case: false,
+        identified: false,
     },
     HandshakeCase {
         name: "an expired certificate",
@@ -63,6 +68,7 @@ const HANDSHAKE_CASES: &[HandshakeCase] = &[
         },
         detail: "expired",
         any_case: true,
+        identified: true,
     },
 ];
 
@@ -94,11 +100,20 @@ async fn refused_in_the_handshake(case: &'static HandshakeCase) {
         reason.contains(case.detail)
     };
     assert!(found, "{:?} not in the reason: {reason}", case.detail);
-    assert!(
-        matches!(record.event.actor, Actor::Unknown { .. }),
-        "{:?}",
-        record.event.actor
-    );
+    if case.identified {
+        assert!(
+            matches!(&record.event.actor, Actor::Peer { organisation, .. } if organisation == DEV_PRACTICE_ID),
+            "{:?}",
+            record.event.actor
+        );
+        assert_eq!(record.event.peer.as_deref(), Some(DEV_PRACTICE_ID));
+    } else {
+        assert!(
+            matches!(record.event.actor, Actor::Unknown { .. }),
+            "{:?}",
+            record.event.actor
+        );
+    }
     assert_nothing_stored(store);
     wijkteam.stop().await.unwrap();
 }
