@@ -148,6 +148,11 @@ pub struct AuditEvent {
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// For a message the relay sent: the peer's configured address it connected to
+    /// (`HOST:PORT`). Optional like an actor's `remote`, so records written before it
+    /// have none and read and hash exactly as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_id: Option<String>,
     /// Field paths the minimisation removed or changed (never their values).
@@ -201,6 +206,7 @@ impl AuditEvent {
             message_type: None,
             subject: None,
             peer: None,
+            peer_address: None,
             consent_id: None,
             changed_fields: Vec::new(),
             read_messages: Vec::new(),
@@ -223,6 +229,10 @@ impl AuditEvent {
     }
     pub fn peer(mut self, peer: impl AsRef<str>) -> Self {
         self.peer = Some(peer.as_ref().to_string());
+        self
+    }
+    pub fn peer_address(mut self, address: Option<String>) -> Self {
+        self.peer_address = address;
         self
     }
     pub fn consent(mut self, consent_id: Option<&str>) -> Self {
@@ -572,5 +582,39 @@ mod tests {
         let mut other = event.clone();
         other.outcome = Outcome::Refused;
         assert_ne!(h, record_hash(1, &time, &other, GENESIS_HASH));
+    }
+
+    /// Records written before `peer_address` (and every record without one) keep their
+    /// stored form and hash: the field is left out when empty, and read as empty when
+    /// absent.
+    #[test]
+    fn a_record_without_a_peer_address_reads_and_hashes_as_before() {
+        let time = Utc::now();
+        let event = AuditEvent::new(Event::MessageDelivered, Outcome::Success, Actor::Gateway)
+            .peer("00000002");
+        let mut record = AuditRecord {
+            seq: 3,
+            time,
+            event,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        let stored = serde_json::to_string(&record).unwrap();
+        assert!(!stored.contains("peer_address"), "{stored}");
+        let old: AuditRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(old.event.peer_address, None);
+        assert_eq!(old.compute_hash(), record.hash);
+
+        let mut sent = record.clone();
+        sent.event = sent.event.peer_address(Some("127.0.0.1:8443".into()));
+        assert_ne!(
+            sent.compute_hash(),
+            record.hash,
+            "the address is covered by the hash"
+        );
+        let back: AuditRecord =
+            serde_json::from_str(&serde_json::to_string(&sent).unwrap()).unwrap();
+        assert_eq!(back.event.peer_address.as_deref(), Some("127.0.0.1:8443"));
     }
 }

@@ -281,6 +281,9 @@ struct Step {
     receipt: Option<(Receipt, Arc<[u8]>)>,
     /// The batch signature it was sent under, and its path to that signature's root.
     signed: Option<(Arc<str>, EnvelopeProof)>,
+    /// The peer's address the message was sent to, for its audit record (none for a
+    /// message that was not sent: expired, withheld, or waiting for a retry).
+    sent_to: Option<String>,
 }
 
 /// One round for the messages at the head of the queue: commit the last round's
@@ -316,6 +319,7 @@ async fn attempt(
                 reason: Some(reason),
                 receipt: None,
                 signed: None,
+                sent_to: None,
             });
         } else if bytes + msg.envelope.len() > SEND_BATCH_BYTES && !candidates.is_empty() {
             break;
@@ -373,20 +377,21 @@ async fn attempt(
                 crate::caller::certificate_for(leaf, signing, &receipt.signature).unwrap_or(leaf);
             Some(Arc::from(cert))
         };
+        let sent_to = Some(peer_address(&relay.peer));
         match deliver(relay, conn, &to_send).await {
             Ok(results) => {
                 for (msg, (result, signed)) in to_send.into_iter().zip(results) {
                     let signed = Some(signed);
                     steps.push(match result {
-                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert(&receipt).map(|cert| (receipt, cert)), signed },
+                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert(&receipt).map(|cert| (receipt, cert)), signed, sent_to: sent_to.clone() },
                         Err(refused) if refused.is_refusal() => {
                             tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
-                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None, signed }
+                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None, signed, sent_to: sent_to.clone() }
                         }
                         Err(transient) => {
                             let reason = transient.to_string();
                             retry = Some(transient);
-                            Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None, signed }
+                            Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None, signed, sent_to: None }
                         }
                     });
                 }
@@ -402,6 +407,7 @@ async fn attempt(
                     reason: Some(reason.clone()),
                     receipt: None,
                     signed: None,
+                    sent_to: None,
                 }));
             }
         }
@@ -459,7 +465,7 @@ async fn admit(
                 match covered {
                     Ok(consent) => match &unreachable {
                         Some(reason) => {
-                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.to_string()), receipt: None, signed: None };
+                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.to_string()), receipt: None, signed: None, sent_to: None };
                             apply(tx, step, &org)?;
                         }
                         None => {
@@ -472,7 +478,7 @@ async fn admit(
                     Err(refusal) => {
                         tracing::info!(message_id = %msg.id, peer = %peer.name, "message withheld: consent no longer covers it");
                         let reason = format!("{}: {refusal}", refusal.code());
-                        apply(tx, Step { msg, status: Status::Withheld, event: Some((Event::MessageWithheld, AuditOutcome::Refused)), reason: Some(reason), receipt: None, signed: None }, &org)?;
+                        apply(tx, Step { msg, status: Status::Withheld, event: Some((Event::MessageWithheld, AuditOutcome::Refused)), reason: Some(reason), receipt: None, signed: None, sent_to: None }, &org)?;
                     }
                 }
             }
@@ -547,13 +553,26 @@ fn apply(
         msg.last_error = step.reason.clone();
     }
     if let Some((event, outcome)) = step.event {
-        let mut audit = msg.audit(event, outcome, Actor::Gateway).on_behalf_of(org);
+        let mut audit = msg
+            .audit(event, outcome, Actor::Gateway)
+            .on_behalf_of(org)
+            .peer_address(step.sent_to);
         if let Some(reason) = step.reason {
             audit = audit.reason(reason);
         }
         tx.audit(audit);
     }
     outbox::save(tx, msg).map(|_| ())
+}
+
+/// The peer's address as configured and connected to, `HOST:PORT` (an IPv6 address in
+/// brackets), for the audit records of what was sent there.
+fn peer_address(peer: &Peer) -> String {
+    if peer.host.contains(':') && !peer.host.starts_with('[') {
+        format!("[{}]:{}", peer.host, peer.port)
+    } else {
+        format!("{}:{}", peer.host, peer.port)
+    }
 }
 
 /// One result per message of a delivered batch, with the batch signature it went out

@@ -1,22 +1,34 @@
 //! FHIR R4 output for auditors: audit records as `AuditEvent` resources and consent
 //! histories as `Consent` resources, each set in a `Bundle` of type `collection`.
 //!
+//! One builder per resource, and one disclosure: the auditor's. [`audit_event`] and
+//! [`consent`] are the only places a FHIR resource is made, and [`patient`] the only
+//! place the child is referenced (in an `AuditEvent`'s entity, a `Consent`'s `patient`,
+//! a `RelatedPerson`'s `patient`): by pseudonym. Nobody is named: performers appear by
+//! relationship, the evidence by title and hash, an exception's reason not at all — so
+//! no BSN, name or free text leaves through an export. (An identified builder for the
+//! practice's own records once stood beside this one; nothing in the product used it, so
+//! it was removed rather than left to drift and leak. The local API answers the system
+//! next to the gateway, which holds the identified data already, in its own JSON.)
+//!
 //! Built to the R4 cardinalities: `AuditEvent` has `type` (Coding, DICOM codes),
 //! `recorded`, `agent` 1..* each with `who` and `requestor`, and `source.observer`;
 //! optional `subtype`, `action` (C/R/U/D/E), `outcome` (0/4/8), `outcomeDesc`, and
 //! `entity` for the message (`what` = message id), the child (`what` = pseudonym, role
 //! Patient) and the consent. For an IHE ATNA repository each event also has
 //! `purposeOfEvent`, Export and Import events their Source (DICOM 110153) and
-//! Destination (110152) agents, every agent whose address is on record `agent.network`,
-//! and security alerts a DICOM subtype (110126, 110132). `Consent` has `status`,
-//! `scope`, `category`, `patient` (ppc-2), `policy` (ppc-1), a permit `provision`, and
-//! for a consent recorded here `organization`, `performer` (by relationship),
-//! `policyRule` and `sourceAttachment` (title and hash). The child is named by pseudonym
-//! only and nobody by name: no BSN, name or free text leaves through an export (the
-//! identified `Consent` for systems that may see the child is [`crate::consent`]'s).
+//! Destination (110152) agents, every agent whose address is on record `agent.network`
+//! (a caller's address it connected from; for a message the relay sent, the peer's
+//! configured address it connected to), and security alerts a DICOM subtype (110126,
+//! 110132). `Consent` has `status`, `scope`, `category`, `patient` (ppc-2), `policy`
+//! (ppc-1), a permit `provision`, and for a consent recorded here `organization` (the
+//! practice), `performer` (by relationship), `policyRule` (the WGBO rule) and
+//! `sourceAttachment` (title and hash).
 //!
 //! Independent check: `java -jar validator_cli.jar bundle.json -version 4.0.1` (the HL7
-//! FHIR validator) validates the output; the tests check the required elements.
+//! FHIR validator) validates the output; the tests check the required elements, and
+//! `tests/integration/fhir_export.rs` parses real exports with the `fhir.resources` R4
+//! models.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
@@ -126,14 +138,63 @@ fn purpose_of_event(dicom_type: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// `agent.network` for an address as stored (`IP:PORT`, `[IPv6]:PORT`): the IP, type
-/// 2 (IP address).
-fn network(remote: &str) -> Value {
-    let address = remote
-        .rsplit_once(':')
-        .map_or(remote, |(ip, _)| ip)
-        .trim_matches(['[', ']']);
-    json!({ "address": address, "type": "2" })
+/// `agent.network` for an address as stored (`HOST:PORT`, `[IPv6]:PORT`): the host
+/// without the port, of type 2 (IP address) when it is one, else 1 (machine name), as
+/// the R4 `network-type` value set has them.
+fn network(stored: &str) -> Value {
+    let host = match stored.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => stored,
+    };
+    let host = host.trim_matches(['[', ']']);
+    let kind = if host.parse::<std::net::IpAddr>().is_ok() {
+        "2"
+    } else {
+        "1"
+    };
+    json!({ "address": host, "type": kind })
+}
+
+/// The child, as every resource here references it: a `Patient` by pseudonym, or by a
+/// display saying it is not named when the pseudonym is unknown (a consent history read
+/// without the gateway's secret).
+pub fn patient(pseudonym: Option<&str>) -> Value {
+    match pseudonym {
+        Some(p) => {
+            json!({ "type": "Patient", "identifier": { "system": PSEUDONYM_SYSTEM, "value": p } })
+        }
+        None => json!({ "type": "Patient", "display": "child not named (pseudonym unavailable)" }),
+    }
+}
+
+/// FHIR `Attachment.hash` of a text: its SHA-1 (as R4 defines the element), base64. The
+/// auditor sees that evidence exists and can match it to the practice's copy, but never
+/// reads it.
+pub fn attachment_hash(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
+    base64(digest.as_ref())
+}
+
+/// Standard base64 with padding (RFC 4648), as FHIR `base64Binary` requires.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Whether an agent's `who` is the organisation `org`.
@@ -269,6 +330,12 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
             }
         }
     }
+    // The peer's address the relay connected to, for a message sent to it.
+    if let (Some(peer), Some(address)) = (&e.peer, &e.peer_address) {
+        if let Some(agent) = agents.iter_mut().find(|a| names_organisation(a, peer)) {
+            agent["network"] = network(address);
+        }
+    }
 
     let mut entities = Vec::new();
     if let Some(id) = &e.message_id {
@@ -305,7 +372,7 @@ pub fn audit_event(r: &AuditRecord, observer: &str) -> Value {
             .filter(|s| e.subject.as_ref() != Some(*s)),
     ) {
         entities.push(json!({
-            "what": { "type": "Patient", "identifier": { "system": PSEUDONYM_SYSTEM, "value": p } },
+            "what": patient(Some(p)),
             "type": coding(ENTITY_TYPE, "1", "Person"),
             "role": coding(OBJECT_ROLE, "1", "Patient")
         }));
@@ -388,12 +455,7 @@ pub fn consent(h: &ConsentHistory, observer: &str) -> Value {
         "active" | "not_yet_valid" => "active",
         _ => "inactive",
     };
-    let patient = match &h.subject {
-        Some(p) => {
-            json!({ "type": "Patient", "identifier": { "system": PSEUDONYM_SYSTEM, "value": p } })
-        }
-        None => json!({ "type": "Patient", "display": "child not named (pseudonym unavailable)" }),
-    };
+    let patient = patient(h.subject.as_deref());
     let mut provision = json!({ "type": "permit" });
     let mut period = Map::new();
     if let Some(f) = &h.valid_from {
@@ -500,4 +562,301 @@ pub fn consent_bundle(histories: &[ConsentHistory], observer: &str) -> Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The builders, fed from consent events as the registry stores them and read back
+    //! through the consent log's own reader, so the path is the export's.
+
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+
+    use super::*;
+    use crate::audit::query::history;
+    use crate::audit::AuditEvent;
+    use crate::consent::{
+        Child, ConsentEvent, ConsentRecord, ConsentRequest, ConsentStatus, ConsentSummary,
+        Performer, PerformerRole, Scope,
+    };
+    use crate::message::{Bsn, MessageType};
+
+    const BSN: &str = "111222333";
+    const PSEUDONYM: &str = "pseudonym-of-the-child";
+    const PRACTICE: &str = "87654321";
+    const WIJKTEAM: &str = "urn:oid:2.16.528.1.1007.3.3.1234567";
+    const CHILD_NAME: &str = "Sanne de Vries";
+    const PARENT_NAME: &str = "Marieke de Vries";
+    const EVIDENCE: &str = "mondeling tijdens consult";
+    const REASON: &str = "thuissituatie onveilig volgens de POH-Jeugd";
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn ts(s: &str) -> DateTime<Utc> {
+        Utc.from_utc_datetime(&NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap())
+    }
+
+    /// A consent for a 13-year-old, valid 2026-03-01 ..= 2027-03-01: by the child and a
+    /// parent, or (with `exception`) by the child alone.
+    fn recorded(id: &str, exception: Option<&str>) -> ConsentEvent {
+        let mut performers = vec![Performer {
+            role: PerformerRole::Child,
+            name: CHILD_NAME.into(),
+        }];
+        if exception.is_none() {
+            performers.push(Performer {
+                role: PerformerRole::Parent,
+                name: PARENT_NAME.into(),
+            });
+        }
+        let request = ConsentRequest {
+            child: Child {
+                bsn: Bsn::try_from(BSN.to_string()).unwrap(),
+                birth_date: d("2013-01-15"),
+                name: Some(CHILD_NAME.into()),
+            },
+            performers,
+            scope: Scope {
+                types: vec![MessageType::Referral, MessageType::Feedback],
+                recipient: WIJKTEAM.into(),
+            },
+            valid_from: d("2026-03-01"),
+            valid_until: d("2027-03-01"),
+            given_on: Some(d("2026-03-01")),
+            evidence: EVIDENCE.into(),
+            exception: exception.map(str::to_string),
+        };
+        let record = ConsentRecord::from_request(
+            id.into(),
+            request,
+            "dr. Bakker".into(),
+            ts("2026-03-01 10:00"),
+            d("2026-03-01"),
+            &crate::consent::ConsentRules::DEFAULT,
+        )
+        .unwrap();
+        ConsentEvent::Recorded { record }
+    }
+
+    fn withdrawn(id: &str) -> ConsentEvent {
+        ConsentEvent::Withdrawn {
+            consent_id: id.into(),
+            at: ts("2026-04-01 12:00"),
+            by: "dr. Bakker".into(),
+            reason: "ouders trekken toestemming in".into(),
+        }
+    }
+
+    fn mirrored(id: &str) -> ConsentEvent {
+        ConsentEvent::Mirrored {
+            summary: ConsentSummary {
+                id: id.into(),
+                subject_bsn: Bsn::try_from(BSN.to_string()).unwrap(),
+                types: vec![MessageType::Referral, MessageType::Feedback],
+                recipient: WIJKTEAM.into(),
+                valid_from: d("2026-03-01"),
+                valid_until: d("2027-03-01"),
+                status: ConsentStatus::Active,
+            },
+            from_peer: PRACTICE.into(),
+            at: ts("2026-03-02 08:00"),
+        }
+    }
+
+    /// The auditor's `Consent` for `events` (stored as the registry stores them) on `today`.
+    fn exported(id: &str, events: &[ConsentEvent], today: &str) -> Value {
+        let raw: Vec<(u64, Vec<u8>)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64, serde_json::to_vec(e).unwrap()))
+            .collect();
+        let h = history(id, Some(PSEUDONYM.into()), &raw, None, d(today)).unwrap();
+        consent(&h, PRACTICE)
+    }
+
+    #[test]
+    fn consent_has_the_required_r4_elements_and_the_auditors_particulars() {
+        let r = exported("c-1", &[recorded("c-1", None)], "2026-05-01");
+        assert_eq!(r["resourceType"], "Consent");
+        assert_eq!(r["id"], "c-1");
+        assert_eq!(r["identifier"][0]["value"], "c-1");
+        assert_eq!(r["status"], "active");
+        assert_eq!(r["scope"]["coding"][0]["code"], "patient-privacy");
+        assert_eq!(r["category"][0]["coding"][0]["code"], "59284-0");
+        // ppc-2: privacy scope needs a patient — the child by pseudonym.
+        assert_eq!(r["patient"]["identifier"]["system"], PSEUDONYM_SYSTEM);
+        assert_eq!(r["patient"]["identifier"]["value"], PSEUDONYM);
+        // ppc-1: policy or policyRule; both are here.
+        assert_eq!(
+            r["policy"][0]["uri"],
+            "https://wetten.overheid.nl/BWBR0005290"
+        );
+        assert!(r["policyRule"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("7:450 lid 2"));
+        assert_eq!(r["dateTime"], "2026-03-01T10:00:00Z");
+        let p = &r["provision"];
+        assert_eq!(p["type"], "permit");
+        assert_eq!(p["period"]["start"], "2026-03-01");
+        assert_eq!(p["period"]["end"], "2027-03-01");
+        assert_eq!(p["actor"][0]["role"]["coding"][0]["code"], "IRCP");
+        assert_eq!(p["actor"][0]["reference"]["identifier"]["value"], WIJKTEAM);
+        let actions: Vec<&str> = p["action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["coding"][0]["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["referral", "feedback"]);
+        // organization: the practice that recorded it.
+        assert_eq!(r["organization"][0]["identifier"]["system"], URA_SYSTEM);
+        assert_eq!(r["organization"][0]["identifier"]["value"], PRACTICE);
+        // Performers: the child as the patient (by pseudonym), the parent as a contained
+        // RelatedPerson by relationship, referenced (dom-3), without a name.
+        let perf = r["performer"].as_array().unwrap();
+        assert_eq!(perf.len(), 2);
+        assert_eq!(perf[0]["identifier"]["value"], PSEUDONYM);
+        assert_eq!(perf[1]["reference"], "#performer-2");
+        let related = &r["contained"][0];
+        assert_eq!(related["resourceType"], "RelatedPerson");
+        assert_eq!(related["id"], "performer-2");
+        assert_eq!(related["relationship"][0]["coding"][0]["code"], "PRN");
+        assert_eq!(related["patient"]["identifier"]["value"], PSEUDONYM);
+        assert!(related.get("name").is_none());
+        // Evidence: title and SHA-1 hash (base64), never its text.
+        let a = &r["sourceAttachment"];
+        assert_eq!(a["hash"], attachment_hash(EVIDENCE));
+        assert!(a["title"].is_string());
+        assert!(a.get("data").is_none());
+        assert_eq!(a["creation"], "2026-03-01");
+    }
+
+    #[test]
+    fn the_auditors_consent_names_nobody_and_carries_no_free_text() {
+        for (id, events) in [
+            ("c-1", vec![recorded("c-1", None), withdrawn("c-1")]),
+            ("c-2", vec![recorded("c-2", Some(REASON))]),
+        ] {
+            let text = exported(id, &events, "2026-05-01").to_string();
+            for secret in [BSN, CHILD_NAME, PARENT_NAME, "de Vries", EVIDENCE, REASON] {
+                assert!(!text.contains(secret), "{secret:?} in {text}");
+            }
+            assert!(
+                !text.contains(&base64(EVIDENCE.as_bytes())),
+                "evidence as base64"
+            );
+        }
+        // The exception is stated, its reason is not.
+        let r = exported("c-2", &[recorded("c-2", Some(REASON))], "2026-05-01");
+        assert!(r["policyRule"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("serious harm"));
+        assert_eq!(r["performer"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn consent_status_follows_withdrawal_and_period() {
+        let one = [recorded("c-1", None)];
+        let both = [recorded("c-1", None), withdrawn("c-1")];
+        let status =
+            |events: &[ConsentEvent], day: &str| exported("c-1", events, day)["status"].clone();
+        assert_eq!(status(&one, "2026-05-01"), "active");
+        assert_eq!(status(&one, "2026-02-01"), "active"); // not yet valid: period says so
+        assert_eq!(status(&one, "2027-03-02"), "inactive"); // expired
+        assert_eq!(status(&both, "2026-05-01"), "inactive"); // withdrawn
+    }
+
+    #[test]
+    fn a_mirrors_consent_still_satisfies_the_invariants() {
+        let r = exported("c-1", &[mirrored("c-1")], "2026-05-01");
+        assert_eq!(r["status"], "active");
+        assert!(r["policy"][0]["uri"].is_string());
+        assert_eq!(r["patient"]["identifier"]["value"], PSEUDONYM);
+        assert_eq!(r["dateTime"], "2026-03-02T08:00:00Z");
+        // A mirror knows nothing of who consented or on what evidence.
+        for absent in [
+            "performer",
+            "organization",
+            "policyRule",
+            "sourceAttachment",
+        ] {
+            assert!(r.get(absent).is_none(), "{absent}");
+        }
+        assert!(!r.to_string().contains(BSN));
+
+        let odd = exported("not a fhir id", &[mirrored("not a fhir id")], "2026-05-01");
+        assert!(odd.get("id").is_none());
+        assert_eq!(odd["identifier"][0]["value"], "not a fhir id");
+    }
+
+    #[test]
+    fn the_child_is_referenced_one_way_in_every_resource() {
+        let record = AuditRecord {
+            seq: 7,
+            time: ts("2026-03-01 10:00"),
+            event: AuditEvent::new(Event::MessageAccepted, Outcome::Success, Actor::Gateway)
+                .subject(Some(PSEUDONYM.into())),
+            prev_hash: String::new(),
+            hash: "ab".repeat(32),
+        };
+        let event = audit_event(&record, PRACTICE);
+        let consent = exported("c-1", &[recorded("c-1", None)], "2026-05-01");
+        assert_eq!(event["entity"][0]["what"], patient(Some(PSEUDONYM)));
+        assert_eq!(consent["patient"], patient(Some(PSEUDONYM)));
+        assert_eq!(consent["contained"][0]["patient"], patient(Some(PSEUDONYM)));
+    }
+
+    #[test]
+    fn a_sent_messages_destination_has_the_peers_address() {
+        let sent = |address: &str| AuditRecord {
+            seq: 8,
+            time: ts("2026-03-01 10:00"),
+            event: AuditEvent::new(Event::MessageDelivered, Outcome::Success, Actor::Gateway)
+                .on_behalf_of(PRACTICE)
+                .peer(WIJKTEAM)
+                .peer_address(Some(address.into())),
+            prev_hash: String::new(),
+            hash: "cd".repeat(32),
+        };
+        let destination = |address: &str| {
+            audit_event(&sent(address), PRACTICE)["agent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["type"]["coding"][0]["code"] == "110152")
+                .cloned()
+                .unwrap()
+        };
+        let by_ip = destination("127.0.0.1:8443");
+        assert_eq!(by_ip["who"]["identifier"]["value"], WIJKTEAM);
+        assert_eq!(
+            by_ip["network"],
+            json!({ "address": "127.0.0.1", "type": "2" })
+        );
+        let by_name = destination("wijkteam.gemeente.example:443");
+        assert_eq!(
+            by_name["network"],
+            json!({ "address": "wijkteam.gemeente.example", "type": "1" })
+        );
+        let v6 = destination("[::1]:8443");
+        assert_eq!(v6["network"], json!({ "address": "::1", "type": "2" }));
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+    }
 }

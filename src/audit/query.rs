@@ -534,11 +534,10 @@ fn particulars(record: &Value) -> ConsentParticulars {
         .unwrap_or_default();
     let wgbo_rule = serde_json::from_value::<crate::consent::WgboBasis>(record["basis"].clone())
         .ok()
-        .map(|b| crate::consent::fhir::wgbo_rule(&b, false));
-    let evidence_sha1 = record["evidence"].as_str().map(|e| {
-        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, e.as_bytes());
-        crate::consent::fhir::base64(digest.as_ref())
-    });
+        .map(|b| b.rule().to_string());
+    let evidence_sha1 = record["evidence"]
+        .as_str()
+        .map(super::fhir::attachment_hash);
     ConsentParticulars {
         performer_roles,
         wgbo_rule,
@@ -558,7 +557,10 @@ fn text(v: &Value, paths: &[&[&str]]) -> Option<String> {
     })
 }
 
-fn history(
+/// One consent's history from its stored events (`raw`, in order), as the auditor may
+/// see it; `subject` is its pseudonym when the caller knows it, else `pseudonymiser`
+/// makes it from the BSN in the events.
+pub(super) fn history(
     id: &str,
     subject: Option<String>,
     raw: &[(u64, Vec<u8>)],

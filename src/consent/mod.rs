@@ -1,6 +1,6 @@
 //! Consent domain logic: what a consent is, when the gateway accepts one, how its current
-//! state follows from an append-only event log, whether it covers a message, and how it is
-//! shown to the outside world as a FHIR R4 `Consent`.
+//! state follows from an append-only event log, and whether it covers a message. (Its FHIR
+//! R4 `Consent`, as the auditor may see it, is [`crate::audit::fhir`]'s.)
 //!
 //! No personal data about a child leaves the practice without a recorded, valid consent
 //! that covers this kind of message to this recipient, and a withdrawn consent stops the
@@ -20,7 +20,6 @@
 //! is exactly one coverage rule. Error texts never contain a BSN, a name or a birth date,
 //! because they end up in logs and HTTP responses.
 
-pub(crate) mod fhir;
 pub mod registry;
 mod state;
 pub mod wgbo;
@@ -30,7 +29,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{Bsn, MessageType};
 
-pub use fhir::{fhir_consent, BSN_SYSTEM, CONSENT_ID_SYSTEM, MESSAGE_TYPE_SYSTEM};
 pub use state::{
     check_covers, check_covers_at_recipient, check_withdrawable, covers, needs_consent,
     withdrawal_event, ConsentEvent, ConsentOrigin, ConsentRefusal, ConsentState, ConsentStatus,

@@ -59,6 +59,20 @@ impl WgboBasis {
             WgboBasis::ExceptionSeriousHarm { .. } => "exception_serious_harm",
         }
     }
+
+    /// The rule as a sentence naming its article and who consented, for the auditor's
+    /// FHIR `Consent.policyRule`. An exception's documented reason is free text about the
+    /// family and is left out: the sentence only says that one was recorded.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            WgboBasis::ParentOrGuardian => {
+                "WGBO (art. 7:465 lid 1 BW): child under 12, consent of a parent or guardian"
+            }
+            WgboBasis::ChildAndParent => "WGBO (art. 7:450 lid 2 BW): child aged 12 to 15, consent of the child and of a parent or guardian",
+            WgboBasis::Child => "WGBO (art. 7:447 BW): child aged 16 or older, consent of the child",
+            WgboBasis::ExceptionSeriousHarm { .. } => "WGBO (art. 7:450 lid 2 BW): child aged 12 to 15 consented without a parent or guardian, to prevent serious harm to the child (reason recorded with the consent)",
+        }
+    }
 }
 
 /// Whose consent is missing when the WGBO rule is not met. Names roles, never people.

@@ -1,6 +1,7 @@
 //! The auditor's FHIR export as an IHE ATNA audit repository reads it: Source and
 //! Destination agents with their DICOM role codes on Export and Import events, the
-//! network address of every agent that has one, DICOM subtypes on security alerts, the
+//! network address of every agent that has one (a sent message's Destination: the peer's
+//! configured address the relay connected to), DICOM subtypes on security alerts, the
 //! child on a refused consent, `purposeOfEvent` — and the bundles accepted by an
 //! independent FHIR R4 model library (`fhir.resources` 6.x, R4 4.0.1) where it can be
 //! installed.
@@ -31,6 +32,19 @@ fn audit_fhir(config: &Path, command: &str) -> Value {
         .output()
         .unwrap();
     assert!(out.status.success(), "export: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `wijkpoort audit --config CONFIG ARGS… --format json`.
+fn audit_json(config: &Path, args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(["audit", "--config"])
+        .arg(config)
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "audit {args:?}: {out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -145,10 +159,35 @@ async fn the_fhir_export_is_complete_for_an_atna_repository() {
         agent_with_role(delivered, "110153")["who"]["identifier"]["value"],
         DEV_PRACTICE_ID
     );
+    let destination = agent_with_role(delivered, "110152");
+    assert_eq!(destination["who"]["identifier"]["value"], DEV_WIJKTEAM_ID);
+    // The relay sent it to the wijkteam's configured address: the audit record keeps
+    // it (host and port), the export names the host as the Destination's network.
     assert_eq!(
-        agent_with_role(delivered, "110152")["who"]["identifier"]["value"],
-        DEV_WIJKTEAM_ID
+        destination["network"],
+        json!({ "address": "127.0.0.1", "type": "2" }),
+        "{delivered:#}"
     );
+    let stored = audit_json(
+        &setup.config_path(Role::Practice),
+        &["records", "--message-id", &referral],
+    );
+    let stored_delivered = stored["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["event"] == "message_delivered")
+        .unwrap_or_else(|| panic!("no message_delivered record: {stored:#}"));
+    assert_eq!(
+        stored_delivered["peer_address"],
+        format!("127.0.0.1:{}", setup.listener_addr(Role::Wijkteam).port())
+    );
+    // What was not sent to the peer (accepted, queued) has no address of it.
+    for r in stored["records"].as_array().unwrap() {
+        if r["event"] != "message_delivered" {
+            assert!(r.get("peer_address").is_none(), "{r}");
+        }
+    }
     assert_eq!(delivered["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
 
     // Import at the wijkteam: the sender (the practice, from its address) is Source,

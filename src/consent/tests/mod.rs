@@ -1,15 +1,14 @@
 //! Unit tests of the consent module, one submodule per area, in this order: `wgbo` (who
 //! must consent at which age), `fields` (validation of a request), `events` (folding events
-//! into a state), `coverage` (does a consent cover a message), `fhir` (the FHIR Consent
-//! resource) and `store` (derived state through a real store). The helpers the areas share
-//! are here.
+//! into a state), `coverage` (does a consent cover a message) and `store` (derived state
+//! through a real store). The helpers the areas share are here. (The FHIR `Consent` is
+//! tested with its builder, in `audit::fhir`.)
 
 use super::*;
 use chrono::TimeZone;
 
 mod coverage;
 mod events;
-mod fhir;
 mod fields;
 mod store;
 mod wgbo;
@@ -83,7 +82,7 @@ fn good_request() -> ConsentRequest {
 const TODAY: &str = "2026-03-10";
 
 // ---------------------------------------------------------------------------------------
-// Events, shared by `events`, `coverage`, `fhir` and `store`
+// Events, shared by `events`, `coverage` and `store`
 // ---------------------------------------------------------------------------------------
 
 fn record(id: &str) -> ConsentRecord {
