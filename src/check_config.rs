@@ -33,7 +33,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
             Err(e) => config.crls.with_failure(&url, at, &e),
         };
     }
-    print!("{}", summary(&config));
+    crate::output::write(&summary(&config));
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, `audit …`, and with the default `dev` feature `demo`,
 //! `bench` and `certs dev`. `main.rs` only parses and calls this.
 
+use crate::output::outln;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -255,7 +256,7 @@ pub fn run(cli: Cli) -> Result<(), StartError> {
 fn migrate(path: &std::path::Path) -> Result<(), StartError> {
     let config = crate::Config::load(path)?;
     let done = crate::migrate::migrate(&config).map_err(|e| StartError::Other(e.to_string()))?;
-    println!(
+    outln!(
         "store {} migrated from format {} to {}: {} received message(s) keyed by sender, {} consent recipient(s) by organisation identifier, {} envelope(s) keep their own signature (new ones are signed per relay batch)",
         config.store_dir.display(),
         done.from_version,
@@ -265,7 +266,7 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
         done.signed_alone
     );
     for name in &done.unknown_recipients {
-        println!("  consent recipient {name:?} is no configured peer; kept as it was");
+        outln!("  consent recipient {name:?} is no configured peer; kept as it was");
     }
     Ok(())
 }
@@ -327,7 +328,7 @@ async fn backup(
         .commits_paused_ms
         .map(|ms| format!("; the gateway's commits waited {ms:.1} ms"))
         .unwrap_or_default();
-    println!(
+    outln!(
         "backup written to {}: {} entries in {} trees, audit chain of {} records, store format {}{paused}",
         out.display(),
         m.entries,
@@ -335,7 +336,7 @@ async fn backup(
         m.audit_records,
         m.store_format.map_or("none (empty)".into(), |f| f.to_string()),
     );
-    println!(
+    outln!(
         "check it with: wijkpoort audit --store {} --cert CERT verify",
         out.display()
     );
@@ -377,13 +378,13 @@ fn restore(
     let done = crate::backup::restore(from, &target, replace, &cert_der, &anchors)
         .map_err(|e| StartError::Other(e.to_string()))?;
     if let Some(aside) = &done.moved_aside {
-        println!(
+        outln!(
             "what {} held was moved to {}",
             target.display(),
             aside.display()
         );
     }
-    println!(
+    outln!(
         "restored {} into {}: {} entries in {} trees; audit chain of {} records intact ({} signed checkpoints); backup taken {} ({:?})",
         from.display(),
         target.display(),
@@ -394,7 +395,7 @@ fn restore(
         done.manifest.created_at.to_rfc3339(),
         done.manifest.taken,
     );
-    println!("start the gateway on it; messages still in its outbox are delivered again (a receiver that has one already answers with its stored receipt)");
+    outln!("start the gateway on it; messages still in its outbox are delivered again (a receiver that has one already answers with its stored receipt)");
     Ok(())
 }
 
@@ -427,7 +428,7 @@ fn compact(
     let new_key = new_key.map(data_key).transpose()?;
     let done = crate::compact::compact(from, to, key, new_key)
         .map_err(|e| StartError::Other(e.to_string()))?;
-    println!(
+    outln!(
         "store {} (format {}) copied into {} (format {}): {} entries, {} sealed with data key {}; point store_dir at {} and destroy {}",
         from.display(),
         done.from_version,
@@ -449,7 +450,7 @@ fn rotate_key(
 ) -> Result<(), StartError> {
     let done = crate::compact::rotate_key(store, data_key(old_key)?, data_key(new_key)?)
         .map_err(|e| StartError::Other(e.to_string()))?;
-    println!(
+    outln!(
         "store {}: {} value(s) re-sealed under data key {}; point data_key_file at {} and destroy the old key (its old ciphertexts left in sled's log are unreadable without it)",
         store.display(),
         done.sealed,
@@ -482,7 +483,7 @@ async fn purge(path: &std::path::Path, dir: Option<PathBuf>) -> Result<(), Start
     // Closing seals the log with a signed checkpoint, as a gateway's stop does.
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     let s = done.map_err(|e| StartError::Other(e.to_string()))?;
-    println!(
+    outln!(
         "purged from {}: {} delivered and {} refused/expired/withheld outbox bodies, {} acknowledged inbox bodies, {} consent(s) ({} events), {} audit record(s){}",
         dir.display(),
         s.delivered_bodies,
@@ -556,7 +557,7 @@ async fn reload(path: PathBuf) -> Result<(), StartError> {
             ))
         })?;
     if code == 200 {
-        println!("reloaded: {}", answer["changes"]);
+        outln!("reloaded: {}", answer["changes"]);
         Ok(())
     } else {
         Err(StartError::Other(format!(

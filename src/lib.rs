@@ -21,7 +21,8 @@
 //! Nothing imports a module above it; the servers are on top and nothing below them
 //! imports them.
 //!
-//! - [`cli`]: the command line (with [`check_config`], [`migrate`] and [`logging`]);
+//! - [`cli`]: the command line (with [`check_config`], [`migrate`], [`logging`] and
+//!   [`output`], its answers on stdout, where a reader that closed the pipe ends it cleanly);
 //!   [`gateway`]: builds each part from the [`Config`] with only the handles it needs,
 //!   starts and stops them, and applies a [`reload`] (its table says who holds what).
 //! - [`server`]: the local API, the mTLS listener, the auditor's routes, the ops listener
@@ -102,6 +103,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod minimise;
 pub mod outbox;
+pub mod output;
 pub mod pseudonym;
 pub mod receipt;
 pub mod receive;

@@ -11,7 +11,6 @@
 //! Exit codes: 0 done (for `verify`: intact), 1 `verify` found tampering, 2 could not
 //! answer or check.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -281,10 +280,7 @@ async fn run_inner(args: AuditArgs) -> Result<i32, AuditCliError> {
             if r.intact() { EXIT_OK } else { EXIT_TAMPERED },
         ),
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| AuditCliError::Usage(format!("writing the answer: {e}")))?;
+    crate::output::write(&text);
     Ok(code)
 }
 
@@ -520,10 +516,7 @@ fn prove_offline(
         super::prove::render(&reports)
     };
     eprintln!("note: this read is not recorded in the audit log (prove opens the store read-only)");
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| AuditCliError::Usage(format!("writing the answer: {e}")))?;
+    crate::output::write(&text);
     Ok(if reports.iter().all(|r| r.valid) {
         EXIT_OK
     } else {

@@ -9,6 +9,7 @@
 //! wijkteam's receipt time minus the submit time (both gateways share this machine's
 //! clock).
 
+use crate::output::outln;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,7 +50,7 @@ pub struct BenchOptions {
 /// both leaf keys RSA-4096, and the issuing CAs in both configs.
 fn rsa_chains(dir: &Path) -> Result<(), StartError> {
     use crate::dev::pki::{write_real_pki, RsaKeys, Shape};
-    println!("making RSA-4096 keys with `openssl genpkey` for --pki uzi …");
+    outln!("making RSA-4096 keys with `openssl genpkey` for --pki uzi …");
     let mut keys = RsaKeys::generate_with_openssl().map_err(err)?;
     keys.wijkteam = RsaKeys::openssl_key(4096).map_err(err)?;
     write_real_pki(dir, Shape::Uzi, &keys).map_err(err)?;
@@ -279,7 +280,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
     let mut case_system = LocalApiClient::new(w_node.spec.api, &w_node.token, "bench");
     let w_before = stats(&mut case_system).await?;
     let text = "Ouders vragen hulp bij slaapproblemen. ".repeat(o.size / 40 + 1);
-    println!(
+    outln!(
         "wijkpoort bench: {} messages, {} concurrent submitters over {} practice(s) into one wijkteam, ~{} B free text, keys {}, durability {}",
         o.messages,
         o.concurrency,
@@ -411,14 +412,14 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
             .unwrap_or(0)
             .saturating_sub(b[k].as_u64().unwrap_or(0))
     };
-    println!();
-    println!(
+    outln!();
+    outln!(
         "throughput, end to end        {:>10.0} messages/s  ({} messages in {:.2} s, last receipt)",
         n / e2e_secs,
         o.messages,
         e2e_secs
     );
-    println!(
+    outln!(
         "  (all in the wijkteam store)  {:>10.2} s wall; accept phase {:.2} s = {:.0} accepted/s",
         all_delivered.as_secs_f64(),
         accept_phase.as_secs_f64(),
@@ -434,7 +435,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
                         b: &Value| {
         let syncs = delta(s, b, "commit_syncs");
         let groups = delta(s, b, "commit_groups");
-        println!(
+        outln!(
             "{:<9} CPU {:>7.1} µs/message   RSS idle {:>5.1} MB, peak {:>6.1} MB   commit groups {:>6} ({:.1} jobs/group), fdatasync {:.3}/message",
             name,
             cpu / count.max(1.0) * 1e6,
@@ -457,7 +458,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
             &his_stats[i],
         );
         if practices_n > 1 {
-            println!(
+            outln!(
                 "          {:>10.0} messages/s  ({} messages, last receipt at {:.2} s)",
                 count / secs_since_start(per[i].last_delivery),
                 count,
@@ -475,7 +476,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
         &w_stats,
         &w_before,
     );
-    println!(
+    outln!(
         "load generator (this process, on the same cores) CPU {:>7.1} µs/message",
         own_cpu / n * 1e6
     );
@@ -483,7 +484,7 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
         .iter()
         .map(|s| s["handshakes_out"].as_u64().unwrap_or(0))
         .sum();
-    println!(
+    outln!(
         "TLS handshakes: practices → wijkteam {} (relay connections), wijkteam listener accepted {}",
         handshakes_out, w_stats["handshakes_in"]
     );
@@ -502,13 +503,13 @@ struct Figures {
 
 impl Figures {
     fn print_latencies(&self, indent: &str) {
-        println!(
+        outln!(
             "{indent}submit → accepted   p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms",
             percentile(&self.accept_ms, 0.5),
             percentile(&self.accept_ms, 0.95),
             percentile(&self.accept_ms, 0.99)
         );
-        println!(
+        outln!(
             "{indent}submit → delivered  p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms  ({} receipts)",
             percentile(&self.delivered_ms, 0.5),
             percentile(&self.delivered_ms, 0.95),

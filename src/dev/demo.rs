@@ -4,6 +4,7 @@
 //! in the demo is fictitious; the narration shows ids and statuses, and the one place it
 //! shows message content is the inbox, to show what actually arrived.
 
+use crate::output::outln;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -20,7 +21,7 @@ pub const DEMO_BSN: &str = "111222333";
 
 fn step(n: &mut u32, text: &str) {
     *n += 1;
-    println!("\n[{n}] {text}");
+    outln!("\n[{n}] {text}");
 }
 
 fn err(e: impl std::fmt::Display) -> StartError {
@@ -57,16 +58,16 @@ pub async fn run() -> Result<(), StartError> {
         });
     }
     let net = devkit::write_network(dir.path(), &nodes, None).map_err(err)?;
-    println!("    dev network in {}", net.dir.display());
-    println!(
+    outln!("    dev network in {}", net.dir.display());
+    outln!(
         "    practice    {} (URA-like, certificate serialNumber)",
         DEV_PRACTICE_ID
     );
-    println!(
+    outln!(
         "    practice-2  {} (a second practice in the same municipality)",
         devkit::practice_id(1)
     );
-    println!(
+    outln!(
         "    wijkteam    {} (OIN-like, certificate serialNumber)",
         DEV_WIJKTEAM_ID
     );
@@ -79,9 +80,11 @@ pub async fn run() -> Result<(), StartError> {
     for (node, listeners) in net.nodes.iter().zip(sockets) {
         let gw = RunningGateway::start(Config::load(&node.config)?, listeners, Durability::Synced)
             .await?;
-        println!(
+        outln!(
             "    {}: local API http://{}, mTLS https://{}",
-            node.spec.name, gw.local_api, gw.listener
+            node.spec.name,
+            gw.local_api,
+            gw.listener
         );
         running.push(gw);
     }
@@ -123,7 +126,7 @@ pub async fn run() -> Result<(), StartError> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    println!(
+    outln!(
         "    consent {consent_id} recorded (WGBO 12-15: child and parent), covering messages until {}",
         answer["effective_until"].as_str().unwrap_or("?")
     );
@@ -140,7 +143,7 @@ pub async fn run() -> Result<(), StartError> {
         return Err(err(format!("consent query refused ({code}): {answer}")));
     }
     for c in answer["consents"].as_array().cloned().unwrap_or_default() {
-        println!(
+        outln!(
             "    {} {} until {}",
             c["consent_id"].as_str().unwrap_or(""),
             c["status"].as_str().unwrap_or(""),
@@ -160,7 +163,7 @@ pub async fn run() -> Result<(), StartError> {
     turning_12["performers"] = json!([{"role": "parent", "name": "M. de Vries"}]);
     turning_12["scope"]["types"] = json!(["referral"]);
     let (code, answer) = his.post("/v1/consents", &turning_12).await.map_err(err)?;
-    println!(
+    outln!(
         "    {code}: effective until {} (the wijkteam is sent this end date, never the birth date)",
         answer["effective_until"].as_str().unwrap_or("?")
     );
@@ -172,7 +175,7 @@ pub async fn run() -> Result<(), StartError> {
     let mut child_only = consent.clone();
     child_only["performers"] = json!([{"role": "child", "name": "Sanne de Vries"}]);
     let (code, answer) = his.post("/v1/consents", &child_only).await.map_err(err)?;
-    println!(
+    outln!(
         "    {code} {}: {}",
         answer["error"].as_str().unwrap_or(""),
         answer["message"].as_str().unwrap_or("")
@@ -196,7 +199,7 @@ pub async fn run() -> Result<(), StartError> {
             "support_profile": {"estimate": "intensief"}
         }
     });
-    println!(
+    outln!(
         "    submitted with fields: {}",
         field_paths(&referral).join(", ")
     );
@@ -216,10 +219,10 @@ pub async fn run() -> Result<(), StartError> {
     let inbox = show_inbox(&mut case_system).await?;
     if let Some(arrived) = inbox.iter().find(|m| m["id"] == json!(referral_id)) {
         let body = &arrived["envelope"]["body"];
-        println!("      request_for_help: {}", body["request_for_help"]);
-        println!("      postcode: {} (policy: truncate:4)", body["postcode"]);
+        outln!("      request_for_help: {}", body["request_for_help"]);
+        outln!("      postcode: {} (policy: truncate:4)", body["postcode"]);
         let removed = body.get("medication").is_none() && body.get("support_profile").is_none();
-        println!(
+        outln!(
             "      medication, support_profile: {}",
             if removed {
                 "removed by the practice's minimisation policy"
@@ -288,7 +291,7 @@ pub async fn run() -> Result<(), StartError> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    println!("    consent {consent_2} recorded at practice-2 (WGBO under 12: parent)");
+    outln!("    consent {consent_2} recorded at practice-2 (WGBO under 12: parent)");
     let referral_2 = json!({
         "type": "referral",
         "to": "wijkteam",
@@ -329,7 +332,7 @@ pub async fn run() -> Result<(), StartError> {
     if at_1.iter().any(|m| m["id"] == json!(feedback_2_id)) {
         return Err(err("practice-2's feedback arrived at the other practice"));
     }
-    println!("    practice-2 has its feedback; the first practice's inbox holds nothing new");
+    outln!("    practice-2 has its feedback; the first practice's inbox holds nothing new");
     acknowledge(&mut his_2, DEV_WIJKTEAM_ID, &feedback_2_id).await?;
 
     step(
@@ -352,7 +355,7 @@ pub async fn run() -> Result<(), StartError> {
         .unwrap_or_default()
     {
         let id = update.as_str().unwrap_or_default().to_string();
-        println!("    consent_update {id} queued");
+        outln!("    consent_update {id} queued");
         wait_delivered(&mut his, &id).await?;
     }
 
@@ -363,7 +366,7 @@ pub async fn run() -> Result<(), StartError> {
     let mut more = feedback.clone();
     more["body"]["status"] = json!("help_started");
     let (code, answer) = case_system.post("/v1/messages", &more).await.map_err(err)?;
-    println!(
+    outln!(
         "    refused: {code} {}: {}",
         answer["error"].as_str().unwrap_or(""),
         answer["message"].as_str().unwrap_or("")
@@ -376,7 +379,7 @@ pub async fn run() -> Result<(), StartError> {
     practice.stop().await?;
     practice_2.stop().await?;
     wijkteam.stop().await?;
-    println!("    every store closed with a signed audit checkpoint");
+    outln!("    every store closed with a signed audit checkpoint");
 
     step(
         &mut n,
@@ -386,7 +389,7 @@ pub async fn run() -> Result<(), StartError> {
         .node("practice")
         .map(|n| n.config.display().to_string())
         .ok_or_else(|| err("no practice"))?;
-    println!("    $ wijkpoort audit --config practice.toml report --bsn {DEMO_BSN}");
+    outln!("    $ wijkpoort audit --config practice.toml report --bsn {DEMO_BSN}");
     let report = [
         "--config",
         &cfg,
@@ -399,11 +402,11 @@ pub async fn run() -> Result<(), StartError> {
     if crate::audit::cli::run_words(report).await != 0 {
         return Err(err("the audit report failed"));
     }
-    println!("    $ wijkpoort audit --config practice.toml verify");
+    outln!("    $ wijkpoort audit --config practice.toml verify");
     if crate::audit::cli::run_words(["--config", &cfg, "verify"]).await != 0 {
         return Err(err("the audit log of the practice does not verify"));
     }
-    println!("\nDemo complete.");
+    outln!("\nDemo complete.");
     Ok(())
 }
 
@@ -413,7 +416,7 @@ async fn submit(client: &mut LocalApiClient, message: &Value) -> Result<String, 
         return Err(err(format!("submission refused ({code}): {answer}")));
     }
     let id = answer["id"].as_str().unwrap_or_default().to_string();
-    println!(
+    outln!(
         "    accepted: {} {} → status {}",
         message["type"].as_str().unwrap_or(""),
         id,
@@ -429,7 +432,7 @@ async fn wait_delivered(client: &mut LocalApiClient, id: &str) -> Result<Value, 
             .await
             .map_err(err)?;
         if code == 200 && status["status"] == "delivered" {
-            println!(
+            outln!(
                 "    {id}: delivered after {} attempt(s)",
                 status["attempts"]
             );
@@ -448,7 +451,7 @@ async fn wait_delivered(client: &mut LocalApiClient, id: &str) -> Result<Value, 
 
 fn print_receipt(status: &Value) {
     let r = &status["receipt"];
-    println!(
+    outln!(
         "    receipt: signed by {} at {}, stored hash {}…",
         r["receiver"].as_str().unwrap_or("?"),
         r["received_at"].as_str().unwrap_or("?"),
@@ -464,14 +467,14 @@ async fn show_inbox(client: &mut LocalApiClient) -> Result<Vec<Value>, StartErro
     let (_, inbox) = client.get("/v1/inbox").await.map_err(err)?;
     let messages = inbox["messages"].as_array().cloned().unwrap_or_default();
     for m in &messages {
-        println!(
+        outln!(
             "    inbox: {} {} from {}",
             m["type"].as_str().unwrap_or(""),
             m["id"].as_str().unwrap_or(""),
             m["from"].as_str().unwrap_or("")
         );
         let env = &m["envelope"];
-        println!("      fields that arrived: {}", field_paths(env).join(", "));
+        outln!("      fields that arrived: {}", field_paths(env).join(", "));
     }
     Ok(messages)
 }
@@ -481,7 +484,7 @@ async fn acknowledge(client: &mut LocalApiClient, from: &str, id: &str) -> Resul
         .post(&format!("/v1/inbox/{from}/{id}/ack"), &json!({}))
         .await
         .map_err(err)?;
-    println!("    acknowledged {id} ({code})");
+    outln!("    acknowledged {id} ({code})");
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! demo drive the real gateway through the same library. Nothing in the gateway imports
 //! this module.
 
+use crate::output::outln;
 pub mod bench;
 pub mod demo;
 pub mod devkit;
@@ -19,7 +20,7 @@ pub mod pki;
 /// stdout.
 pub fn certs_dev(out: &std::path::Path, shape: pki::Shape) -> Result<(), pki::PkiError> {
     if shape != pki::Shape::Ecdsa {
-        println!("making fresh RSA keys with `openssl genpkey` (4096 and 2048 bits) …");
+        outln!("making fresh RSA keys with `openssl genpkey` (4096 and 2048 bits) …");
     }
     let [practice, wijkteam, auditor] = devkit::write_secrets_shaped(out, shape)?;
     let (kind, practice_kind) = match shape {
@@ -30,18 +31,18 @@ pub fn certs_dev(out: &std::path::Path, shape: pki::Shape) -> Result<(), pki::Pk
         ),
         pki::Shape::Pkioverheid => ("RSA, PKIoverheid shape", "OIN in serialNumber"),
     };
-    println!("dev PKI ({kind}) written to {}:", out.display());
-    println!("  ca.pem                      trust anchor (the CA keys are not kept)");
+    outln!("dev PKI ({kind}) written to {}:", out.display());
+    outln!("  ca.pem                      trust anchor (the CA keys are not kept)");
     if shape != pki::Shape::Ecdsa {
-        println!("  uzi-server-ca.pem           issuing CA, rule uzi");
-        println!("  pkio-issuing-ca.pem         issuing CA, rule pkioverheid");
-        println!("  issuing_cas.toml            the [[issuing_cas]] section naming them");
+        outln!("  uzi-server-ca.pem           issuing CA, rule uzi");
+        outln!("  pkio-issuing-ca.pem         issuing CA, rule pkioverheid");
+        outln!("  issuing_cas.toml            the [[issuing_cas]] section naming them");
     }
-    println!("  practice.pem/.key           {practice} (practice, {practice_kind})");
-    println!("  wijkteam.pem/.key           {wijkteam} (municipality, OIN in serialNumber)");
-    println!("  auditor.pem/.key            {auditor} (auditor)");
-    println!("  practice/wijkteam.secret    pseudonym and HMAC key");
-    println!("  practice/wijkteam.datakey   data key: seals what the store holds (AES-256-GCM)");
-    println!("  practice/wijkteam.token     local API bearer token");
+    outln!("  practice.pem/.key           {practice} (practice, {practice_kind})");
+    outln!("  wijkteam.pem/.key           {wijkteam} (municipality, OIN in serialNumber)");
+    outln!("  auditor.pem/.key            {auditor} (auditor)");
+    outln!("  practice/wijkteam.secret    pseudonym and HMAC key");
+    outln!("  practice/wijkteam.datakey   data key: seals what the store holds (AES-256-GCM)");
+    outln!("  practice/wijkteam.token     local API bearer token");
     Ok(())
 }

@@ -11,6 +11,7 @@ mod fixture;
 mod at_rest;
 mod backup;
 mod batch_signature;
+mod cli_output;
 mod config;
 mod consent;
 mod durability;
