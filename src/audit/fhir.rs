@@ -167,36 +167,6 @@ pub fn patient(pseudonym: Option<&str>) -> Value {
     }
 }
 
-/// FHIR `Attachment.hash` of a text: its SHA-1 (as R4 defines the element), base64. The
-/// auditor sees that evidence exists and can match it to the practice's copy, but never
-/// reads it.
-pub fn attachment_hash(text: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
-    base64(digest.as_ref())
-}
-
-/// Standard base64 with padding (RFC 4648), as FHIR `base64Binary` requires.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Whether an agent's `who` is the organisation `org`.
 fn names_organisation(agent: &Value, org: &str) -> bool {
     agent["who"]["type"] == "Organization" && agent["who"]["identifier"]["value"] == org
@@ -572,6 +542,7 @@ mod tests {
     use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 
     use super::*;
+    use crate::audit::evidence::{attachment_hash, base64};
     use crate::audit::query::history;
     use crate::audit::AuditEvent;
     use crate::consent::{

@@ -26,6 +26,7 @@ pub use crate::chain::{
 pub use crate::pseudonym::Pseudonymiser;
 
 pub mod cli;
+pub mod evidence;
 pub mod fhir;
 pub mod online;
 pub mod progress;

@@ -537,7 +537,7 @@ fn particulars(record: &Value) -> ConsentParticulars {
         .map(|b| b.rule().to_string());
     let evidence_sha1 = record["evidence"]
         .as_str()
-        .map(super::fhir::attachment_hash);
+        .map(super::evidence::attachment_hash);
     ConsentParticulars {
         performer_roles,
         wgbo_rule,
