@@ -86,8 +86,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Bring the store to this build's format (stop the gateway and back the store up
-    /// first); a gateway refuses to start on an older store and names this command.
+    /// Bring a store of format 1 or 2 to format 3 (batch signatures, still plaintext), in
+    /// place (stop the gateway and back the store up first); `store compact` then seals
+    /// it into this build's format 4. A gateway refuses to start on an older store and
+    /// names the command to run.
     Migrate {
         #[arg(long)]
         config: PathBuf,
@@ -268,6 +270,11 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
     for name in &done.unknown_recipients {
         outln!("  consent recipient {name:?} is no configured peer; kept as it was");
     }
+    println!(
+        "the store is still plaintext: seal it with `wijkpoort store compact --from {} --to NEWDIR --data-key FILE` (format {}), then point store_dir at NEWDIR",
+        config.store_dir.display(),
+        crate::store::FORMAT_VERSION
+    );
     Ok(())
 }
 

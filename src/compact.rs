@@ -72,7 +72,7 @@ pub struct Resealed {
 }
 
 /// Copies the store in `from` into the fresh directory `to`, sealed with `new_key`
-/// (`key`, the store's own, when none). `key` opens a sealed store; a format-2
+/// (`key`, the store's own, when none). `key` opens a sealed store; a format-2 or -3
 /// store is plaintext and needs it only to seal.
 pub fn compact(
     from: &Path,

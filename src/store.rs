@@ -542,20 +542,27 @@ impl Store {
         })
     }
 
-    /// As [`Store::open_read_only`], able to open sealed values with `data_key`.
+    /// As [`Store::open_read_only`], able to open sealed values with `data_key`. A store
+    /// of an older format holds plaintext, which reads as it is (the key is not needed).
     pub fn open_read_only_with_key(
         dir: &Path,
         data_key: Arc<DataKey>,
     ) -> Result<ReadOnlyStore, StoreError> {
         let (db, trees) = open_existing(dir)?;
-        if format_of(&trees)? == Some(FORMAT_VERSION) {
-            check_data_key(dir, &trees, &data_key)?;
-        }
-        let seals = seals_made(&trees[T::Meta.index()], &data_key.id())?;
+        let sealer = match format_of(&trees)? {
+            Some(found) if found < FORMAT_VERSION => None,
+            format => {
+                if format == Some(FORMAT_VERSION) {
+                    check_data_key(dir, &trees, &data_key)?;
+                }
+                let seals = seals_made(&trees[T::Meta.index()], &data_key.id())?;
+                Some(Sealer::new(data_key, seals))
+            }
+        };
         Ok(ReadOnlyStore {
             _db: db,
             trees,
-            sealer: Some(Sealer::new(data_key, seals)),
+            sealer,
         })
     }
 

@@ -47,7 +47,8 @@ pub struct AuditArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Offline: the gateway's config — its secret pseudonymises --bsn, its certificate checks
-    /// checkpoints, its key lets the read be recorded in the log.
+    /// checkpoints, its key lets the read be recorded in the log, its data key opens what
+    /// is sealed at rest (the consent log; for `prove`, the envelopes).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Online: the gateway's mTLS listener, https://host:port.
@@ -501,15 +502,27 @@ fn prove_offline(
         (None, Some(c)) => c.trust_anchors.clone(),
         (None, None) => Vec::new(),
     };
-    let store = retry_locked(|| Store::open_read_only(&dir)).map_err(|e| match e {
+    // The envelopes are sealed at rest: the config's data key opens them (in its own
+    // store, or a backup of it).
+    let data_key = config.as_ref().map(|c| c.data_key.clone());
+    let store = retry_locked(|| match &data_key {
+        Some(k) => Store::open_read_only_with_key(&dir, k.clone()),
+        None => Store::open_read_only(&dir),
+    })
+    .map_err(|e| match e {
         StoreError::Locked(dir) => AuditCliError::Usage(format!(
             "the store at {} is locked by its running gateway; prove reads a stopped gateway's store or a copy of it (wijkpoort store backup)",
             dir.display()
         )),
         other => AuditCliError::Store(other),
     })?;
-    let reports = super::prove::prove(&store, message, from, &anchors)
-        .map_err(|e| AuditCliError::Usage(e.to_string()))?;
+    let reports = super::prove::prove(&store, message, from, &anchors).map_err(|e| match e {
+        super::prove::ProveError::Store(StoreError::Sealed(tree)) => AuditCliError::Usage(format!(
+            "the envelopes in the store at {} are sealed at rest (the {tree} tree): give --config FILE of the gateway that wrote it, whose data key opens them",
+            dir.display()
+        )),
+        other => AuditCliError::Usage(other.to_string()),
+    })?;
     let text = if matches!(format, Format::Json | Format::Fhir) {
         render::json(&reports)
     } else {

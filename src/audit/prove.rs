@@ -92,8 +92,13 @@ pub fn prove(
     anchors: &[CertificateDer<'static>],
 ) -> Result<Vec<EnvelopeProofReport>, ProveError> {
     let mut found = Vec::new();
-    if let Some(record) = trees.tree(T::Sent).get(message_id.as_bytes())? {
-        let envelope = trees.tree(T::SentEnvelopes).get(message_id.as_bytes())?;
+    let id = message_id.as_bytes();
+    if let Some(record) = trees.tree(T::Sent).get(id)? {
+        let record = trees.open_value(T::Sent, id, &record)?;
+        let envelope = match trees.tree(T::SentEnvelopes).get(id)? {
+            Some(e) => Some(trees.open_value(T::SentEnvelopes, id, &e)?),
+            None => None,
+        };
         let sent = crate::outbox::decode(&record, envelope.as_deref())?;
         found.push((Side::Sent, sent.envelope, sent.signature, sent.batch, None));
     }
@@ -107,6 +112,7 @@ pub fn prove(
         {
             continue;
         }
+        let value = trees.open_value(T::Received, &key, &value)?;
         let received = crate::inbox::decode(&value)?;
         found.push((
             Side::Received,

@@ -2,8 +2,8 @@
 //! No name or BSN can be found in any file under a stopped gateway's store directory, in
 //! any encoding the store could hold it in; the same data reads back through the local
 //! API after a restart; a value moved to another record does not open; a rotated key
-//! re-seals everything; `store compact` seals a plaintext store of the previous format
-//! into a fresh directory.
+//! re-seals everything; `store compact` seals a plaintext store (format 2 or 3, written
+//! before encryption at rest) into a fresh directory, as format 4.
 
 use std::path::{Path, PathBuf};
 
@@ -148,7 +148,7 @@ async fn read_back(setup: &mut Setup, id: &str, consent: &str) {
     assert_eq!(sent["receipt"]["message_id"], id);
     for client in [&mut his, &mut case_system] {
         let (code, consents) = client
-            .get(&format!("/v1/consents?bsn={BSN}"))
+            .post("/v1/consents/query", &json!({ "bsn": BSN }))
             .await
             .unwrap();
         assert_eq!(code, 200, "{consents}");
@@ -311,8 +311,9 @@ async fn rotate_key_reseals_everything_and_the_gateway_runs_on_the_new_key() {
 }
 
 /// Rewrites a sealed store as one written before encryption at rest: every sealed value
-/// in plaintext, format 2.
-pub fn unseal_to_format_2(dir: &Path, key: std::sync::Arc<DataKey>) {
+/// in plaintext, no data key named, format `format` (3: batch signatures; 2: before
+/// them, which `store compact` also takes).
+pub fn unseal_to_plaintext(dir: &Path, key: std::sync::Arc<DataKey>, format: u32) {
     let sealer = wijkpoort::seal::Sealer::new(key, 0);
     let db = retry_open(|| sled::open(dir));
     for t in T::ALL.into_iter().filter(|t| t.is_sealed()) {
@@ -324,18 +325,31 @@ pub fn unseal_to_format_2(dir: &Path, key: std::sync::Arc<DataKey>) {
         }
     }
     let meta = db.open_tree("meta").unwrap();
-    meta.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+    meta.insert(FORMAT_KEY, &format.to_be_bytes()).unwrap();
     meta.remove(wijkpoort::store::DATA_KEY_ID).unwrap();
     db.flush().unwrap();
+}
+
+/// The format version recorded in the stopped store at `dir`.
+fn stored_format(dir: &Path) -> u32 {
+    let db = retry_open(|| sled::open(dir));
+    let v = db
+        .open_tree("meta")
+        .unwrap()
+        .get(FORMAT_KEY)
+        .unwrap()
+        .unwrap();
+    u32::from_be_bytes(v.as_ref().try_into().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plaintext_store_is_refused_naming_compact_which_seals_it_into_a_fresh_directory() {
     let (mut setup, id, consent) = exchanged_and_stopped().await;
-    for role in [Role::Practice, Role::Wijkteam] {
+    // The practice's store as the previous format (3) left it, the wijkteam's as format 2.
+    for (role, format) in [(Role::Practice, 3), (Role::Wijkteam, 2)] {
         let config = setup.config(role);
         let dir = config.store_dir.clone();
-        unseal_to_format_2(&dir, config.data_key.clone());
+        unseal_to_plaintext(&dir, config.data_key.clone(), format);
         // The plaintext is there: the scan would see it.
         assert!(!found_in(&dir, &[BSN]).is_empty());
 
@@ -347,14 +361,16 @@ async fn a_plaintext_store_is_refused_naming_compact_which_seals_it_into_a_fresh
         })
         .expect("a plaintext store is refused");
         let text = refused.to_string();
+        assert!(text.contains(&format!("store format {format}")), "{text}");
         assert!(text.contains("wijkpoort store compact"), "{text}");
 
         let fresh = dir.with_extension("compacted");
         let done =
             wijkpoort::compact::compact(&dir, &fresh, config.data_key.clone(), None).unwrap();
-        assert_eq!(done.from_version, 2);
+        assert_eq!(done.from_version, format);
         assert!(done.sealed > 0);
         assert_eq!(all_sealed_with(&fresh, config.data_key.id()), done.sealed);
+        assert_eq!(stored_format(&fresh), wijkpoort::store::FORMAT_VERSION);
         assert_eq!(found_in(&fresh, &needles()), Vec::new());
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::rename(&fresh, &dir).unwrap();
@@ -397,7 +413,7 @@ fn wijkpoort(args: &[&std::ffi::OsStr]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_commands_compact_purge_and_refuse_a_readable_data_key() {
     use std::os::unix::fs::PermissionsExt;
-    let (setup, _, _) = exchanged_and_stopped().await;
+    let (setup, id, _) = exchanged_and_stopped().await;
     let config_path = setup.config_path(Role::Practice);
     let dir = setup.store_dir(Role::Practice);
     let key_file = setup.kit.dir.join("practice.datakey");
@@ -445,7 +461,9 @@ async fn the_store_commands_compact_purge_and_refuse_a_readable_data_key() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("(format 3)"), "{stdout}");
+    // A sealed store (format 4) copied into a sealed store (format 4).
+    assert!(stdout.contains("(format 4) copied into"), "{stdout}");
+    assert!(stdout.contains("(format 4): "), "{stdout}");
     let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
     assert_eq!(found_in(&fresh, &needles()), Vec::new());
@@ -467,4 +485,34 @@ async fn the_store_commands_compact_purge_and_refuse_a_readable_data_key() {
         assert!(out.status.success(), "{stdout}");
         assert!(stdout.contains("intact"), "{stdout}");
     }
+
+    // An envelope is sealed: `audit prove` opens it with the config's data key, in the
+    // store and in its copy, and without one says what it needs.
+    let prove = |args: &[&std::ffi::OsStr]| {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["audit".as_ref()];
+        all.extend_from_slice(args);
+        let words: [&std::ffi::OsStr; 3] = ["prove".as_ref(), "--message".as_ref(), id.as_ref()];
+        all.extend(words);
+        wijkpoort(&all)
+    };
+    for store in [&dir, &fresh] {
+        let out = prove(&[
+            "--config".as_ref(),
+            config_path.as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("proof             valid"), "{stdout}");
+    }
+    let out = prove(&["--store".as_ref(), fresh.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sealed at rest"), "{stderr}");
+    assert!(stderr.contains("--config"), "{stderr}");
 }

@@ -213,8 +213,11 @@ async fn each_retention_rule_removes_what_is_due_and_only_that_and_the_audit_cha
             ..PurgeSummary::default()
         }
     );
-    let (code, consents) = his.get(&format!("/v1/consents?bsn={BSN}")).await.unwrap();
-    assert_eq!(code, 200);
+    let (code, consents) = his
+        .post("/v1/consents/query", &json!({ "bsn": BSN }))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{consents}");
     let listed: Vec<&str> = consents["consents"]
         .as_array()
         .unwrap()
