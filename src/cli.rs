@@ -270,7 +270,7 @@ fn migrate(path: &std::path::Path) -> Result<(), StartError> {
     for name in &done.unknown_recipients {
         outln!("  consent recipient {name:?} is no configured peer; kept as it was");
     }
-    println!(
+    outln!(
         "the store is still plaintext: seal it with `wijkpoort store compact --from {} --to NEWDIR --data-key FILE` (format {}), then point store_dir at NEWDIR",
         config.store_dir.display(),
         crate::store::FORMAT_VERSION
