@@ -5,7 +5,7 @@
 
 use chrono::{Duration, Utc};
 use wijkpoort::audit::Event;
-use wijkpoort::dev::pki::DEV_PRACTICE_ID;
+use wijkpoort::dev::pki::{LeafSpec, DEV_PRACTICE_ID, DEV_WIJKTEAM_ID};
 
 use crate::util::*;
 
@@ -107,6 +107,76 @@ async fn a_revoked_practice_is_refused_in_the_handshake_and_on_its_kept_alive_co
     .await;
     assert!(answer.is_err(), "{answer:?}");
 
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_wijkteam_is_dropped_by_the_relay_on_its_kept_alive_connection() {
+    let mut setup = Setup::new().await;
+    // The other direction: the wijkteam's certificate is the test CA's, and the
+    // practice (its relay is the TLS client) checks the CA's list.
+    let issued = setup.issue(&LeafSpec::new(
+        DEV_WIJKTEAM_ID,
+        "Wijkteam (test)",
+        "wijkteam.test",
+    ));
+    std::fs::write(setup.kit.pki.cert("wijkteam"), &issued.cert_pem).unwrap();
+    std::fs::write(setup.kit.pki.key("wijkteam"), &issued.key_pem).unwrap();
+    let crl = setup.kit.dir.join("test-ca.crl.pem");
+    let path = setup.config_path(Role::Practice);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "trust_anchors = \"ca.pem\"",
+        "trust_anchors = \"ca.pem\"\ncrls = [\"test-ca.crl.pem\"]\ncrl_grace_hours = 0",
+    );
+    std::fs::write(&path, text).unwrap();
+    let now = Utc::now();
+    write_crl(
+        &setup,
+        &crl,
+        &[],
+        now - Duration::hours(1),
+        now + Duration::days(1),
+    );
+    let practice = setup.start(Role::Practice).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let consent = record_consent(&mut his).await;
+    let first = submit(&mut his, &referral_submission(&consent)).await;
+    wait_delivered(&mut his, &first).await;
+
+    // The wijkteam's key is stolen: its CA revokes the certificate, and the practice
+    // reloads the list. The relay drops its kept-alive connection before the next
+    // request and the new handshake refuses the certificate: nothing more is sent.
+    write_crl(
+        &setup,
+        &crl,
+        &[&issued.cert_der()],
+        now,
+        now + Duration::days(1),
+    );
+    practice.reload().await.unwrap();
+    let second = submit(&mut his, &referral_submission(&consent)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let reason = loop {
+        let s = status(&mut his, &second).await;
+        assert_eq!(s["status"], "queued", "{s}");
+        if let Some(r) = s["last_error"].as_str() {
+            if r.to_lowercase().contains("revoked") {
+                break r.to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not report the revoked certificate: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(reason.contains("wijkteam"), "{reason}");
+    assert_eq!(
+        audit_count(store(&wijkteam), Event::MessageReceived, &second),
+        0
+    );
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
 }
