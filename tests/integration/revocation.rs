@@ -12,11 +12,26 @@ use crate::util::*;
 /// Re-issues the practice's certificate from the test CA (whose key the test holds, so
 /// it can revoke it), and points the wijkteam at a CRL file of that CA.
 fn practice_under_test_ca(setup: &Setup, grace_hours: u64) -> (Credentials, std::path::PathBuf) {
-    let issued = setup.issue(&practice_spec());
-    std::fs::write(setup.kit.pki.cert("practice"), &issued.cert_pem).unwrap();
-    std::fs::write(setup.kit.pki.key("practice"), &issued.key_pem).unwrap();
+    under_test_ca(setup, Role::Practice, &practice_spec(), grace_hours)
+}
+
+/// Re-issues `whose` certificate from the test CA by `spec`, and points the other
+/// gateway (the one that checks it) at a CRL file of that CA.
+fn under_test_ca(
+    setup: &Setup,
+    whose: Role,
+    spec: &LeafSpec,
+    grace_hours: u64,
+) -> (Credentials, std::path::PathBuf) {
+    let issued = setup.issue(spec);
+    std::fs::write(setup.kit.pki.cert(whose.name()), &issued.cert_pem).unwrap();
+    std::fs::write(setup.kit.pki.key(whose.name()), &issued.key_pem).unwrap();
     let crl = setup.kit.dir.join("test-ca.crl.pem");
-    let path = setup.config_path(Role::Wijkteam);
+    let checker = match whose {
+        Role::Practice => Role::Wijkteam,
+        Role::Wijkteam => Role::Practice,
+    };
+    let path = setup.config_path(checker);
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "trust_anchors = \"ca.pem\"",
         &format!(
@@ -116,20 +131,12 @@ async fn a_revoked_wijkteam_is_dropped_by_the_relay_on_its_kept_alive_connection
     let mut setup = Setup::new().await;
     // The other direction: the wijkteam's certificate is the test CA's, and the
     // practice (its relay is the TLS client) checks the CA's list.
-    let issued = setup.issue(&LeafSpec::new(
-        DEV_WIJKTEAM_ID,
-        "Wijkteam (test)",
-        "wijkteam.test",
-    ));
-    std::fs::write(setup.kit.pki.cert("wijkteam"), &issued.cert_pem).unwrap();
-    std::fs::write(setup.kit.pki.key("wijkteam"), &issued.key_pem).unwrap();
-    let crl = setup.kit.dir.join("test-ca.crl.pem");
-    let path = setup.config_path(Role::Practice);
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "trust_anchors = \"ca.pem\"",
-        "trust_anchors = \"ca.pem\"\ncrls = [\"test-ca.crl.pem\"]\ncrl_grace_hours = 0",
+    let (issued, crl) = under_test_ca(
+        &setup,
+        Role::Wijkteam,
+        &LeafSpec::new(DEV_WIJKTEAM_ID, "Wijkteam (test)", "wijkteam.test"),
+        0,
     );
-    std::fs::write(&path, text).unwrap();
     let now = Utc::now();
     write_crl(
         &setup,
