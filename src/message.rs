@@ -399,12 +399,22 @@ fn check_lengths(path: &str, fields: &Map<String, Value>) -> Result<(), InvalidF
 /// A new message id: the prefix and 12 random bytes, hex.
 pub fn new_id(prefix: &str) -> String {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 12];
-    // SystemRandom only fails if the OS has no randomness; then a time-based id is still unique
-    // enough to be refused as a duplicate rather than lost.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+    // The creation time first (unix milliseconds, 12 hex digits: ids sort by time), then
+    // 80 random bits. The store keys its message trees by id (sent records and envelopes,
+    // the audit index by message, received messages at the peer): time-ordered ids land
+    // at the right edge of those B-trees, where random ones would touch (and make sled
+    // rewrite) a random leaf of the whole tree for every message.
+    let millis = Utc::now().timestamp_millis().max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    // SystemRandom only fails if the OS has no randomness; then the time in nanoseconds
+    // still makes the id unique enough to be refused as a duplicate rather than lost.
+    if ring::rand::SystemRandom::new()
+        .fill(&mut bytes[6..])
+        .is_err()
+    {
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        bytes[..8].copy_from_slice(&nanos.to_be_bytes());
+        bytes[8..].copy_from_slice(&nanos.to_be_bytes());
     }
     format!("{prefix}-{}", hex::encode(bytes))
 }
@@ -413,6 +423,20 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn new_ids_are_unique_and_sort_by_creation_time() {
+        let first = new_id("msg");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let ids: Vec<String> = (0..1000).map(|_| new_id("msg")).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.iter().all(|id| id > &first && id.len() == first.len()));
+        assert!(ids.iter().all(|id| id.len() == "msg-".len() + 32));
+        let mut env = referral();
+        env.id = first;
+        assert!(validate(&env).is_ok());
+    }
 
     fn referral() -> Envelope {
         serde_json::from_value(json!({
