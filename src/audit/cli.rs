@@ -480,18 +480,11 @@ fn prove_offline(
         ));
     }
     let config = args.config.as_deref().map(Config::load).transpose()?;
-    let dir = match (&args.store, &config) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => c.store_dir.clone(),
-        (None, None) => {
-            return Err(AuditCliError::Usage(
-                "say where the envelope is: --store DIR and/or --config FILE".into(),
-            ))
-        }
-    };
-    if !dir.join("db").exists() {
-        return Err(AuditCliError::NoStore(dir));
-    }
+    let dir = offline_store(
+        args,
+        config.as_ref(),
+        "say where the envelope is: --store DIR and/or --config FILE",
+    )?;
     let anchors: Vec<CertificateDer<'static>> = match (&args.ca, &config) {
         (Some(path), _) => CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -537,6 +530,24 @@ fn prove_offline(
     })
 }
 
+/// The store an offline command reads: `--store`, else the config's `store_dir`; it
+/// must hold a sled database. `missing` says what to give when neither is.
+fn offline_store(
+    args: &AuditArgs,
+    config: Option<&Config>,
+    missing: &str,
+) -> Result<PathBuf, AuditCliError> {
+    let dir = match (&args.store, config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => c.store_dir.clone(),
+        (None, None) => return Err(AuditCliError::Usage(missing.into())),
+    };
+    if !dir.join("db").exists() {
+        return Err(AuditCliError::NoStore(dir));
+    }
+    Ok(dir)
+}
+
 async fn offline(
     args: &AuditArgs,
     command: Command,
@@ -549,19 +560,11 @@ async fn offline(
         ));
     }
     let config = args.config.as_deref().map(Config::load).transpose()?;
-    let dir = match (&args.store, &config) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => c.store_dir.clone(),
-        (None, None) => {
-            return Err(AuditCliError::Usage(
-                "say where the log is: --store DIR and/or --config FILE (offline), or --gateway URL (online)"
-                    .into(),
-            ))
-        }
-    };
-    if !dir.join("db").exists() {
-        return Err(AuditCliError::NoStore(dir));
-    }
+    let dir = offline_store(
+        args,
+        config.as_ref(),
+        "say where the log is: --store DIR and/or --config FILE (offline), or --gateway URL (online)",
+    )?;
     let certificate = match (&args.cert, &config) {
         (Some(path), _) => Some(read_certificate(path)?),
         // The certificate the gateway signs its checkpoints with.
