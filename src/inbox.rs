@@ -128,11 +128,7 @@ pub fn purge_body(
     mut msg: ReceivedMessage,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    msg.body_purged = Some(PurgedBody {
-        at,
-        sha256: crate::receipt::sha256_hex(msg.envelope.as_bytes()),
-    });
-    msg.envelope.clear();
+    msg.body_purged = Some(PurgedBody::take(&mut msg.envelope, at));
     tx.insert(T::Received, received_key(&msg.from, &msg.id), encode(&msg)?);
     Ok(())
 }

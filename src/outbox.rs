@@ -165,11 +165,7 @@ pub fn purge_body(
     mut msg: SentMessage,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    msg.body_purged = Some(PurgedBody {
-        at,
-        sha256: crate::receipt::sha256_hex(msg.envelope.as_bytes()),
-    });
-    msg.envelope.clear();
+    msg.body_purged = Some(PurgedBody::take(&mut msg.envelope, at));
     tx.remove(T::SentEnvelopes, msg.id.as_bytes());
     tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
     Ok(())

@@ -55,6 +55,16 @@ pub struct PurgedBody {
     pub sha256: String,
 }
 
+impl PurgedBody {
+    /// Empties `envelope` (a retention purge) and returns what stays of it: when it went
+    /// and its SHA-256, so the receipt and the chain still prove which bytes they were.
+    pub fn take(envelope: &mut String, at: DateTime<Utc>) -> PurgedBody {
+        let sha256 = sha256_hex(envelope.as_bytes());
+        envelope.clear();
+        PurgedBody { at, sha256 }
+    }
+}
+
 /// SHA-256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
