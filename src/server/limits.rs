@@ -792,7 +792,8 @@ impl Refusals {
         }
     }
 
-    /// Flushes every interval until `stop`, and once more then.
+    /// Flushes every interval until `stop`. The last flush is the listener's, once its
+    /// connection tasks have finished (see `Listener::serve`).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -800,7 +801,6 @@ impl Refusals {
                 _ = stop.changed() => break,
             }
         }
-        self.flush().await;
     }
 }
 

@@ -135,6 +135,9 @@ impl Listener {
         )
         .await;
         let _ = summaries.await;
+        // The last summary only once every connection task has finished: a refusal
+        // still being recorded at stop would otherwise start a new interval of its own.
+        self.guards.refusals.flush().await;
     }
 
     async fn connection(
