@@ -229,10 +229,26 @@ pub fn oldest_queued_for_peer(
     };
     let (_, id) = first?;
     let id = String::from_utf8_lossy(&id).into_owned();
-    Ok(get(store, &id)?.map(|m| m.created_at))
+    Ok(get_without_envelope(store, &id)?.map(|m| m.created_at))
 }
 
-/// Reads a sent message outside a job (status queries).
+/// Reads a sent message's record outside a job without its envelope, which is left
+/// empty: for a status query, which shows no envelope. Reading the envelope too would
+/// open (and bring into sled's cache) ~1.6 KB more per message for nothing: a system
+/// polling the status of 20,000 messages raised the practice's memory by ~45 MB.
+pub fn get_without_envelope(
+    store: &crate::store::Store,
+    id: &str,
+) -> Result<Option<SentMessage>, StoreError> {
+    match store.get(T::Sent, id.as_bytes())? {
+        None => Ok(None),
+        Some(record) => serde_json::from_slice(&record)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("sent message: {e}"))),
+    }
+}
+
+/// Reads a sent message outside a job, with its envelope.
 pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>, StoreError> {
     match store.get(T::Sent, id.as_bytes())? {
         None => Ok(None),

@@ -197,8 +197,8 @@ impl LocalApi {
                 Ok(json(202, &accepted))
             }
             (Method::GET, ["v1", "messages", id]) => {
-                let msg =
-                    outbox::get(&self.store, id)?.ok_or_else(|| Refusal::not_found("message"))?;
+                let msg = outbox::get_without_envelope(&self.store, id)?
+                    .ok_or_else(|| Refusal::not_found("message"))?;
                 Ok(json(200, &status_view(&msg)))
             }
             (Method::POST, ["v1", "consents"]) => {
