@@ -273,7 +273,10 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub struct Tx<'a> {
     trees: &'a [sled::Tree],
     sealer: &'a Sealer,
-    overlay: &'a HashMap<(T, Vec<u8>), Option<Vec<u8>>>,
+    /// The writes of the group's earlier jobs, and where in them the last write of each
+    /// key is (so that a value is not copied to be readable).
+    group: &'a [Write],
+    overlay: &'a HashMap<(T, Vec<u8>), usize>,
     writes: Vec<Write>,
     /// Writes (by index into `writes`) sealed before the commit.
     presealed: Vec<(usize, Vec<u8>)>,
@@ -291,8 +294,8 @@ impl Tx<'_> {
         {
             return Ok(v.clone());
         }
-        if let Some(v) = self.overlay.get(&(tree, key.to_vec())) {
-            return Ok(v.clone());
+        if let Some(&i) = self.overlay.get(&(tree, key.to_vec())) {
+            return Ok(self.group[i].2.clone());
         }
         match self.trees[tree.index()].get(key)? {
             None => Ok(None),
@@ -308,9 +311,9 @@ impl Tx<'_> {
             let v = opened(self.sealer, tree, &k, &v)?;
             found.insert(k.to_vec(), Some(v));
         }
-        for ((t, k), v) in self.overlay.iter() {
+        for ((t, k), &i) in self.overlay.iter() {
             if *t == tree && k.starts_with(prefix) {
-                found.insert(k.clone(), v.clone());
+                found.insert(k.clone(), self.group[i].2.clone());
             }
         }
         for (t, k, v) in &self.writes {
@@ -1069,7 +1072,7 @@ impl Committer {
     fn commit_group(&mut self, group: Vec<JobFn>, finishers: &mut Vec<Finisher>) {
         let started = std::time::Instant::now();
         let observer = self.stats.observer.get().cloned();
-        let mut overlay: HashMap<(T, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
+        let mut overlay: HashMap<(T, Vec<u8>), usize> = HashMap::new();
         let mut writes: Vec<Write> = Vec::new();
         let mut presealed: HashMap<usize, Vec<u8>> = HashMap::new();
         // Checkpoints signed since the last group are stored with this one.
@@ -1082,6 +1085,7 @@ impl Committer {
             let mut tx = Tx {
                 trees: &self.trees,
                 sealer: &self.sealer,
+                group: &writes,
                 overlay: &overlay,
                 writes: Vec::new(),
                 presealed: Vec::new(),
@@ -1106,7 +1110,7 @@ impl Committer {
                 }
             }
             for (t, k, v) in job_writes {
-                overlay.insert((t, k.clone()), v.clone());
+                overlay.insert((t, k.clone()), writes.len());
                 writes.push((t, k, v));
             }
             finishers.push(finish);
