@@ -108,10 +108,14 @@ fn encode(m: &SentMessage) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
 }
 
+/// A sent-message record as stored, without its envelope (left empty).
+fn decode_record(bytes: &[u8]) -> Result<SentMessage, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
+}
+
 /// A sent-message record and its envelope, as stored, back into a [`SentMessage`].
 pub fn decode(bytes: &[u8], envelope: Option<&[u8]>) -> Result<SentMessage, StoreError> {
-    let mut msg: SentMessage = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))?;
+    let mut msg = decode_record(bytes)?;
     msg.envelope = match (envelope, &msg.body_purged) {
         (Some(envelope), _) => String::from_utf8_lossy(envelope).into_owned(),
         (None, Some(_)) => String::new(),
@@ -240,12 +244,10 @@ pub fn get_without_envelope(
     store: &crate::store::Store,
     id: &str,
 ) -> Result<Option<SentMessage>, StoreError> {
-    match store.get(T::Sent, id.as_bytes())? {
-        None => Ok(None),
-        Some(record) => serde_json::from_slice(&record)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("sent message: {e}"))),
-    }
+    store
+        .get(T::Sent, id.as_bytes())?
+        .map(|record| decode_record(&record))
+        .transpose()
 }
 
 /// Reads a sent message outside a job, with its envelope.

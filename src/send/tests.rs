@@ -87,6 +87,15 @@ async fn a_covered_referral_is_queued_once_with_its_audit_records() {
     assert_eq!(queued.consent_id.as_deref(), Some("c-1"));
     assert_eq!(queued.subject, Some(parts.pseudonym(BSN)));
     assert_eq!(outbox::queued_for_peer(&parts.store, "wijkteam"), 1);
+    // A status query reads the same record without opening the envelope.
+    let status = outbox::get_without_envelope(&parts.store, "msg-1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.id.as_str(), status.status, status.created_at),
+        ("msg-1", Status::Queued, queued.created_at)
+    );
+    assert!(status.envelope.is_empty() && !queued.envelope.is_empty());
     // What goes out: minimised, with the consent's summary. Not signed yet: the relay
     // signs each batch it sends, once, so accepting costs no signature.
     assert_eq!(queued.signature, None);
