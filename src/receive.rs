@@ -16,8 +16,7 @@ use crate::caller::Caller;
 use crate::chain::{Actor, AuditEvent, Event, Outcome};
 use crate::config::{Peer, Peers};
 use crate::consent::{
-    self, registry, ConsentEvent, ConsentRefusal, ConsentState, ConsentStatus, ConsentSummary,
-    Exchange,
+    self, registry, ConsentEvent, ConsentRefusal, ConsentStatus, ConsentSummary, Exchange,
 };
 use crate::envelope_batch::{BatchSignature, EnvelopeProof, EnvelopeProofError};
 use crate::error::{Code, Refusal};
@@ -497,13 +496,12 @@ impl ReceivePath {
                     .field("consent")
                 })?;
                 summary.validate()?;
-                let mut events = registry::events(&self.store, &summary.id)?;
-                events.push(ConsentEvent::Mirrored {
+                let mirrored = ConsentEvent::Mirrored {
                     summary: summary.clone(),
                     from_peer: peer.identity.to_string(),
                     at: self.local.clock.now(),
-                });
-                let state = ConsentState::from_events(&events);
+                };
+                let state = registry::state_with(&self.store, &summary.id, &mirrored)?;
                 consent::covers(state.as_ref(), &exchange)?;
                 match summary.status {
                     ConsentStatus::Active => {}

@@ -273,6 +273,7 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub struct Tx<'a> {
     trees: &'a [sled::Tree],
     sealer: &'a Sealer,
+    generations: &'a Generations,
     /// The writes of the group's earlier jobs, and where in them the last write of each
     /// key is (so that a value is not copied to be readable).
     group: &'a [Write],
@@ -304,6 +305,16 @@ impl Tx<'_> {
     }
 
     /// Entries whose key starts with `prefix`, in key order, as this job would see them.
+    /// The generation of `tree` as this job sees it, as [`Store::generation`]; `None` if
+    /// this group has written the tree, so that the job sees values not yet committed.
+    pub fn generation(&self, tree: T) -> Option<Generation> {
+        let written = |w: &Write| w.0 == tree;
+        if self.group.iter().any(written) || self.writes.iter().any(written) {
+            return None;
+        }
+        Some(self.generations.of(tree))
+    }
+
     pub fn scan_prefix(&self, tree: T, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let mut found = std::collections::BTreeMap::new();
         for entry in self.trees[tree.index()].scan_prefix(prefix) {
@@ -390,11 +401,56 @@ pub struct Store {
 struct Inner {
     trees: Vec<sled::Tree>,
     sealer: Arc<Sealer>,
+    generations: Arc<Generations>,
     jobs: std::sync::Mutex<Option<mpsc::Sender<JobFn>>>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     poisoned: Arc<AtomicBool>,
     failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
     stats: Arc<CommitStats>,
+}
+
+/// Which version of a tree a reader saw: the store it read (every opened store has a
+/// number of its own in the process) and how many commits had written the tree since
+/// that store was opened. Two equal generations mean the tree did not change in between,
+/// so a value derived from it can be used again without reading the tree (the consent
+/// registry's folded states, [`crate::consent::registry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    store: u64,
+    writes: u64,
+}
+
+/// The committer's count of commits per tree. It counts a commit after sled has applied
+/// it, so a reader that sees the new count reads the new values.
+struct Generations {
+    store: u64,
+    trees: [AtomicU64; T::ALL.len()],
+}
+
+impl Generations {
+    fn new() -> Generations {
+        static OPENED: AtomicU64 = AtomicU64::new(0);
+        Generations {
+            store: OPENED.fetch_add(1, Ordering::Relaxed),
+            trees: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn of(&self, tree: T) -> Generation {
+        Generation {
+            store: self.store,
+            writes: self.trees[tree.index()].load(Ordering::Acquire),
+        }
+    }
+
+    fn written(&self, writes: &[Write]) {
+        let mut seen = [false; T::ALL.len()];
+        for (t, _, _) in writes {
+            if !std::mem::replace(&mut seen[t.index()], true) {
+                self.trees[t.index()].fetch_add(1, Ordering::Release);
+            }
+        }
+    }
 }
 
 /// Whether the commit point syncs to disk. `Off` exists only so that the benchmark can
@@ -456,6 +512,7 @@ impl Store {
         let poisoned = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(tokio::sync::watch::Sender::new(None));
         let stats = Arc::new(CommitStats::default());
+        let generations = Arc::new(Generations::new());
         let (tx, rx) = mpsc::channel::<JobFn>();
         let (to_sign, sign_requests) = mpsc::channel::<(u64, String)>();
         let (signed_tx, signed) = mpsc::channel::<(u64, Vec<u8>)>();
@@ -482,6 +539,7 @@ impl Store {
             db: db.clone(),
             trees: trees.clone(),
             sealer: sealer.clone(),
+            generations: generations.clone(),
             chain,
             signer,
             to_sign,
@@ -506,6 +564,7 @@ impl Store {
             inner: Arc::new(Inner {
                 trees,
                 sealer,
+                generations,
                 jobs: std::sync::Mutex::new(Some(tx)),
                 committer: std::sync::Mutex::new(Some(handle)),
                 poisoned,
@@ -690,6 +749,11 @@ impl Store {
 
     pub fn tree(&self, tree: T) -> &sled::Tree {
         &self.inner.trees[tree.index()]
+    }
+
+    /// The generation of `tree` now: read it before reading the tree.
+    pub fn generation(&self, tree: T) -> Generation {
+        self.inner.generations.of(tree)
     }
 
     pub fn stats(&self) -> &CommitStats {
@@ -944,6 +1008,7 @@ struct Committer {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     sealer: Arc<Sealer>,
+    generations: Arc<Generations>,
     chain: AuditChain,
     signer: Arc<Signer>,
     /// Due checkpoints go to the checkpointer thread to be signed …
@@ -1085,6 +1150,7 @@ impl Committer {
             let mut tx = Tx {
                 trees: &self.trees,
                 sealer: &self.sealer,
+                generations: &self.generations,
                 group: &writes,
                 overlay: &overlay,
                 writes: Vec::new(),
@@ -1181,7 +1247,9 @@ impl Committer {
 
     /// Applies a group's writes in one sled transaction across all trees.
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        apply_writes(&self.trees, writes)
+        let applied = apply_writes(&self.trees, writes);
+        self.generations.written(writes);
+        applied
     }
 
     /// THE COMMIT POINT. Nothing is reported as accepted before this returns `Ok`.

@@ -265,7 +265,7 @@ impl ConsentState {
         }
     }
 
-    fn apply(&mut self, event: &ConsentEvent) {
+    pub(super) fn apply(&mut self, event: &ConsentEvent) {
         if event.consent_id() != self.id {
             return;
         }
