@@ -88,7 +88,7 @@ pub enum Command {
 pub enum StoreCommand {
     /// Bring a store of format 1 or 2 to format 3 (batch signatures, still plaintext), in
     /// place (stop the gateway and back the store up first); `store compact` then seals
-    /// it into this build's format 4. A gateway refuses to start on an older store and
+    /// it into this build's format 5. A gateway refuses to start on an older store and
     /// names the command to run.
     Migrate {
         #[arg(long)]

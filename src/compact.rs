@@ -8,7 +8,7 @@
 //! - **compact** copies every live entry into a fresh directory (sealing, with the
 //!   store's key or a new one, what a sealed tree holds) and nothing else: the new
 //!   directory holds no remains of removed values. It is also how a store written before
-//!   encryption at rest (format 2 or 3, plaintext) becomes a sealed one (format 4). The old
+//!   encryption at rest (format 2 or 3, plaintext) becomes a sealed one (format 5). The old
 //!   directory is then destroyed by the operator.
 //! - **rotate-key** re-seals every sealed value in place under a new key. The old
 //!   ciphertexts that sled keeps in old segments are under the old key; once it is
@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use crate::seal::{key_id_of, DataKey, SealError, Sealer};
 use crate::store::{
-    seals_key, seals_made, StoreError, Upgrade, DATA_KEY_ID, FORMAT_KEY, FORMAT_VERSION, T,
+    seals_key, seals_made, StoreError, Upgrade, DATA_KEY_ID, FORMAT_KEY, FORMAT_VERSION,
+    SEALED_FROM, T,
 };
 
 /// Entries written per sled batch.
@@ -97,7 +98,7 @@ pub fn compact(
         }
         Some(v) => v,
     };
-    let opener = if version == FORMAT_VERSION {
+    let opener = if version >= SEALED_FROM {
         check_key(from, &old, &key)?;
         Some(Sealer::new(key.clone(), 0))
     } else {
@@ -151,7 +152,7 @@ pub fn compact(
     let next = old.generate_id()?;
     while new.generate_id()? < next {}
     // Written last: a compaction that did not finish leaves a store without a format
-    // version, which no gateway opens as format 4.
+    // version, which no gateway opens.
     let meta = new.tree(T::Meta);
     meta.insert(seals_key(&target.id()), &sealer.seals().to_be_bytes())
         .map_err(StoreError::from)?;
@@ -173,10 +174,10 @@ pub fn rotate_key(
         return Err(CompactError::SameKey);
     }
     let store = Upgrade::open(dir)?;
-    match store.format()? {
+    let version = match store.format()? {
         None => return Err(CompactError::Empty(dir.to_path_buf())),
         Some(1) => return Err(CompactError::NeedsMigration(dir.to_path_buf())),
-        Some(FORMAT_VERSION) => {}
+        Some(v) if (SEALED_FROM..=FORMAT_VERSION).contains(&v) => v,
         Some(v) if v > FORMAT_VERSION => {
             return Err(CompactError::Newer {
                 path: dir.to_path_buf(),
@@ -191,7 +192,7 @@ pub fn rotate_key(
             }
             .into())
         }
-    }
+    };
     let named = store
         .tree(T::Meta)
         .get(DATA_KEY_ID)
@@ -204,7 +205,7 @@ pub fn rotate_key(
     let earlier = seals_made(store.tree(T::Meta), &new_key.id())?;
     let sealer = Sealer::new(new_key.clone(), earlier);
     let mut report = Resealed {
-        from_version: FORMAT_VERSION,
+        from_version: version,
         key_id: new_key.id_hex(),
         ..Resealed::default()
     };

@@ -15,7 +15,8 @@ use crate::envelope_batch::EnvelopeProof;
 use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::{PurgedBody, Receipt};
-use crate::store::{be, key, Store, StoreError, Tx, T};
+use crate::store::{be, key, Reader, Store, StoreError, Tx, T};
+use crate::stored_signature;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceivedMessage {
@@ -50,12 +51,42 @@ pub struct ReceivedMessage {
     pub body_purged: Option<PurgedBody>,
 }
 
-fn encode(m: &ReceivedMessage) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("received message: {e}")))
+/// A received-message record as stored (inside a job): the batch's signature and the
+/// receipt's by reference ([`stored_signature`]).
+fn encode(tx: &mut Tx<'_>, m: &mut ReceivedMessage) -> Result<Vec<u8>, StoreError> {
+    // On an error the job fails and `m` is dropped with it.
+    let batch_signature = match m.batch {
+        Some(_) => Some(stored_signature::refer(tx, &mut m.signature)?),
+        None => None,
+    };
+    let receipt_signature = match m.receipt.batch {
+        Some(_) => Some(stored_signature::refer(tx, &mut m.receipt.signature)?),
+        None => None,
+    };
+    let encoded =
+        serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("received message: {e}")));
+    if let Some(text) = batch_signature {
+        m.signature = text;
+    }
+    if let Some(text) = receipt_signature {
+        m.receipt.signature = text;
+    }
+    encoded
 }
 
+/// A received-message record exactly as stored: a shared signature is a reference
+/// there ([`stored_signature`]), which [`decode_in`] follows.
 pub fn decode(bytes: &[u8]) -> Result<ReceivedMessage, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("received message: {e}")))
+}
+
+/// A received-message record back into a [`ReceivedMessage`], its signatures read from
+/// `store` where the record refers to them.
+pub fn decode_in(store: &dyn Reader, bytes: &[u8]) -> Result<ReceivedMessage, StoreError> {
+    let mut msg = decode(bytes)?;
+    stored_signature::resolve(store, &mut msg.signature)?;
+    stored_signature::resolve(store, &mut msg.receipt.signature)?;
+    Ok(msg)
 }
 
 /// The key of a received message: its sender, 0, its id.
@@ -65,7 +96,7 @@ fn received_key(from: &OrgId, id: &str) -> Vec<u8> {
 
 pub fn load(tx: &Tx<'_>, from: &OrgId, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
     tx.get(T::Received, &received_key(from, id))?
-        .map(|b| decode(&b))
+        .map(|b| decode_in(tx, &b))
         .transpose()
 }
 
@@ -93,7 +124,8 @@ pub fn store(tx: &mut Tx<'_>, mut msg: ReceivedMessage) -> Result<(), StoreError
     let received = received_key(&msg.from, &msg.id);
     tx.insert(T::Inbox, inbox_key.clone(), received.clone());
     msg.inbox_key = Some(inbox_key);
-    tx.insert(T::Received, received, encode(&msg)?);
+    let record = encode(tx, &mut msg)?;
+    tx.insert(T::Received, received, record);
     Ok(())
 }
 
@@ -117,7 +149,8 @@ pub fn acknowledge(
     }
     msg.acknowledged_at = Some(at);
     msg.acknowledged_by = Some(user.to_string());
-    tx.insert(T::Received, received_key(&msg.from, &msg.id), encode(&msg)?);
+    let record = encode(tx, &mut msg)?;
+    tx.insert(T::Received, received_key(&msg.from, &msg.id), record);
     Ok(())
 }
 
@@ -129,7 +162,8 @@ pub fn purge_body(
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     msg.body_purged = Some(PurgedBody::take(&mut msg.envelope, at));
-    tx.insert(T::Received, received_key(&msg.from, &msg.id), encode(&msg)?);
+    let record = encode(tx, &mut msg)?;
+    tx.insert(T::Received, received_key(&msg.from, &msg.id), record);
     Ok(())
 }
 
@@ -168,7 +202,7 @@ pub fn page(store: &Store, q: &InboxQuery) -> Result<InboxPage, StoreError> {
         let Some(bytes) = store.get(T::Received, &received)? else {
             continue;
         };
-        let msg = decode(&bytes)?;
+        let msg = decode_in(store, &bytes)?;
         if q.from.as_ref().is_some_and(|f| *f != msg.from)
             || q.message_type.is_some_and(|t| t != msg.message_type)
         {
@@ -187,6 +221,6 @@ pub fn page(store: &Store, q: &InboxQuery) -> Result<InboxPage, StoreError> {
 pub fn get(store: &Store, from: &OrgId, id: &str) -> Result<Option<ReceivedMessage>, StoreError> {
     store
         .get(T::Received, &received_key(from, id))?
-        .map(|b| decode(&b))
+        .map(|b| decode_in(store, &b))
         .transpose()
 }

@@ -117,6 +117,7 @@ pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod store;
+pub mod stored_signature;
 #[cfg(test)]
 mod test_parts;
 pub mod tls;

@@ -19,7 +19,8 @@ use crate::envelope_batch::EnvelopeProof;
 use crate::identity::OrgId;
 use crate::message::MessageType;
 use crate::receipt::{PurgedBody, Receipt};
-use crate::store::{be, key, Presealed, StoreError, Tx, T};
+use crate::store::{be, key, Presealed, Reader, StoreError, Tx, T};
+use crate::stored_signature;
 
 /// Where a sent message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,18 +105,64 @@ impl SentMessage {
     }
 }
 
-fn encode(m: &SentMessage) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
+/// A sent-message record as stored (inside a job): the batch's signature and the
+/// receipt's by reference ([`stored_signature`]).
+fn encode(tx: &mut Tx<'_>, m: &mut SentMessage) -> Result<Vec<u8>, StoreError> {
+    // On an error the job fails and `m` is dropped with it.
+    let batch_signature = match (&m.batch, m.signature.as_mut()) {
+        (Some(_), Some(s)) => Some(stored_signature::refer(tx, s)?),
+        _ => None,
+    };
+    let receipt_signature = match m.receipt.as_mut() {
+        Some(r) if r.batch.is_some() => Some(stored_signature::refer(tx, &mut r.signature)?),
+        _ => None,
+    };
+    let encoded =
+        serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")));
+    if let (Some(text), Some(s)) = (batch_signature, m.signature.as_mut()) {
+        *s = text;
+    }
+    if let (Some(text), Some(r)) = (receipt_signature, m.receipt.as_mut()) {
+        r.signature = text;
+    }
+    encoded
 }
 
-/// A sent-message record as stored, without its envelope (left empty).
-fn decode_record(bytes: &[u8]) -> Result<SentMessage, StoreError> {
+/// A sent-message record exactly as stored, without its envelope (left empty).
+fn parse_record(bytes: &[u8]) -> Result<SentMessage, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("sent message: {e}")))
 }
 
-/// A sent-message record and its envelope, as stored, back into a [`SentMessage`].
+/// A sent-message record without its envelope (left empty), its signatures read from
+/// `store` where the record refers to them.
+fn decode_record(store: &dyn Reader, bytes: &[u8]) -> Result<SentMessage, StoreError> {
+    let mut msg = parse_record(bytes)?;
+    if let Some(s) = msg.signature.as_mut() {
+        stored_signature::resolve(store, s)?;
+    }
+    if let Some(r) = msg.receipt.as_mut() {
+        stored_signature::resolve(store, &mut r.signature)?;
+    }
+    Ok(msg)
+}
+
+/// A sent-message record and its envelope exactly as stored: a shared signature is a
+/// reference there ([`stored_signature`]), which [`decode_in`] follows.
 pub fn decode(bytes: &[u8], envelope: Option<&[u8]>) -> Result<SentMessage, StoreError> {
-    let mut msg = decode_record(bytes)?;
+    with_envelope(parse_record(bytes)?, envelope)
+}
+
+/// A sent-message record and its envelope back into a [`SentMessage`], its signatures
+/// read from `store` where the record refers to them.
+pub fn decode_in(
+    store: &dyn Reader,
+    bytes: &[u8],
+    envelope: Option<&[u8]>,
+) -> Result<SentMessage, StoreError> {
+    with_envelope(decode_record(store, bytes)?, envelope)
+}
+
+fn with_envelope(mut msg: SentMessage, envelope: Option<&[u8]>) -> Result<SentMessage, StoreError> {
     msg.envelope = match (envelope, &msg.body_purged) {
         (Some(envelope), _) => String::from_utf8_lossy(envelope).into_owned(),
         (None, Some(_)) => String::new(),
@@ -135,7 +182,7 @@ pub fn load(tx: &Tx<'_>, id: &str) -> Result<Option<SentMessage>, StoreError> {
         None => Ok(None),
         Some(record) => {
             let envelope = tx.get(T::SentEnvelopes, id.as_bytes())?;
-            decode(&record, envelope.as_deref()).map(Some)
+            decode_in(tx, &record, envelope.as_deref()).map(Some)
         }
     }
 }
@@ -158,7 +205,8 @@ pub fn enqueue(
         )));
     }
     tx.insert_presealed(envelope);
-    tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
+    let record = encode(tx, &mut msg)?;
+    tx.insert(T::Sent, msg.id.as_bytes(), record);
     Ok(msg)
 }
 
@@ -171,7 +219,8 @@ pub fn purge_body(
 ) -> Result<(), StoreError> {
     msg.body_purged = Some(PurgedBody::take(&mut msg.envelope, at));
     tx.remove(T::SentEnvelopes, msg.id.as_bytes());
-    tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
+    let record = encode(tx, &mut msg)?;
+    tx.insert(T::Sent, msg.id.as_bytes(), record);
     Ok(())
 }
 
@@ -183,7 +232,8 @@ pub fn save(tx: &mut Tx<'_>, mut msg: SentMessage) -> Result<SentMessage, StoreE
             tx.remove(T::Outbox, k);
         }
     }
-    tx.insert(T::Sent, msg.id.as_bytes(), encode(&msg)?);
+    let record = encode(tx, &mut msg)?;
+    tx.insert(T::Sent, msg.id.as_bytes(), record);
     Ok(msg)
 }
 
@@ -246,7 +296,7 @@ pub fn get_without_envelope(
 ) -> Result<Option<SentMessage>, StoreError> {
     store
         .get(T::Sent, id.as_bytes())?
-        .map(|record| decode_record(&record))
+        .map(|record| decode_record(store, &record))
         .transpose()
 }
 
@@ -256,7 +306,7 @@ pub fn get(store: &crate::store::Store, id: &str) -> Result<Option<SentMessage>,
         None => Ok(None),
         Some(record) => {
             let envelope = store.get(T::SentEnvelopes, id.as_bytes())?;
-            decode(&record, envelope.as_deref()).map(Some)
+            decode_in(store, &record, envelope.as_deref()).map(Some)
         }
     }
 }

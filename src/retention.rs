@@ -306,7 +306,7 @@ fn remove_contents(
         let Some(bytes) = tx.get(T::Received, k)? else {
             continue;
         };
-        let msg = crate::inbox::decode(&bytes)?;
+        let msg = crate::inbox::decode_in(tx, &bytes)?;
         if msg.body_purged.is_some() || msg.acknowledged_at.is_none() {
             continue;
         }

@@ -84,11 +84,17 @@ pub enum T {
     /// Every certificate that signed something stored (own, peers', receivers'):
     /// SHA-256 fingerprint (hex) → DER, so a signature can be checked after a renewal.
     Certificates,
+    /// Batch signatures, each stored once: SHA-256 of the signature text → the text
+    /// (`ALG:FINGERPRINT:HEX`). Every message of a relay batch carries the batch's
+    /// signature, and every receipt of a batch the receiver's; their records hold a
+    /// reference instead ([`crate::stored_signature`]). Signatures over hashes, no
+    /// personal data: not sealed, kept when a record is purged.
+    Signatures,
 }
 
 impl T {
     /// Every tree, in a fixed order.
-    pub const ALL: [T; 15] = [
+    pub const ALL: [T; 16] = [
         T::Sent,
         T::SentEnvelopes,
         T::Outbox,
@@ -104,6 +110,7 @@ impl T {
         T::ConsentRecipients,
         T::Meta,
         T::Certificates,
+        T::Signatures,
     ];
 
     /// Whether this tree's values are sealed with the data key ([`crate::seal`]): the
@@ -137,6 +144,7 @@ impl T {
             T::ConsentRecipients => "consent_recipients",
             T::Meta => "meta",
             T::Certificates => "certificates",
+            T::Signatures => "signatures",
         }
     }
 
@@ -197,7 +205,14 @@ pub enum StoreError {
 ///   with the data key named under [`DATA_KEY_ID`]. An older store holds plaintext: it is
 ///   sealed by `wijkpoort store compact` into a fresh directory (never in place, since
 ///   sled would keep the plaintext in its old log segments).
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: a sent or received record names its batch's signature and its receipt's by
+///   reference, the signature itself stored once in [`T::Signatures`]. Records of
+///   format 4 hold them inline and read as they are, so a gateway marks a store of
+///   format 4 as 5 when it opens it; an older build would take a reference for a
+///   signature and call it forged, so it must not open this format.
+pub const FORMAT_VERSION: u32 = 5;
+/// The first format whose personal data is sealed ([`T::is_sealed`]).
+pub const SEALED_FROM: u32 = 4;
 /// The meta key of the format version (u32, big-endian).
 pub const FORMAT_KEY: &[u8] = b"format_version";
 /// The meta key of the id of the data key the store is sealed with (8 bytes).
@@ -409,6 +424,34 @@ struct Inner {
     stats: Arc<CommitStats>,
 }
 
+/// Reads one value, opened if its tree is sealed: what a record's decoder needs to
+/// follow a reference to another tree ([`crate::stored_signature`]), inside a job, on a
+/// running store or on a stopped one alike.
+pub trait Reader {
+    fn value(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+impl Reader for Store {
+    fn value(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(tree, key)?.map(|v| v.to_vec()))
+    }
+}
+
+impl Reader for Tx<'_> {
+    fn value(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(tree, key)
+    }
+}
+
+impl Reader for ReadOnlyStore {
+    fn value(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tree(tree)
+            .get(key)?
+            .map(|v| self.open_value(tree, key, &v))
+            .transpose()
+    }
+}
+
 /// Which version of a tree a reader saw: the store it read (every opened store has a
 /// number of its own in the process) and how many commits had written the tree since
 /// that store was opened. Two equal generations mean the tree did not change in between,
@@ -489,7 +532,13 @@ impl Store {
                 trees[T::Meta.index()].insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
             }
             Some(FORMAT_VERSION) => check_data_key(dir, &trees, &data_key)?,
-            Some(found) if found < FORMAT_VERSION => {
+            Some(found) if (SEALED_FROM..FORMAT_VERSION).contains(&found) => {
+                check_data_key(dir, &trees, &data_key)?;
+                // Format 4 records read as they are (see FORMAT_VERSION): only the mark
+                // changes, made durable with the first commit.
+                trees[T::Meta.index()].insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            }
+            Some(found) if found < SEALED_FROM => {
                 return Err(StoreError::OldFormat {
                     path: dir.to_path_buf(),
                     found,
@@ -612,9 +661,9 @@ impl Store {
     ) -> Result<ReadOnlyStore, StoreError> {
         let (db, trees) = open_existing(dir)?;
         let sealer = match format_of(&trees)? {
-            Some(found) if found < FORMAT_VERSION => None,
+            Some(found) if found < SEALED_FROM => None,
             format => {
-                if format == Some(FORMAT_VERSION) {
+                if matches!(format, Some(f) if f <= FORMAT_VERSION) {
                     check_data_key(dir, &trees, &data_key)?;
                 }
                 let seals = seals_made(&trees[T::Meta.index()], &data_key.id())?;

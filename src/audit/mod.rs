@@ -39,7 +39,7 @@ pub mod verify;
 /// Read access to the trees the audit log and the consent log live in: a running
 /// gateway's [`Store`] or a stopped one's [`ReadOnlyStore`]. Everything an auditor asks
 /// is answered through this, so the offline CLI and the listener share one code path.
-pub trait AuditTrees {
+pub trait AuditTrees: crate::store::Reader {
     fn tree(&self, tree: T) -> &sled::Tree;
     /// A value read from `tree`, opened with the data key if the tree is sealed.
     fn open_value(&self, tree: T, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError>;

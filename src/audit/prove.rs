@@ -99,7 +99,7 @@ pub fn prove(
             Some(e) => Some(trees.open_value(T::SentEnvelopes, id, &e)?),
             None => None,
         };
-        let sent = crate::outbox::decode(&record, envelope.as_deref())?;
+        let sent = crate::outbox::decode_in(trees, &record, envelope.as_deref())?;
         found.push((Side::Sent, sent.envelope, sent.signature, sent.batch, None));
     }
     for entry in trees.tree(T::Received).iter() {
@@ -113,7 +113,7 @@ pub fn prove(
             continue;
         }
         let value = trees.open_value(T::Received, &key, &value)?;
-        let received = crate::inbox::decode(&value)?;
+        let received = crate::inbox::decode_in(trees, &value)?;
         found.push((
             Side::Received,
             received.envelope,

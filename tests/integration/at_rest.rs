@@ -3,7 +3,7 @@
 //! any encoding the store could hold it in; the same data reads back through the local
 //! API after a restart; a value moved to another record does not open; a rotated key
 //! re-seals everything; `store compact` seals a plaintext store (format 2 or 3, written
-//! before encryption at rest) into a fresh directory, as format 4.
+//! before encryption at rest) into a fresh directory, in this build's format.
 
 use std::path::{Path, PathBuf};
 
@@ -461,9 +461,13 @@ async fn the_store_commands_compact_purge_and_refuse_a_readable_data_key() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A sealed store (format 4) copied into a sealed store (format 4).
-    assert!(stdout.contains("(format 4) copied into"), "{stdout}");
-    assert!(stdout.contains("(format 4): "), "{stdout}");
+    // A sealed store copied into a sealed store, both in this build's format.
+    let format = wijkpoort::store::FORMAT_VERSION;
+    assert!(
+        stdout.contains(&format!("(format {format}) copied into")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("(format {format}): ")), "{stdout}");
     let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
     assert_eq!(found_in(&fresh, &needles()), Vec::new());

@@ -83,6 +83,17 @@ async fn a_batch_of_one_and_a_batch_of_256_are_each_stored_under_one_provable_si
             signatures.insert(kept.signature.clone());
         }
         assert_eq!(signatures.len(), 1, "one signature for the whole batch");
+        // Stored once: each record holds a reference to the batch's signature and to its
+        // receipt's, and the texts are in the signatures tree, one of each per batch.
+        for (_, value) in store(&wijkteam).scan_prefix(T::Received, b"").unwrap() {
+            let as_stored = wijkpoort::inbox::decode(&value).unwrap();
+            assert!(as_stored.signature.starts_with("stored:sha256:"));
+            assert!(as_stored.receipt.signature.starts_with("stored:sha256:"));
+            let text = signatures.iter().next().unwrap();
+            assert!(!String::from_utf8_lossy(&value).contains(text.as_str()));
+        }
+        let batches = if prefix == "one" { 1 } else { 2 };
+        assert_eq!(store(&wijkteam).tree(T::Signatures).len(), 2 * batches);
     }
     // The practice's certificate is kept by the fingerprint the signature names.
     let fp = wijkpoort::signing::fingerprint(&practice.cert_der());

@@ -1,10 +1,10 @@
 //! The store records its format version: a store of format 1 is refused at start with a
 //! message naming `wijkpoort store migrate` and then `wijkpoort store compact`; after the
 //! migration (to format 3: batch signatures, still plaintext) it is refused naming
-//! `wijkpoort store compact` alone, which seals it (format 4) into a fresh directory;
+//! `wijkpoort store compact` alone, which seals it (this build's format) into a fresh directory;
 //! then every message received before is found by its sender and id. An envelope a
 //! format-2 store kept under a signature over its own bytes still proves at format 3
-//! and, sealed, at format 4.
+//! and, sealed, at this build's format.
 
 use serde_json::json;
 use wijkpoort::dev::pki::DEV_PRACTICE_ID;
@@ -227,7 +227,7 @@ async fn a_format_2_store_is_migrated_and_its_per_message_signatures_still_prove
     assert_eq!(
         prove(id.clone()).await,
         0,
-        "the envelope signed on its own proves at format 4"
+        "the envelope signed on its own proves once sealed"
     );
 
     // Started on the sealed store, the old message is kept as it was and new messages
