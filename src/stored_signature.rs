@@ -20,6 +20,10 @@ const PREFIX: &str = "stored:sha256:";
 /// Stores `signature` once (inside a job) and puts its reference in its place; returns
 /// the text it replaced, to be put back once the record is encoded.
 pub fn refer(tx: &mut Tx<'_>, signature: &mut String) -> Result<String, StoreError> {
+    // A record read as stored (not resolved) and saved again keeps its reference.
+    if signature.starts_with(PREFIX) {
+        return Ok(signature.clone());
+    }
     let digest = digest::digest(&digest::SHA256, signature.as_bytes());
     let key = digest.as_ref();
     if tx.get(T::Signatures, key)?.is_none() {
@@ -90,6 +94,8 @@ mod tests {
         let second = referred(&store, text).await;
         assert!(first.starts_with(PREFIX));
         assert_eq!(first, second);
+        // A reference referred to again stays the same reference.
+        assert_eq!(referred(&store, &first).await, first);
         assert_eq!(store.tree(T::Signatures).len(), 1);
         for reference in [first, second] {
             let mut field = reference;
