@@ -45,7 +45,8 @@
 //!   a stopped gateway's store), and its checked restore.
 //! - [`retention`]: how long each kind is kept and the purge (daily, and `store
 //!   purge`); [`compact`]: `store compact` and `store rotate-key` on a stopped store.
-//! - [`store`]: sled, its trees and keys, and the commit point; [`seal`]: the data key
+//! - [`store`]: sled, its trees and keys, and the commit point; [`stored_signature`]:
+//!   each batch and receipt signature written once, the records referring to it; [`seal`]: the data key
 //!   that seals the trees holding personal data (AES-256-GCM, bound to tree and key);
 //!   [`chain`]: the audit hash chain the store's committer seals records into (records,
 //!   checkpoints, index runs).
