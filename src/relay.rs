@@ -10,6 +10,13 @@
 //! effect: a message sent but not yet marked delivered is sent again and answered with
 //! the first receipt.
 //!
+//! One batch is in flight at a time, and the next goes out only once the peer has
+//! answered the one before, so order holds across batches too. While a batch is with
+//! the peer, the next one is read and admitted (with the outcomes of the round before,
+//! in one commit), so that the peer's durable commit and this gateway's overlap instead
+//! of waiting for each other; that batch is dropped and admitted afresh if a consent
+//! changed or one of its messages grew too old meanwhile (`Ahead`).
+//!
 //! A [`Relay`] owns what delivering to its one peer needs: the peer, the relay
 //! settings, the TLS client config, the store, its waker, who this gateway is and the
 //! handshake counter. It cannot see the HMAC secret or the API token.
@@ -44,6 +51,7 @@ use crate::receipt::{verify_statement, Receipt};
 use crate::revocation::CrlSet;
 use crate::stats::Counters;
 use crate::store::Store;
+use crate::store::T;
 use crate::wire::{
     BatchAnswer, BatchItem, BatchRequest, ItemAnswer, BATCH_PATH, MAX_BATCH, MAX_BATCH_BYTES,
 };
@@ -223,6 +231,8 @@ async fn run(relay: &Relay, mut stop: watch::Receiver<bool>) {
     // before that commit) cost nothing but a resend: the messages are still queued, and
     // the peer answers a message it stored with its first receipt.
     let mut unrecorded: Vec<Step> = Vec::new();
+    // The next batch, admitted while the one before it was in flight (see `ahead`).
+    let mut ahead: Option<Ahead> = None;
     loop {
         if *stop.borrow() {
             if let Err(e) = record(relay, std::mem::take(&mut unrecorded)).await {
@@ -230,33 +240,59 @@ async fn run(relay: &Relay, mut stop: watch::Receiver<bool>) {
             }
             return;
         }
-        let skip = unrecorded.iter().map(|s| s.msg.id.clone()).collect();
-        let batch = match outbox::next_batch(&relay.store, &peer.name, MAX_BATCH, &skip) {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::error!(peer = %peer.name, error = %e, "cannot read the outbox");
-                Vec::new()
+        let to_send = match ahead.take().filter(|a| a.still_holds(relay)) {
+            Some(admitted) => Ok(admitted.msgs),
+            None => {
+                let skip = unrecorded.iter().map(|s| s.msg.id.clone()).collect();
+                let batch = read_head(relay, &skip);
+                if batch.is_empty() && unrecorded.is_empty() {
+                    tokio::select! {
+                        _ = wakeup.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+                let outcomes = std::mem::take(&mut unrecorded);
+                admit_head(relay, &mut conn, batch, outcomes).await
             }
         };
-        if batch.is_empty() && unrecorded.is_empty() {
-            tokio::select! {
-                _ = wakeup.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = stop.changed() => return,
+        let result = match to_send {
+            Ok(to_send) if to_send.is_empty() => Ok(Vec::new()),
+            Ok(to_send) => {
+                // While this batch is with the peer, the next one is read and admitted,
+                // with this round's predecessor's outcomes: the peer's durable commit
+                // and ours overlap instead of waiting for each other.
+                let mut skip: std::collections::HashSet<String> =
+                    unrecorded.iter().map(|s| s.msg.id.clone()).collect();
+                skip.extend(to_send.iter().map(|m| m.id.clone()));
+                let outcomes = std::mem::take(&mut unrecorded);
+                let (sent, next) = tokio::join!(
+                    send(relay, &mut conn, to_send),
+                    admit_ahead(relay, outcomes, skip)
+                );
+                match next {
+                    Ok(next) => ahead = next,
+                    Err(e) => {
+                        tracing::error!(peer = %peer.name, error = %e, "cannot admit the next batch")
+                    }
+                }
+                sent
             }
-            continue;
-        }
-        let outcomes = std::mem::take(&mut unrecorded);
-        let sends = !batch.is_empty();
-        match attempt(relay, &mut conn, batch, outcomes).await {
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(delivered) => {
-                if sends {
+                if !delivered.is_empty() {
                     relay.metrics.relay_attempt(&peer.name, true);
                 }
                 failures = 0;
                 unrecorded = delivered;
             }
             Err(e) => {
+                // A batch admitted ahead waits behind the one that failed: it is read
+                // again, in order, once that one has gone.
+                ahead = None;
                 relay.metrics.relay_attempt(&peer.name, false);
                 failures += 1;
                 let delay = backoff(&relay.settings, failures);
@@ -286,28 +322,57 @@ struct Step {
     sent_to: Option<String>,
 }
 
-/// One round for the messages at the head of the queue: commit the last round's
-/// outcomes together with this round's admission (expire what is too old, withhold what
-/// consent no longer covers), send what was admitted as one batch, and return its
-/// outcomes for the next round's commit when all were delivered or refused. When some
-/// must be retried, the outcomes are committed at once and `Err` means: wait, then retry.
-async fn attempt(
+/// A message that may go in the next batch, with the child's BSN for its consent check.
+type Candidate = (SentMessage, Option<Bsn>);
+
+/// A batch admitted while the one before it was in flight. It goes out as admitted
+/// unless something its admission decided on has changed since: a commit wrote the
+/// consent events (a withdrawal, an expiry from the peer), or one of its messages passed
+/// its maximum age. Then it is dropped and read and admitted afresh, so a message is
+/// never sent on a consent check older than the last consent change.
+struct Ahead {
+    msgs: Vec<SentMessage>,
+    consent_events: crate::store::Generation,
+}
+
+impl Ahead {
+    fn still_holds(&self, relay: &Relay) -> bool {
+        let now = relay.local.clock.now();
+        relay.store.generation(T::ConsentEvents) == self.consent_events
+            && self.msgs.iter().all(|m| !too_old(relay, m, now))
+    }
+}
+
+fn too_old(relay: &Relay, msg: &SentMessage, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let age = now.signed_duration_since(msg.created_at);
+    age.to_std().unwrap_or_default() > relay.settings.max_age
+}
+
+/// Up to a batch of the messages at the head of the queue, leaving out `skip`.
+fn read_head(relay: &Relay, skip: &std::collections::HashSet<String>) -> Vec<SentMessage> {
+    match outbox::next_batch(&relay.store, &relay.peer.name, MAX_BATCH, skip) {
+        Ok(batch) => batch,
+        Err(e) => {
+            tracing::error!(peer = %relay.peer.name, error = %e, "cannot read the outbox");
+            Vec::new()
+        }
+    }
+}
+
+/// Splits messages read from the queue into those past their maximum age (as steps)
+/// and the candidates for one batch (with the child's BSN for the consent check), up
+/// to the batch's byte limit.
+fn prepare(
     relay: &Relay,
-    conn: &mut Option<Connection>,
     queued: Vec<SentMessage>,
-    last_round: Vec<Step>,
-) -> Result<Vec<Step>, DeliveryError> {
+) -> Result<(Vec<Step>, Vec<Candidate>), DeliveryError> {
     let max_age = relay.settings.max_age;
+    let now = relay.local.clock.now();
     let mut expired = Vec::new();
     let mut candidates = Vec::with_capacity(queued.len());
     let mut bytes = 0;
     for msg in queued {
-        let age = relay
-            .local
-            .clock
-            .now()
-            .signed_duration_since(msg.created_at);
-        if age.to_std().unwrap_or_default() > max_age {
+        if too_old(relay, &msg, now) {
             let reason = format!(
                 "not delivered within the maximum age of {} s",
                 max_age.as_secs()
@@ -337,12 +402,16 @@ async fn attempt(
             candidates.push((msg, bsn));
         }
     }
-    // A peer is noted as a recipient only once there is a connection to send on: a
-    // peer we cannot reach has been sent nothing.
-    let mut unreachable = None;
-    // A kept-alive connection was authenticated once: once the peer's certificate has
-    // expired it is dropped, and the new handshake refuses that certificate.
-    // The same once a reloaded revocation list names it.
+    Ok((expired, candidates))
+}
+
+/// Drops a kept-alive connection whose peer certificate has expired or that a current
+/// revocation list names (the new handshake then refuses it), and connects if there is
+/// none. `Err` says why the peer cannot be reached.
+async fn ensure_connection(
+    relay: &Relay,
+    conn: &mut Option<Connection>,
+) -> Result<(), DeliveryError> {
     let now = relay.local.clock.now();
     let crls = relay.tls.crls.current();
     if conn.as_ref().is_some_and(|c| {
@@ -351,65 +420,133 @@ async fn attempt(
     }) {
         *conn = None;
     }
-    if !candidates.is_empty() && conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
-        match connect(relay).await {
-            Ok(c) => *conn = Some(c),
-            Err(reason) => unreachable = Some(reason),
-        }
+    if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+        *conn = Some(connect(relay).await?);
     }
+    Ok(())
+}
+
+/// The messages at the head of the queue, admitted with the last round's outcomes
+/// (`last_round`) in one commit; when the peer cannot be reached, that commit counts a
+/// failed attempt for each and `Err` means: wait, then retry.
+async fn admit_head(
+    relay: &Relay,
+    conn: &mut Option<Connection>,
+    queued: Vec<SentMessage>,
+    last_round: Vec<Step>,
+) -> Result<Vec<SentMessage>, DeliveryError> {
+    let (expired, candidates) = prepare(relay, queued)?;
+    // A peer is noted as a recipient only once there is a connection to send on: a
+    // peer we cannot reach has been sent nothing.
+    let unreachable = if candidates.is_empty() {
+        None
+    } else {
+        ensure_connection(relay, conn).await.err()
+    };
     let mut settled = last_round;
     settled.extend(expired);
     let to_send = admit(relay, settled, candidates, unreachable.clone()).await?;
-    if let Some(reason) = unreachable {
+    match unreachable {
+        Some(reason) => Err(reason),
+        None => Ok(to_send),
+    }
+}
+
+/// The next batch, read (leaving out `skip`: the batch in flight and the outcomes not
+/// yet committed) and admitted with `outcomes` while the current batch is in flight, on
+/// the connection that batch is using. `None` when there is nothing to send next.
+async fn admit_ahead(
+    relay: &Relay,
+    outcomes: Vec<Step>,
+    skip: std::collections::HashSet<String>,
+) -> Result<Option<Ahead>, DeliveryError> {
+    let consent_events = relay.store.generation(T::ConsentEvents);
+    let queued = read_head(relay, &skip);
+    let (expired, candidates) = match prepare(relay, queued) {
+        Ok(split) => split,
+        Err(e) => {
+            // Outcomes are recorded even when the next batch cannot be read.
+            record(relay, outcomes).await?;
+            return Err(e);
+        }
+    };
+    let mut settled = outcomes;
+    settled.extend(expired);
+    let msgs = admit(relay, settled, candidates, None).await?;
+    Ok((!msgs.is_empty()).then_some(Ahead {
+        msgs,
+        consent_events,
+    }))
+}
+
+/// Sends an admitted batch and returns each message's outcome, for the next round's
+/// commit, when all were delivered or refused. When some must be retried, the outcomes
+/// are committed at once and `Err` means: wait, then retry.
+async fn send(
+    relay: &Relay,
+    conn: &mut Option<Connection>,
+    to_send: Vec<SentMessage>,
+) -> Result<Vec<Step>, DeliveryError> {
+    if let Err(reason) = ensure_connection(relay, conn).await {
+        let steps = to_send
+            .into_iter()
+            .map(|msg| Step {
+                msg,
+                status: Status::Queued,
+                event: None,
+                reason: Some(reason.to_string()),
+                receipt: None,
+                signed: None,
+                sent_to: None,
+            })
+            .collect();
+        record(relay, steps).await?;
         return Err(reason);
     }
-
     let mut steps = Vec::with_capacity(to_send.len());
     let mut retry = None;
-    if !to_send.is_empty() {
-        let receiver: Option<(Vec<u8>, Vec<crate::caller::Presented>)> = conn
-            .as_ref()
-            .map(|c| (c.peer_cert.clone(), c.signing.clone()));
-        // The certificate a receipt's signature names (checked in `deliver`), kept with it.
-        let receiver_cert = |receipt: &Receipt| -> Option<Arc<[u8]>> {
-            let (leaf, signing) = receiver.as_ref()?;
-            let cert =
-                crate::caller::certificate_for(leaf, signing, &receipt.signature).unwrap_or(leaf);
-            Some(Arc::from(cert))
-        };
-        let sent_to = Some(peer_address(&relay.peer));
-        match deliver(relay, conn, &to_send).await {
-            Ok(results) => {
-                for (msg, (result, signed)) in to_send.into_iter().zip(results) {
-                    let signed = Some(signed);
-                    steps.push(match result {
-                        Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert(&receipt).map(|cert| (receipt, cert)), signed, sent_to: sent_to.clone() },
-                        Err(refused) if refused.is_refusal() => {
-                            tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
-                            Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None, signed, sent_to: sent_to.clone() }
-                        }
-                        Err(transient) => {
-                            let reason = transient.to_string();
-                            retry = Some(transient);
-                            Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None, signed, sent_to: None }
-                        }
-                    });
-                }
+    let receiver: Option<(Vec<u8>, Vec<crate::caller::Presented>)> = conn
+        .as_ref()
+        .map(|c| (c.peer_cert.clone(), c.signing.clone()));
+    // The certificate a receipt's signature names (checked in `deliver`), kept with it.
+    let receiver_cert = |receipt: &Receipt| -> Option<Arc<[u8]>> {
+        let (leaf, signing) = receiver.as_ref()?;
+        let cert =
+            crate::caller::certificate_for(leaf, signing, &receipt.signature).unwrap_or(leaf);
+        Some(Arc::from(cert))
+    };
+    let sent_to = Some(peer_address(&relay.peer));
+    match deliver(relay, conn, &to_send).await {
+        Ok(results) => {
+            for (msg, (result, signed)) in to_send.into_iter().zip(results) {
+                let signed = Some(signed);
+                steps.push(match result {
+                    Ok(receipt) => Step { msg, status: Status::Delivered, event: Some((Event::MessageDelivered, AuditOutcome::Success)), reason: None, receipt: receiver_cert(&receipt).map(|cert| (receipt, cert)), signed, sent_to: sent_to.clone() },
+                    Err(refused) if refused.is_refusal() => {
+                        tracing::warn!(message_id = %msg.id, peer = %relay.peer.name, "the peer refused the message");
+                        Step { msg, status: Status::Refused, event: Some((Event::MessageRefused, AuditOutcome::Refused)), reason: Some(refused.to_string()), receipt: None, signed, sent_to: sent_to.clone() }
+                    }
+                    Err(transient) => {
+                        let reason = transient.to_string();
+                        retry = Some(transient);
+                        Step { msg, status: Status::Queued, event: None, reason: Some(reason), receipt: None, signed, sent_to: None }
+                    }
+                });
             }
-            Err(failed) => {
-                *conn = None;
-                let reason = failed.to_string();
-                retry = Some(failed);
-                steps.extend(to_send.into_iter().map(|msg| Step {
-                    msg,
-                    status: Status::Queued,
-                    event: None,
-                    reason: Some(reason.clone()),
-                    receipt: None,
-                    signed: None,
-                    sent_to: None,
-                }));
-            }
+        }
+        Err(failed) => {
+            *conn = None;
+            let reason = failed.to_string();
+            retry = Some(failed);
+            steps.extend(to_send.into_iter().map(|msg| Step {
+                msg,
+                status: Status::Queued,
+                event: None,
+                reason: Some(reason.clone()),
+                receipt: None,
+                signed: None,
+                sent_to: None,
+            }));
         }
     }
     match retry {
@@ -432,7 +569,7 @@ async fn attempt(
 async fn admit(
     relay: &Relay,
     settled: Vec<Step>,
-    candidates: Vec<(SentMessage, Option<Bsn>)>,
+    candidates: Vec<Candidate>,
     unreachable: Option<DeliveryError>,
 ) -> Result<Vec<SentMessage>, DeliveryError> {
     if unreachable.is_none()

@@ -13,6 +13,21 @@ use crate::test_parts::{
 };
 use crate::wire::ItemAnswer;
 
+/// One round as the relay runs it when no batch was admitted ahead: the head of the
+/// queue admitted with `last_round`'s outcomes, then sent.
+async fn attempt(
+    relay: &Relay,
+    conn: &mut Option<Connection>,
+    queued: Vec<SentMessage>,
+    last_round: Vec<Step>,
+) -> Result<Vec<Step>, DeliveryError> {
+    let to_send = admit_head(relay, conn, queued, last_round).await?;
+    if to_send.is_empty() {
+        return Ok(Vec::new());
+    }
+    send(relay, conn, to_send).await
+}
+
 fn settings() -> RelaySettings {
     RelaySettings {
         max_age: Duration::from_secs(7 * 24 * 3600),
@@ -412,4 +427,36 @@ async fn a_message_whose_consent_was_withdrawn_while_queued_is_withheld() {
         Some(&Event::MessageWithheld)
     );
     assert!(recipients(&parts, "c-1").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_admitted_ahead_is_dropped_once_a_consent_changes_or_a_message_expires() {
+    let (pki, parts) = practice_with_a_queued_referral().await;
+    let settings = RelaySettings {
+        max_age: Duration::from_secs(3600),
+        ..settings()
+    };
+    let (relay, _) = relay_to_a_closed_port(&pki, &parts, settings);
+    let admitted = || Ahead {
+        msgs: outbox::next_batch(&parts.store, &wijkteam(), MAX_BATCH, &HashSet::new()).unwrap(),
+        consent_events: parts.store.generation(T::ConsentEvents),
+    };
+
+    let ahead = admitted();
+    assert_eq!(ahead.msgs.len(), 1);
+    assert!(
+        ahead.still_holds(&relay),
+        "nothing changed since its admission"
+    );
+
+    // A withdrawal committed after the admission: the batch is admitted afresh, and
+    // that admission withholds the message.
+    parts.append_consent(BSN, parts.withdrawal("c-1")).await;
+    assert!(!ahead.still_holds(&relay));
+
+    // A message past its maximum age since its admission.
+    let ahead = admitted();
+    assert!(ahead.still_holds(&relay));
+    parts.local.clock.advance(chrono::Duration::hours(2));
+    assert!(!ahead.still_holds(&relay));
 }

@@ -256,6 +256,38 @@ async fn a_batch_is_answered_with_one_signature_and_each_receipt_proves_only_its
     wijkteam.stop().await.unwrap();
 }
 
+/// Messages queued while the wijkteam was down go out in the order they were accepted,
+/// across more than one batch: the relay admits the next batch while the one before it
+/// is in flight, but sends it only after that one's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_more_than_one_batch_arrives_in_the_order_it_was_accepted() {
+    let mut setup = Setup::new().await;
+    setup.release(Role::Wijkteam); // its port refuses connections until it starts
+    let practice = setup.start(Role::Practice).await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let n = wijkpoort::wire::MAX_BATCH * 2 + 10;
+    let ids = submit_referrals(&mut his, n).await;
+    let wijkteam = setup.start(Role::Wijkteam).await;
+
+    let arrived = wait_until("the whole backlog at the wijkteam", || {
+        let entries = inbox_entries(store(&wijkteam));
+        async move { (entries.len() >= n).then_some(entries) }
+    })
+    .await;
+    assert_eq!(arrived, ids, "in the order accepted, each once");
+    let first = wait_delivered(&mut his, &ids[0]).await;
+    let last = wait_delivered(&mut his, &ids[n - 1]).await;
+    let batch_of = |status: &serde_json::Value| status["receipt"]["batch"]["size"].as_u64();
+    assert_eq!(batch_of(&first), Some(wijkpoort::wire::MAX_BATCH as u64));
+    assert!(
+        batch_of(&last) < Some(wijkpoort::wire::MAX_BATCH as u64),
+        "three batches"
+    );
+
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
+
 /// The signed batch covers exactly what the wijkteam stored: a message refused in the
 /// commit (an id reused for other content) is not in it, so no Merkle path can be made
 /// for it from the other receipts; a message sent twice in one batch is stored once and
