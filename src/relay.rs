@@ -231,7 +231,7 @@ async fn run(relay: &Relay, mut stop: watch::Receiver<bool>) {
     // before that commit) cost nothing but a resend: the messages are still queued, and
     // the peer answers a message it stored with its first receipt.
     let mut unrecorded: Vec<Step> = Vec::new();
-    // The next batch, admitted while the one before it was in flight (see `ahead`).
+    // The next batch, admitted while the one before it was in flight ([`Ahead`]).
     let mut ahead: Option<Ahead> = None;
     loop {
         if *stop.borrow() {
@@ -326,10 +326,12 @@ struct Step {
 type Candidate = (SentMessage, Option<Bsn>);
 
 /// A batch admitted while the one before it was in flight. It goes out as admitted
-/// unless something its admission decided on has changed since: a commit wrote the
-/// consent events (a withdrawal, an expiry from the peer), or one of its messages passed
-/// its maximum age. Then it is dropped and read and admitted afresh, so a message is
-/// never sent on a consent check older than the last consent change.
+/// unless something its admission decided on has changed since: one of its messages
+/// passed its maximum age, or a commit wrote consent events (a withdrawal, an expiry
+/// from the peer, or only another child's new consent) and a message's consent no
+/// longer covers it. Then it is dropped and read and admitted afresh (which withholds
+/// that message), so a message never goes out on a consent check older than the last
+/// consent change.
 struct Ahead {
     msgs: Vec<SentMessage>,
     consent_events: crate::store::Generation,
@@ -338,9 +340,35 @@ struct Ahead {
 impl Ahead {
     fn still_holds(&self, relay: &Relay) -> bool {
         let now = relay.local.clock.now();
+        if self.msgs.iter().any(|m| too_old(relay, m, now)) {
+            return false;
+        }
         relay.store.generation(T::ConsentEvents) == self.consent_events
-            && self.msgs.iter().all(|m| !too_old(relay, m, now))
+            || self.msgs.iter().all(|m| still_covered(relay, m))
     }
+}
+
+/// Whether `msg`'s consent covers it now, as the store has it (a message that needs no
+/// consent is covered; one whose consent cannot be read is not).
+fn still_covered(relay: &Relay, msg: &SentMessage) -> bool {
+    let Some(consent_id) = &msg.consent_id else {
+        return true;
+    };
+    let bsn = serde_json::from_str::<Envelope>(&msg.envelope)
+        .ok()
+        .and_then(|e| e.bsn());
+    let (Some(bsn), Ok(state)) = (bsn, registry::state(&relay.store, consent_id)) else {
+        return false;
+    };
+    let exchange = Exchange {
+        role: relay.local.role,
+        own: &relay.local.identity,
+        peer: &relay.peer.identity,
+        bsn: &bsn,
+        message_type: msg.message_type,
+        today: relay.local.clock.today(),
+    };
+    consent::covers(state.as_ref(), &exchange).is_ok()
 }
 
 fn too_old(relay: &Relay, msg: &SentMessage, now: chrono::DateTime<chrono::Utc>) -> bool {

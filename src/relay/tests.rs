@@ -9,7 +9,8 @@ use serde_json::json;
 use super::*;
 use crate::receipt::ReceiptError;
 use crate::test_parts::{
-    closed_port, raw, referral_submission, Parts, Pki, BSN, PRACTICE_ID, USER, WIJKTEAM_ID,
+    closed_port, raw, referral_submission, Parts, Pki, BSN, OTHER_BSN, PRACTICE_ID, USER,
+    WIJKTEAM_ID,
 };
 use crate::wire::ItemAnswer;
 
@@ -430,7 +431,7 @@ async fn a_message_whose_consent_was_withdrawn_while_queued_is_withheld() {
 }
 
 #[tokio::test]
-async fn a_batch_admitted_ahead_is_dropped_once_a_consent_changes_or_a_message_expires() {
+async fn a_batch_admitted_ahead_is_dropped_once_its_consent_is_withdrawn_not_when_another_is_recorded() {
     let (pki, parts) = practice_with_a_queued_referral().await;
     let settings = RelaySettings {
         max_age: Duration::from_secs(3600),
@@ -449,13 +450,27 @@ async fn a_batch_admitted_ahead_is_dropped_once_a_consent_changes_or_a_message_e
         "nothing changed since its admission"
     );
 
-    // A withdrawal committed after the admission: the batch is admitted afresh, and
-    // that admission withholds the message.
+    // Another child's consent recorded meanwhile changes nothing this batch decided on.
+    parts.record_consent("c-2", OTHER_BSN, WIJKTEAM_ID).await;
+    assert!(ahead.still_holds(&relay));
+
+    // Its own consent withdrawn meanwhile: it is admitted afresh, which withholds it.
     parts.append_consent(BSN, parts.withdrawal("c-1")).await;
     assert!(!ahead.still_holds(&relay));
+}
 
-    // A message past its maximum age since its admission.
-    let ahead = admitted();
+#[tokio::test]
+async fn a_batch_admitted_ahead_is_dropped_once_a_message_in_it_is_too_old() {
+    let (pki, parts) = practice_with_a_queued_referral().await;
+    let settings = RelaySettings {
+        max_age: Duration::from_secs(3600),
+        ..settings()
+    };
+    let (relay, _) = relay_to_a_closed_port(&pki, &parts, settings);
+    let ahead = Ahead {
+        msgs: outbox::next_batch(&parts.store, &wijkteam(), MAX_BATCH, &HashSet::new()).unwrap(),
+        consent_events: parts.store.generation(T::ConsentEvents),
+    };
     assert!(ahead.still_holds(&relay));
     parts.local.clock.advance(chrono::Duration::hours(2));
     assert!(!ahead.still_holds(&relay));
