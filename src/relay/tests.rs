@@ -118,6 +118,23 @@ fn relay_to_a_closed_port(
     (relay, counters)
 }
 
+/// As [`relay_to_a_closed_port`], with messages expiring after an hour.
+fn relay_expiring_after_an_hour(pki: &Pki, parts: &Parts) -> (Relay, Arc<Counters>) {
+    let settings = RelaySettings {
+        max_age: Duration::from_secs(3600),
+        ..settings()
+    };
+    relay_to_a_closed_port(pki, parts, settings)
+}
+
+/// The head of the queue as a batch admitted ahead now.
+fn admitted_now(parts: &Parts) -> Ahead {
+    Ahead {
+        msgs: outbox::next_batch(&parts.store, &wijkteam(), MAX_BATCH, &HashSet::new()).unwrap(),
+        consent_events: parts.store.generation(T::ConsentEvents),
+    }
+}
+
 /// Waits, at most ten seconds, until sent message `id` satisfies `done`.
 async fn wait_for(parts: &Parts, id: &str, done: impl Fn(&SentMessage) -> bool) -> SentMessage {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -361,11 +378,7 @@ async fn a_relay_whose_peer_does_not_listen_counts_failed_attempts_and_keeps_the
 #[tokio::test]
 async fn a_message_older_than_max_age_is_expired_and_audited() {
     let (pki, parts) = practice_with_a_queued_referral().await;
-    let settings = RelaySettings {
-        max_age: Duration::from_secs(3600),
-        ..settings()
-    };
-    let (relay, counters) = relay_to_a_closed_port(&pki, &parts, settings);
+    let (relay, counters) = relay_expiring_after_an_hour(&pki, &parts);
     parts.local.clock.advance(chrono::Duration::hours(2));
 
     let queued = outbox::next_batch(&parts.store, &wijkteam(), MAX_BATCH, &HashSet::new()).unwrap();
@@ -431,19 +444,11 @@ async fn a_message_whose_consent_was_withdrawn_while_queued_is_withheld() {
 }
 
 #[tokio::test]
-async fn a_batch_admitted_ahead_is_dropped_once_its_consent_is_withdrawn_not_when_another_is_recorded() {
+async fn a_batch_admitted_ahead_is_dropped_once_its_consent_is_withdrawn_not_when_another_is_recorded(
+) {
     let (pki, parts) = practice_with_a_queued_referral().await;
-    let settings = RelaySettings {
-        max_age: Duration::from_secs(3600),
-        ..settings()
-    };
-    let (relay, _) = relay_to_a_closed_port(&pki, &parts, settings);
-    let admitted = || Ahead {
-        msgs: outbox::next_batch(&parts.store, &wijkteam(), MAX_BATCH, &HashSet::new()).unwrap(),
-        consent_events: parts.store.generation(T::ConsentEvents),
-    };
-
-    let ahead = admitted();
+    let (relay, _) = relay_expiring_after_an_hour(&pki, &parts);
+    let ahead = admitted_now(&parts);
     assert_eq!(ahead.msgs.len(), 1);
     assert!(
         ahead.still_holds(&relay),
@@ -462,15 +467,8 @@ async fn a_batch_admitted_ahead_is_dropped_once_its_consent_is_withdrawn_not_whe
 #[tokio::test]
 async fn a_batch_admitted_ahead_is_dropped_once_a_message_in_it_is_too_old() {
     let (pki, parts) = practice_with_a_queued_referral().await;
-    let settings = RelaySettings {
-        max_age: Duration::from_secs(3600),
-        ..settings()
-    };
-    let (relay, _) = relay_to_a_closed_port(&pki, &parts, settings);
-    let ahead = Ahead {
-        msgs: outbox::next_batch(&parts.store, &wijkteam(), MAX_BATCH, &HashSet::new()).unwrap(),
-        consent_events: parts.store.generation(T::ConsentEvents),
-    };
+    let (relay, _) = relay_expiring_after_an_hour(&pki, &parts);
+    let ahead = admitted_now(&parts);
     assert!(ahead.still_holds(&relay));
     parts.local.clock.advance(chrono::Duration::hours(2));
     assert!(!ahead.still_holds(&relay));
