@@ -15,7 +15,8 @@
 //! the peer, the next one is read and admitted (with the outcomes of the round before,
 //! in one commit), so that the peer's durable commit and this gateway's overlap instead
 //! of waiting for each other; that batch is dropped and admitted afresh if a consent
-//! changed or one of its messages grew too old meanwhile (`Ahead`).
+//! committed meanwhile no longer covers one of its messages, or one of them grew too
+//! old (`Ahead`).
 //!
 //! A [`Relay`] owns what delivering to its one peer needs: the peer, the relay
 //! settings, the TLS client config, the store, its waker, who this gateway is and the
@@ -50,8 +51,7 @@ use crate::outbox::{self, SentMessage, Status};
 use crate::receipt::{verify_statement, Receipt};
 use crate::revocation::CrlSet;
 use crate::stats::Counters;
-use crate::store::Store;
-use crate::store::T;
+use crate::store::{Store, T};
 use crate::wire::{
     BatchAnswer, BatchItem, BatchRequest, ItemAnswer, BATCH_PATH, MAX_BATCH, MAX_BATCH_BYTES,
 };
@@ -354,21 +354,57 @@ fn still_covered(relay: &Relay, msg: &SentMessage) -> bool {
     let Some(consent_id) = &msg.consent_id else {
         return true;
     };
-    let bsn = serde_json::from_str::<Envelope>(&msg.envelope)
-        .ok()
-        .and_then(|e| e.bsn());
-    let (Some(bsn), Ok(state)) = (bsn, registry::state(&relay.store, consent_id)) else {
+    let (Ok(Some(bsn)), Ok(state)) = (queued_bsn(msg), registry::state(&relay.store, consent_id))
+    else {
         return false;
     };
-    let exchange = Exchange {
-        role: relay.local.role,
-        own: &relay.local.identity,
-        peer: &relay.peer.identity,
-        bsn: &bsn,
-        message_type: msg.message_type,
-        today: relay.local.clock.today(),
-    };
+    let exchange = exchange_for(&relay.local, &relay.peer, &bsn, msg);
     consent::covers(state.as_ref(), &exchange).is_ok()
+}
+
+/// The child's BSN in a queued message's envelope, for its consent check (`None` for a
+/// message under no consent).
+fn queued_bsn(msg: &SentMessage) -> Result<Option<Bsn>, DeliveryError> {
+    if msg.consent_id.is_none() {
+        return Ok(None);
+    }
+    let envelope = serde_json::from_str::<Envelope>(&msg.envelope).map_err(|e| {
+        DeliveryError::QueuedEnvelope {
+            id: msg.id.clone(),
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(envelope.bsn())
+}
+
+/// The exchange a consent must cover for `msg` to go from this gateway to `peer`.
+fn exchange_for<'a>(
+    local: &'a Local,
+    peer: &'a Peer,
+    bsn: &'a Bsn,
+    msg: &SentMessage,
+) -> Exchange<'a> {
+    Exchange {
+        role: local.role,
+        own: &local.identity,
+        peer: &peer.identity,
+        bsn,
+        message_type: msg.message_type,
+        today: local.clock.today(),
+    }
+}
+
+/// A message that stays queued after a failed attempt, with why.
+fn requeued(msg: SentMessage, reason: String) -> Step {
+    Step {
+        msg,
+        status: Status::Queued,
+        event: None,
+        reason: Some(reason),
+        receipt: None,
+        signed: None,
+        sent_to: None,
+    }
 }
 
 fn too_old(relay: &Relay, msg: &SentMessage, now: chrono::DateTime<chrono::Utc>) -> bool {
@@ -418,15 +454,7 @@ fn prepare(
             break;
         } else {
             bytes += msg.envelope.len();
-            let bsn = match &msg.consent_id {
-                Some(_) => serde_json::from_str::<Envelope>(&msg.envelope)
-                    .map_err(|e| DeliveryError::QueuedEnvelope {
-                        id: msg.id.clone(),
-                        detail: e.to_string(),
-                    })?
-                    .bsn(),
-                None => None,
-            };
+            let bsn = queued_bsn(&msg)?;
             candidates.push((msg, bsn));
         }
     }
@@ -518,15 +546,7 @@ async fn send(
     if let Err(reason) = ensure_connection(relay, conn).await {
         let steps = to_send
             .into_iter()
-            .map(|msg| Step {
-                msg,
-                status: Status::Queued,
-                event: None,
-                reason: Some(reason.to_string()),
-                receipt: None,
-                signed: None,
-                sent_to: None,
-            })
+            .map(|msg| requeued(msg, reason.to_string()))
             .collect();
         record(relay, steps).await?;
         return Err(reason);
@@ -566,15 +586,7 @@ async fn send(
             *conn = None;
             let reason = failed.to_string();
             retry = Some(failed);
-            steps.extend(to_send.into_iter().map(|msg| Step {
-                msg,
-                status: Status::Queued,
-                event: None,
-                reason: Some(reason.clone()),
-                receipt: None,
-                signed: None,
-                sent_to: None,
-            }));
+            steps.extend(to_send.into_iter().map(|msg| requeued(msg, reason.clone())));
         }
     }
     match retry {
@@ -616,13 +628,12 @@ async fn admit(
             for step in settled {
                 apply(tx, step, &org)?;
             }
-            let today = local.clock.today();
             let mut admitted = Vec::with_capacity(candidates.len());
             for (msg, bsn) in candidates {
                 let covered = match (&msg.consent_id, bsn) {
                     (Some(consent_id), Some(bsn)) => {
                         let state = registry::state_in(tx, consent_id)?;
-                        let exchange = Exchange { role: local.role, own: &org, peer: &peer.identity, bsn: &bsn, message_type: msg.message_type, today };
+                        let exchange = exchange_for(&local, &peer, &bsn, &msg);
                         consent::covers(state.as_ref(), &exchange).map(|()| Some(consent_id.clone()))
                     }
                     _ => Ok(None),
@@ -630,8 +641,7 @@ async fn admit(
                 match covered {
                     Ok(consent) => match &unreachable {
                         Some(reason) => {
-                            let step = Step { msg, status: Status::Queued, event: None, reason: Some(reason.to_string()), receipt: None, signed: None, sent_to: None };
-                            apply(tx, step, &org)?;
+                            apply(tx, requeued(msg, reason.to_string()), &org)?;
                         }
                         None => {
                             if let Some(consent_id) = consent {
