@@ -383,12 +383,19 @@ type JobFn = Box<dyn FnOnce(&mut Tx<'_>) -> Finisher + Send>;
 /// What tells a job's caller how its commit ended.
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// Counters for the benchmark: how often the commit point ran and what it synced.
+/// Counters for the benchmark: how often the commit point ran and what it synced, and
+/// where a group commit's time went (microseconds, summed over all groups): running its
+/// jobs and sealing what they wrote, sled's transaction, sled's `flush` (which writes
+/// the log and waits for the device), and the `fdatasync` that makes it durable.
 #[derive(Debug, Default)]
 pub struct CommitStats {
     pub groups: AtomicU64,
     pub jobs: AtomicU64,
     pub syncs: AtomicU64,
+    pub jobs_us: AtomicU64,
+    pub transaction_us: AtomicU64,
+    pub flush_us: AtomicU64,
+    pub fdatasync_us: AtomicU64,
     /// Told of every audit record a group commits and of how long each group took
     /// (the gateway's metrics); set once, after the store is open.
     pub observer: std::sync::OnceLock<Arc<dyn CommitObserver>>,
@@ -1234,10 +1241,13 @@ impl Committer {
         sealed_writes(sealed, &mut writes);
         let result = match chain_error {
             Some(e) => Err(e),
-            None => self
-                .seal_writes(&mut writes, presealed)
-                .and_then(|()| self.apply(&writes))
-                .and_then(|()| self.commit_point()),
+            None => self.seal_writes(&mut writes, presealed).and_then(|()| {
+                add_elapsed(&self.stats.jobs_us, started);
+                let applying = std::time::Instant::now();
+                self.apply(&writes)?;
+                add_elapsed(&self.stats.transaction_us, applying);
+                self.commit_point()
+            }),
         };
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -1309,7 +1319,9 @@ impl Committer {
                 panic!("fault hook: WIJKPOORT_FAULT_COMMIT_PANIC_AFTER={n}");
             }
         }
+        let flushing = std::time::Instant::now();
         self.db.flush()?;
+        add_elapsed(&self.stats.flush_us, flushing);
         if self.durability == Durability::Off {
             return Ok(());
         }
@@ -1318,6 +1330,7 @@ impl Committer {
         let syncing = std::time::Instant::now();
         self.log_file.sync_data()?;
         self.sync_new_blobs()?;
+        add_elapsed(&self.stats.fdatasync_us, syncing);
         if let Some(o) = self.stats.observer.get() {
             o.synced(syncing.elapsed());
         }
@@ -1356,6 +1369,12 @@ impl Committer {
         self.synced_blobs = present;
         Ok(())
     }
+}
+
+/// Adds the microseconds since `since` to a phase's total in [`CommitStats`].
+fn add_elapsed(total: &AtomicU64, since: std::time::Instant) {
+    let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    total.fetch_add(us, Ordering::Relaxed);
 }
 
 /// sled's blob directory, kept open for the committer (see `Committer::blobs`).

@@ -456,6 +456,15 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
             delta(s, b, "commit_jobs") as f64 / groups.max(1) as f64,
             syncs as f64 / count.max(1.0),
         );
+        let per_group_ms = |key: &str| delta(s, b, key) as f64 / groups.max(1) as f64 / 1000.0;
+        outln!(
+            "{:<9} a commit group on average: jobs {:.2} ms, sled transaction {:.2} ms, sled flush {:.2} ms, fdatasync {:.2} ms",
+            "",
+            per_group_ms("commit_jobs_us"),
+            per_group_ms("commit_transaction_us"),
+            per_group_ms("commit_flush_us"),
+            per_group_ms("commit_fdatasync_us"),
+        );
     };
     for (i, p) in practices.iter().enumerate() {
         let count = per[i].accept_ms.len() as f64;

@@ -230,6 +230,46 @@ async fn a_malformed_submission_is_refused_with_400_without_its_content_in_the_a
     practice.stop().await.unwrap();
 }
 
+/// `/v1/stats` says where the group commits' time went (what the bench reports per
+/// group): each phase's total grows as messages are committed, and together they are
+/// no more than the time that passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_split_the_commits_time_into_its_phases() {
+    let started = std::time::Instant::now();
+    let (setup, practice, wijkteam) = pair().await;
+    let mut his = setup.client(Role::Practice, "dr.jansen");
+    let phases = [
+        "commit_jobs_us",
+        "commit_transaction_us",
+        "commit_flush_us",
+        "commit_fdatasync_us",
+    ];
+    let read = |v: &serde_json::Value, k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} is not a count: {v}"))
+    };
+    let (code, before) = his.get("/v1/stats").await.unwrap();
+    assert_eq!(code, 200, "{before}");
+    for id in submit_referrals(&mut his, 3).await {
+        wait_delivered(&mut his, &id).await;
+    }
+    let (_, after) = his.get("/v1/stats").await.unwrap();
+    for k in phases {
+        assert!(
+            read(&after, k) > read(&before, k),
+            "{k} did not grow: {after}"
+        );
+    }
+    let total: u64 = phases.iter().map(|k| read(&after, k)).sum();
+    let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap();
+    assert!(
+        total <= elapsed,
+        "{total} µs of commits in {elapsed} µs: {after}"
+    );
+    practice.stop().await.unwrap();
+    wijkteam.stop().await.unwrap();
+}
+
 /// `/v1/stats` counts from a counter kept with each received message and from the head
 /// of the audit chain, not by walking the store; a store from before the counter is
 /// counted once.
