@@ -456,14 +456,14 @@ pub async fn run(o: BenchOptions) -> Result<(), StartError> {
             delta(s, b, "commit_jobs") as f64 / groups.max(1) as f64,
             syncs as f64 / count.max(1.0),
         );
-        let per_group_ms = |key: &str| delta(s, b, key) as f64 / groups.max(1) as f64 / 1000.0;
+        let per_group_ms = |key: &str| delta(s, b, key) as f64 / groups.max(1) as f64 / 1e6;
         outln!(
             "{:<9} a commit group on average: jobs {:.2} ms, sled transaction {:.2} ms, sled flush {:.2} ms, fdatasync {:.2} ms",
             "",
-            per_group_ms("commit_jobs_us"),
-            per_group_ms("commit_transaction_us"),
-            per_group_ms("commit_flush_us"),
-            per_group_ms("commit_fdatasync_us"),
+            per_group_ms("commit_jobs_ns"),
+            per_group_ms("commit_transaction_ns"),
+            per_group_ms("commit_flush_ns"),
+            per_group_ms("commit_fdatasync_ns"),
         );
     };
     for (i, p) in practices.iter().enumerate() {

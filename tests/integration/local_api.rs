@@ -239,10 +239,10 @@ async fn stats_split_the_commits_time_into_its_phases() {
     let (setup, practice, wijkteam) = pair().await;
     let mut his = setup.client(Role::Practice, "dr.jansen");
     let phases = [
-        "commit_jobs_us",
-        "commit_transaction_us",
-        "commit_flush_us",
-        "commit_fdatasync_us",
+        "commit_jobs_ns",
+        "commit_transaction_ns",
+        "commit_flush_ns",
+        "commit_fdatasync_ns",
     ];
     let read = |v: &serde_json::Value, k: &str| {
         v[k].as_u64()
@@ -261,10 +261,10 @@ async fn stats_split_the_commits_time_into_its_phases() {
         );
     }
     let total: u64 = phases.iter().map(|k| read(&after, k)).sum();
-    let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap();
+    let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap();
     assert!(
         total <= elapsed,
-        "{total} µs of commits in {elapsed} µs: {after}"
+        "{total} ns of commits in {elapsed} ns: {after}"
     );
     practice.stop().await.unwrap();
     wijkteam.stop().await.unwrap();
