@@ -1243,10 +1243,10 @@ impl Committer {
         let result = match chain_error {
             Some(e) => Err(e),
             None => self.seal_writes(&mut writes, presealed).and_then(|()| {
-                add_elapsed(&self.stats.jobs_ns, started);
+                add_ns(&self.stats.jobs_ns, started.elapsed());
                 let applying = std::time::Instant::now();
                 self.apply(&writes)?;
-                add_elapsed(&self.stats.transaction_ns, applying);
+                add_ns(&self.stats.transaction_ns, applying.elapsed());
                 self.commit_point()
             }),
         };
@@ -1322,7 +1322,7 @@ impl Committer {
         }
         let flushing = std::time::Instant::now();
         self.db.flush()?;
-        add_elapsed(&self.stats.flush_ns, flushing);
+        add_ns(&self.stats.flush_ns, flushing.elapsed());
         if self.durability == Durability::Off {
             return Ok(());
         }
@@ -1331,9 +1331,10 @@ impl Committer {
         let syncing = std::time::Instant::now();
         self.log_file.sync_data()?;
         self.sync_new_blobs()?;
-        add_elapsed(&self.stats.fdatasync_ns, syncing);
+        let took = syncing.elapsed();
+        add_ns(&self.stats.fdatasync_ns, took);
         if let Some(o) = self.stats.observer.get() {
-            o.synced(syncing.elapsed());
+            o.synced(took);
         }
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -1372,9 +1373,9 @@ impl Committer {
     }
 }
 
-/// Adds the nanoseconds since `since` to a phase's total in [`CommitStats`].
-fn add_elapsed(total: &AtomicU64, since: std::time::Instant) {
-    let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+/// Adds a phase's duration to its total in [`CommitStats`].
+fn add_ns(total: &AtomicU64, took: std::time::Duration) {
+    let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
     total.fetch_add(ns, Ordering::Relaxed);
 }
 
